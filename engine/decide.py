@@ -1,0 +1,274 @@
+"""`decide`: the pure function from (compiled policy, request, runtime state) to a plan.
+
+No I/O, no clock, no randomness: `engine explain`, `engine replay` and live traffic call the
+same function, so what ops see in a dry run is what traffic gets. The steps are POLICY.md's
+"Decision" section, in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from engine.features import Features, Request
+from engine.policy.compile import CompiledPolicy, CompiledRoute
+from engine.policy.model import Model
+from engine.state import EMPTY_STATE, RuntimeState
+
+Op = Literal["enter", "match", "skip", "fail", "note", "fallback", "select"]
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEvent:
+    """One step of a decision, mapped back to the YAML path it comes from."""
+
+    op: Op
+    node: str
+    message: str
+
+    def format(self) -> str:
+        """`op node: message`."""
+        return f"{self.op:<8} {self.node}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    """How one model fared for this request."""
+
+    model: str
+    provider: str
+    eligible: bool
+    score: int
+    est_cost_usd: float
+    reason: str | None = None
+    role: Literal["candidate", "fallback"] = "candidate"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON view (explain --json)."""
+        d: dict[str, Any] = {"model": self.model, "provider": self.provider, "eligible": self.eligible,
+                             "score": self.score, "est_cost_usd": round(self.est_cost_usd, 8), "role": self.role}
+        if self.reason:
+            d["reason"] = self.reason
+        return d
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """What the policy decided for one request.
+
+    Attributes:
+        route: name of the matching route (None if no route matched).
+        query_type: the classified query type.
+        plan: models to try, in order (ranked candidates, then fallbacks, demoted last).
+        candidates: every model considered, with its eligibility and estimated cost.
+        features: the request features expressions saw.
+        trace: the steps taken (empty unless `explain=True`).
+        refusal: why the request is refused when the plan is empty.
+        quota_refused: the plan is empty because `reject` quotas excluded every model.
+        downgraded: a `downgrade` quota replaced the plan with the cheapest model that fits.
+        policy_digest: which policy version decided.
+    """
+
+    route: str | None
+    query_type: str
+    plan: tuple[str, ...]
+    candidates: tuple[Candidate, ...]
+    features: Features
+    trace: tuple[TraceEvent, ...] = ()
+    refusal: str | None = None
+    quota_refused: bool = False
+    downgraded: bool = False
+    policy_digest: str = ""
+
+    @property
+    def model(self) -> str | None:
+        """The first model of the plan, or None when refused."""
+        return self.plan[0] if self.plan else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `engine explain --json` object (POLICY.md)."""
+        return {
+            "route": self.route, "query_type": self.query_type, "model": self.model, "plan": list(self.plan),
+            "candidates": [c.as_dict() for c in self.candidates], "features": self.features.as_dict(),
+            "refusal": self.refusal, "downgraded": self.downgraded,
+            "trace": [e.format() for e in self.trace], "policy": self.policy_digest[:12],
+        }
+
+
+@dataclass(slots=True)
+class _Tracer:
+    on: bool
+    events: list[TraceEvent] = field(default_factory=list)
+
+    def __call__(self, op: Op, node: str, message: str) -> None:
+        if self.on:
+            self.events.append(TraceEvent(op, node, message))
+
+
+def decide(compiled: CompiledPolicy, request: Request, state: RuntimeState = EMPTY_STATE, *,
+           explain: bool = False, naive: bool = False) -> Decision:
+    """Decide the plan for `request`.
+
+    Args:
+        compiled: the compiled policy.
+        request: the caller's request.
+        state: health, limiter and quota facts (EMPTY_STATE for a dry run).
+        explain: record a human-readable trace (costs a little; off for live traffic).
+        naive: match routes by evaluating every `when` in order instead of walking the tree
+            (the reference semantics, used by tests and benchmarks).
+    """
+    features = compiled.features(request)
+    return decide_features(compiled, features, state, explain=explain, naive=naive)
+
+
+def decide_features(compiled: CompiledPolicy, features: Features, state: RuntimeState = EMPTY_STATE, *,
+                    explain: bool = False, naive: bool = False) -> Decision:
+    """`decide` from already computed features (used by replay and benchmarks)."""
+    t = _Tracer(explain)
+    if explain:
+        t("note", "$.query_types", f"query type {features.query_type!r}; prompt ~{features.prompt_tokens} tokens, "
+                                   f"max_tokens {features.max_tokens}")
+        on = [k for k, v in features.signals.items() if v]
+        if compiled.signals:
+            t("note", "$.signals", f"signals true: {', '.join(on) or 'none'}")
+    env = features.env()
+    cr = compiled.match_naive(env) if naive else compiled.match(env)
+    if cr is None:
+        t("fail", "$.routes", "no route matched")
+        return Decision(route=None, query_type=features.query_type, plan=(), candidates=(), features=features,
+                        trace=tuple(t.events), refusal="no route matched this request",
+                        policy_digest=compiled.policy.digest)
+    node = f"$.routes[{cr.route.index}]"
+    t("match", node, f"route {cr.route.name!r}" + (f" (when: {cr.when.text})" if cr.when else " (no condition)"))
+    return _plan(compiled, cr, features, state, t, node)
+
+
+def _plan(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: RuntimeState, t: _Tracer,
+          node: str) -> Decision:
+    route = cr.route
+    need = f.prompt_tokens + f.max_tokens
+    cands: list[Candidate] = []
+    eligible: list[tuple[Model, float, int]] = []
+    quota_blocked: list[tuple[str, bool]] = []
+    for m in cr.pool:
+        cost = m.est_cost(f.prompt_tokens, f.max_tokens)
+        score = m.score(f.query_type)
+        reason = _requirement_miss(m, score, f, cr, state) or _runtime_miss(m, need, cost, f, state, quota_blocked)
+        if reason is None and route.max_cost_usd is not None and cost > route.max_cost_usd:
+            reason = f"estimated cost ${cost:.6f} > max_cost_usd ${route.max_cost_usd:g}"
+        cands.append(Candidate(model=m.name, provider=m.provider, eligible=reason is None, score=score,
+                               est_cost_usd=cost, reason=reason))
+        if reason is None:
+            eligible.append((m, cost, score))
+            t("enter", f"$.models.{m.name}", f"eligible: score {score}, est ${cost:.6f}")
+        else:
+            t("skip", f"$.models.{m.name}", reason)
+    ranked = _rank(route.strategy, eligible, state)
+    if ranked:
+        t("select", f"{node}.strategy", f"{route.strategy}: {', '.join(ranked)}")
+    plan = list(ranked)
+    for m in cr.fallback:
+        if m.name in plan:
+            continue
+        cost = m.est_cost(f.prompt_tokens, f.max_tokens)
+        reason = _runtime_miss(m, need, cost, f, state, quota_blocked)
+        cands.append(Candidate(model=m.name, provider=m.provider, eligible=reason is None, score=m.score(f.query_type),
+                               est_cost_usd=cost, reason=reason, role="fallback"))
+        if reason is None:
+            plan.append(m.name)
+            t("fallback", f"{node}.fallback", f"{m.name} appended")
+        else:
+            t("skip", f"{node}.fallback", f"{m.name}: {reason}")
+    if state.demoted and plan:
+        kept = [p for p in plan if p not in state.demoted]
+        demoted = [p for p in plan if p in state.demoted]
+        for p in demoted:
+            t("note", "$.health.demote", f"{p} moved to the end: {state.demoted[p]}")
+        plan = kept + demoted
+    downgraded = False
+    if not plan and quota_blocked and any(down for _, down in quota_blocked):
+        pick = _downgrade(compiled, f, state, need)
+        if pick is not None:
+            plan, downgraded = [pick.name], True
+            t("fallback", "$.quotas", f"downgrade: {pick.name} is the cheapest model that fits the quotas")
+    refusal = None
+    quota_refused = False
+    if not plan:
+        why = "; ".join(f"{c.model}: {c.reason}" for c in cands if c.reason) or "the route has no models"
+        refusal = f"route {route.name!r} leaves no model for this request ({why})"
+        quota_refused = bool(quota_blocked) and all(
+            c.reason is None or c.reason.startswith("quota") for c in cands)
+        t("fail", node, refusal)
+    return Decision(route=route.name, query_type=f.query_type, plan=tuple(plan), candidates=tuple(cands), features=f,
+                    trace=tuple(t.events), refusal=refusal, quota_refused=quota_refused, downgraded=downgraded,
+                    policy_digest=compiled.policy.digest)
+
+
+def _requirement_miss(m: Model, score: int, f: Features, cr: CompiledRoute, state: RuntimeState) -> str | None:
+    req = cr.route.require
+    if req.score is not None and score < req.score:
+        return f"score {score} for {f.query_type} < required {req.score}"
+    missing = req.features - m.features
+    if missing:
+        return f"lacks feature(s) {', '.join(sorted(missing))}"
+    if req.max_p95_ms is not None:
+        p95 = _latency(m, state)[1]
+        if p95 is not None and p95 > req.max_p95_ms:
+            return f"p95 latency {p95:.0f} ms > max_p95_ms {req.max_p95_ms:g}"
+    return None
+
+
+def _runtime_miss(m: Model, need: int, cost: float, f: Features, state: RuntimeState,
+                  quota_blocked: list[tuple[str, bool]]) -> str | None:
+    if need > m.context_window:
+        return f"context window {m.context_window} < {need} tokens (prompt {f.prompt_tokens} + max_tokens)"
+    if m.max_output_tokens is not None and f.max_tokens > m.max_output_tokens:
+        return f"max_tokens {f.max_tokens} > max_output_tokens {m.max_output_tokens}"
+    if m.name in state.open_circuits:
+        return f"circuit open: {state.open_circuits[m.name]}"
+    if m.name in state.unavailable:
+        return f"unavailable: {state.unavailable[m.name]}"
+    if state.quota_probe is not None:
+        verdict = state.quota_probe(m.name, need, cost)
+        if verdict is not None:
+            quota_blocked.append(verdict)
+            return f"quota: {verdict[0]}"
+    return None
+
+
+def _latency(m: Model, state: RuntimeState) -> tuple[float | None, float | None]:
+    measured = state.latency_ms.get(m.name)
+    if measured is not None:
+        return measured
+    if m.latency is not None:
+        return m.latency.p50_ms, m.latency.p95_ms
+    return None, None
+
+
+def _rank(strategy: str, eligible: list[tuple[Model, float, int]], state: RuntimeState) -> list[str]:
+    if strategy == "ordered":
+        return [m.name for m, _, _ in eligible]
+    if strategy == "cheapest":
+        key = lambda e: (e[1], e[0].order)  # noqa: E731
+    elif strategy == "fastest":
+        def key(e: tuple[Model, float, int]) -> tuple[float, float, int]:
+            p50 = _latency(e[0], state)[0]
+            return (p50 if p50 is not None else float("inf"), e[1], e[0].order)
+    else:  # best
+        key = lambda e: (-e[2], e[1], e[0].order)  # noqa: E731
+    return [m.name for m, _, _ in sorted(eligible, key=key)]
+
+
+def _downgrade(compiled: CompiledPolicy, f: Features, state: RuntimeState, need: int) -> Model | None:
+    for m in sorted(compiled.policy.models.values(), key=lambda m: (m.est_cost(f.prompt_tokens, f.max_tokens),
+                                                                      m.order)):
+        cost = m.est_cost(f.prompt_tokens, f.max_tokens)
+        if _runtime_miss(m, need, cost, f, state, []) is None:
+            return m
+    return None
+
+
+def explain(compiled: CompiledPolicy, request: Request, state: RuntimeState = EMPTY_STATE) -> Decision:
+    """`decide` with the trace on: what `engine explain` prints."""
+    return decide(compiled, request, state, explain=True)
+

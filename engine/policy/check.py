@@ -1,0 +1,246 @@
+"""Static checks (POLICY.md, "Static checks"): a named list of stages over a built policy.
+
+Each stage returns diagnostics; none stops the others, so one run reports everything.
+Order matters in one place only: expression stages run before the route stages that
+reason about which query types a route can see.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from engine.policy.diagnostics import Diagnostic, did_you_mean
+from engine.policy.expr import REQUEST_NAMES, Expr, ExprError, Scope, conjuncts, discrete_test, parse_expr
+from engine.policy.load import Located, PathT
+from engine.policy.model import Model, Policy, Route
+
+
+@dataclass(slots=True)
+class Ctx:
+    """What the stages share: the policy, positions, and expressions parsed so far."""
+
+    policy: Policy
+    loc: Located
+    route_exprs: dict[int, Expr | None]
+    qt_names: list[str]
+
+    def diag(self, code: str, message: str, path: PathT, severity: str = "error", key: bool = False) -> Diagnostic:
+        return self.loc.diag(code, message, path, severity=severity, key=key)
+
+
+Stage = Callable[[Ctx], Iterable[Diagnostic]]
+
+
+def check_references(c: Ctx) -> Iterable[Diagnostic]:
+    """Unknown providers, models and duplicate names."""
+    p = c.policy
+    for name, m in p.models.items():
+        if m.provider not in p.providers:
+            yield c.diag("unknown-provider", f"model {name!r} uses unknown provider {m.provider!r}"
+                         f"{did_you_mean(m.provider, list(p.providers))}", ("models", name, "provider"))
+    seen: dict[str, int] = {}
+    for i, r in enumerate(p.routes):
+        if r.name in seen:
+            yield c.diag("duplicate-route", f"route name {r.name!r} is already used by routes[{seen[r.name]}]",
+                         ("routes", i, "name"))
+        seen.setdefault(r.name, i)
+        for field in ("candidates", "fallback"):
+            for j, m in enumerate(getattr(r, field) or ()):
+                if m not in p.models:
+                    yield c.diag("unknown-model", f"route {r.name!r} names unknown model {m!r}"
+                                 f"{did_you_mean(m, list(p.models))}", ("routes", i, field, j))
+    qseen: set[str] = set()
+    for i, q in enumerate(p.quotas):
+        if q.name in qseen:
+            yield c.diag("duplicate-quota", f"quota name {q.name!r} is used twice", ("quotas", i, "name"))
+        qseen.add(q.name)
+
+
+def check_signals(c: Ctx) -> Iterable[Diagnostic]:
+    """Each signal has exactly one source; regexes compile."""
+    for name, s in c.policy.signals.items():
+        sources = [k for k in ("regex", "keywords", "when", "classify") if getattr(s, k)]
+        if len(sources) != 1:
+            yield c.diag("signal-source", f"signal {name!r} must have exactly one of regex, keywords, when, "
+                         f"classify (has {', '.join(sources) or 'none'})", ("signals", name), key=True)
+        for i, pattern in enumerate(s.regex):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                yield c.diag("bad-regex", f"invalid regex: {e}", ("signals", name, "regex", i))
+        if s.when:
+            yield from _parse(c, s.when, Scope(signals=frozenset(), query_type=False), ("signals", name, "when"))
+
+
+def _parse(c: Ctx, text: str, scope: Scope, path: PathT) -> Iterable[Diagnostic]:
+    try:
+        parse_expr(text, scope)
+    except ExprError as e:
+        yield c.diag("expr", _expr_message(str(e), text, scope, c), path)
+
+
+def _expr_message(msg: str, text: str, scope: Scope, c: Ctx) -> str:
+    m = re.match(r"unknown (name|signal) '([^']+)'", msg)
+    if m:
+        if m.group(1) == "signal":
+            choices = list(c.policy.signals)
+        else:
+            choices = [*REQUEST_NAMES, *(["query_type"] if scope.query_type else []), "meta", "signals"]
+        msg += did_you_mean(m.group(2), choices)
+    return f"{msg} in {text!r}"
+
+
+def check_expressions(c: Ctx) -> Iterable[Diagnostic]:
+    """Every `when` parses, uses only documented names, and is within bounds."""
+    p = c.policy
+    route_scope = Scope(signals=frozenset(p.signals))
+    for i, q in enumerate(p.query_types):
+        if q.when:
+            yield from _parse(c, q.when, Scope(signals=frozenset(p.signals), query_type=False),
+                              ("query_types", i, "when"))
+    for i, r in enumerate(p.routes):
+        c.route_exprs[i] = None
+        if r.when:
+            diags = list(_parse(c, r.when, route_scope, ("routes", i, "when")))
+            yield from diags
+            if not diags:
+                c.route_exprs[i] = parse_expr(r.when, route_scope)
+    if p.cache.when:
+        yield from _parse(c, p.cache.when, route_scope, ("cache", "when"))
+
+
+def check_query_types(c: Ctx) -> Iterable[Diagnostic]:
+    """A default rule closes the list; scores and comparisons name declared query types."""
+    p = c.policy
+    rules = p.query_types
+    if rules and rules[-1].when is not None:
+        yield c.diag("query-types-default", "the last query_types rule must have no `when`, so every request "
+                     "gets a type (add e.g. `- {type: chat}`)", ("query_types", len(rules) - 1))
+    for i, q in enumerate(rules[:-1]):
+        if q.when is None:
+            yield c.diag("shadowed-query-type", f"query_types rules after {q.type!r} can never apply: it has no `when`",
+                         ("query_types", i + 1), severity="warning")
+            break
+    known = c.qt_names
+    for name, m in p.models.items():
+        for qt, _ in m.scores:
+            if qt not in known:
+                yield c.diag("unknown-query-type", f"score for unknown query type {qt!r}{did_you_mean(qt, known)}"
+                             f"; declared: {', '.join(known)}", ("models", name, "scores", qt), key=True)
+    from engine.policy.expr import string_literals_compared
+
+    for i, e in c.route_exprs.items():
+        if e is None:
+            continue
+        for value, _ in string_literals_compared(e.node, "query_type"):
+            if value not in known:
+                yield c.diag("unknown-query-type", f"query_type is never {value!r}{did_you_mean(value, known)}",
+                             ("routes", i, "when"))
+
+
+def route_query_types(c: Ctx, i: int) -> list[str]:
+    """Query types that can reach route `i` (from its `query_type` tests; all when untested)."""
+    e = c.route_exprs.get(i)
+    allowed = set(c.qt_names)
+    if e is not None:
+        for conj in conjuncts(e.node):
+            t = discrete_test(conj, lambda n: n == "query_type")
+            if t is not None:
+                allowed &= {v for v in t[1] if isinstance(v, str)}
+    return [q for q in c.qt_names if q in allowed]
+
+
+def _static_miss(m: Model, r: Route, qts: list[str]) -> str | None:
+    req = r.require
+    if req.score is not None and qts and all(m.score(q) < req.score for q in qts):
+        best = max(m.score(q) for q in qts)
+        return f"{m.name}: best score {best} < {req.score} for {', '.join(qts)}"
+    missing = req.features - m.features
+    if missing:
+        return f"{m.name}: lacks {', '.join(sorted(missing))}"
+    return None
+
+
+def check_routes(c: Ctx) -> Iterable[Diagnostic]:
+    """Unsatisfiable routes, shadowed routes, and cost ceilings nothing can meet."""
+    p = c.policy
+    unconditional: Route | None = None
+    seen_when: dict[str, str] = {}
+    for i, r in enumerate(p.routes):
+        if unconditional is not None:
+            yield c.diag("shadowed-route", f"route {r.name!r} can never match: route {unconditional.name!r} "
+                         "before it has no `when`", ("routes", i), severity="warning")
+        elif r.when and r.when.strip() in seen_when:
+            yield c.diag("shadowed-route", f"route {r.name!r} can never match: route {seen_when[r.when.strip()]!r} "
+                         "has the same `when` and comes first", ("routes", i, "when"), severity="warning")
+        if r.when is None and unconditional is None:
+            unconditional = r
+        elif r.when:
+            seen_when.setdefault(r.when.strip(), r.name)
+        if any(m not in p.models for m in (r.candidates or ())):
+            continue  # already reported as unknown-model
+        pool = [p.models[m] for m in r.candidates] if r.candidates else list(p.models.values())
+        qts = route_query_types(c, i)
+        misses = [_static_miss(m, r, qts) for m in pool]
+        if pool and all(misses) and not r.fallback:
+            yield c.diag("unsatisfiable-route", f"no candidate of route {r.name!r} can ever meet its requirements ("
+                         + "; ".join(x for x in misses if x) + ")", ("routes", i, "require"))
+        if r.max_cost_usd is not None and pool:
+            floor = min(m.est_cost(1, 1) for m in pool)
+            if r.max_cost_usd < floor:
+                yield c.diag("cost-ceiling", f"max_cost_usd {r.max_cost_usd:g} is below the cheapest candidate's "
+                             f"minimum cost ${floor:.8f} (1 token in, 1 out): the route always refuses",
+                             ("routes", i, "max_cost_usd"), severity="warning")
+    if unconditional is None:
+        yield c.diag("no-default-route", "no route without `when`: requests that match none are refused "
+                     "(add a last route without `when`)", ("routes", len(p.routes) - 1), severity="warning")
+
+
+def check_reachable_models(c: Ctx) -> Iterable[Diagnostic]:
+    """Models that no route can ever pick."""
+    p = c.policy
+    reachable: set[str] = set()
+    for i, r in enumerate(p.routes):
+        reachable.update(m for m in r.fallback)
+        pool = r.candidates or tuple(p.models)
+        qts = route_query_types(c, i)
+        reachable.update(m for m in pool if m in p.models and _static_miss(p.models[m], r, qts) is None)
+    for name in p.models:
+        if name not in reachable:
+            yield c.diag("unused-model", f"no route can ever pick model {name!r}", ("models", name), severity="warning",
+                         key=True)
+
+
+def check_quotas(c: Ctx) -> Iterable[Diagnostic]:
+    """Quotas that cannot do what they say."""
+    for i, q in enumerate(c.policy.quotas):
+        if q.on_exceed == "downgrade" and not any(m.price.input + m.price.output > 0 for m in c.policy.models.values()):
+            yield c.diag("quota-downgrade", "downgrade has no cheaper model to go to: every model is free",
+                         ("quotas", i, "on_exceed"), severity="warning")
+
+
+STAGES: tuple[tuple[str, Stage], ...] = (
+    ("references", check_references),
+    ("signals", check_signals),
+    # expressions must run before query_types and routes: they fill Ctx.route_exprs
+    ("expressions", check_expressions),
+    ("query_types", check_query_types),
+    ("routes", check_routes),
+    ("reachable_models", check_reachable_models),
+    ("quotas", check_quotas),
+)
+
+
+def check_policy(policy: Policy, loc: Located) -> list[Diagnostic]:
+    """Run every stage; returns all diagnostics (errors and warnings)."""
+    qt_names: list[str] = []
+    for q in policy.query_types:
+        if q.type not in qt_names:
+            qt_names.append(q.type)
+    c = Ctx(policy=policy, loc=loc, route_exprs={}, qt_names=qt_names)
+    out: list[Diagnostic] = []
+    for _, stage in STAGES:
+        out.extend(stage(c))
+    return out

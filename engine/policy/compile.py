@@ -1,0 +1,243 @@
+"""Compile a checked policy into a decision tree (DESIGN.md, "Compiling").
+
+Each route's `when` is split into conjuncts. Equality and membership tests on discrete
+features (`query_type`, `meta.*`, `signals.*`, request booleans) become branch nodes keyed by
+value; what remains is a residual predicate checked at the leaf, in route order. Walking the
+tree therefore visits only the routes that could still match, and a leaf's list stops at the
+first route that matches unconditionally (everything after it is shadowed).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.features import Features, Request, SignalMatcher, count_prompt_tokens, safe_truth
+from engine.policy.expr import Expr, Scope, conjuncts, discrete_test, parse_expr
+from engine.policy.model import Model, Policy, Route
+
+MAX_TREE_NODES = 50_000
+"""Beyond this many nodes the builder stops splitting and leaves the tests at the leaves,
+so a policy with many unrelated discrete tests cannot blow the tree up exponentially."""
+
+
+def is_discrete(name: str) -> bool:
+    """Features with few values, worth branching on."""
+    return name in ("query_type", "stream", "has_tools", "has_images", "has_system") or name.startswith(
+        ("meta.", "signals."))
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class CompiledRoute:
+    """A route with its condition split for the tree.
+
+    Attributes:
+        route: the policy route.
+        when: the whole condition (None = always), used by naive evaluation and traces.
+        tests: discrete tests, name -> allowed values; all must hold.
+        residual: the other conjuncts, as one expression (None = nothing left).
+        pool: the models it may pick from, in `models` order (its candidates, or all).
+        fallback: its fallback models.
+    """
+
+    route: Route
+    when: Expr | None
+    tests: Mapping[str, frozenset[Any]]
+    residual: Expr | None
+    pool: tuple[Model, ...]
+    fallback: tuple[Model, ...]
+
+    def __repr__(self) -> str:
+        return f"CompiledRoute({self.route.name!r})"
+
+    def residual_holds(self, env: Mapping[str, Any]) -> bool:
+        """Whether the non-discrete part of `when` holds (errors count as false)."""
+        return self.residual is None or safe_truth(self.residual, env)
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Leaf:
+    """Routes still possible at this point, in order; `tests` left unchecked by the tree."""
+
+    entries: tuple[tuple[CompiledRoute, Mapping[str, frozenset[Any]]], ...]
+
+    def __repr__(self) -> str:
+        return "Leaf(" + ", ".join(cr.route.name for cr, _ in self.entries) + ")"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Branch:
+    """Switch on one discrete feature: `branches[value]`, else `default`."""
+
+    var: str
+    branches: Mapping[Any, Branch | Leaf]
+    default: Branch | Leaf
+
+
+Tree = Branch | Leaf
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledPolicy:
+    """A policy ready for `decide`: immutable, shareable, never re-parsed."""
+
+    policy: Policy
+    routes: tuple[CompiledRoute, ...]
+    tree: Tree
+    signals: tuple[SignalMatcher, ...]
+    query_types: tuple[tuple[str, Expr | None], ...]
+    cache_when: Expr | None
+    needs_classifier: bool
+    node_count: int
+    models_by_cost: tuple[Model, ...] = field(default=())
+
+    def features(self, request: Request) -> Features:
+        """Compute prompt tokens, signals and query type for `request`."""
+        text = request.last_user_text
+        base: dict[str, Any] = {
+            "prompt_tokens": count_prompt_tokens(request.messages), "max_tokens": request.max_tokens,
+            "temperature": request.temperature, "stream": request.stream, "has_tools": request.has_tools,
+            "has_images": request.has_images, "has_system": request.has_system,
+        }
+        for k, v in request.meta.items():
+            base["meta." + str(k)] = v
+        from engine.policy.expr import make_env
+
+        env = make_env(base)
+        label = None
+        if self.needs_classifier:
+            from engine.classify import classify
+
+            label = classify(text)
+        signals: dict[str, bool] = {}
+        for s in self.signals:
+            v = s(text, env, label)
+            signals[s.name] = v
+            base["signals." + s.name] = v
+        query_type = self.query_types[-1][0]
+        for qt, when in self.query_types:
+            if when is None or safe_truth(when, env):
+                query_type = qt
+                break
+        return Features(
+            prompt_tokens=base["prompt_tokens"], max_tokens=request.max_tokens, temperature=request.temperature,
+            stream=request.stream, has_tools=request.has_tools, has_images=request.has_images,
+            has_system=base["has_system"], query_type=query_type, signals=signals, meta=request.meta,
+        )
+
+    def match(self, env: Mapping[str, Any]) -> CompiledRoute | None:
+        """The first route whose `when` holds, by walking the tree."""
+        node = self.tree
+        while isinstance(node, Branch):
+            try:
+                node = node.branches.get(env.get(node.var), node.default)
+            except TypeError:  # unhashable meta value: equals no literal
+                node = node.default
+        for cr, pending in node.entries:
+            if pending and not _tests_hold(pending, env):
+                continue
+            if cr.residual_holds(env):
+                return cr
+        return None
+
+    def match_naive(self, env: Mapping[str, Any]) -> CompiledRoute | None:
+        """First-match evaluation of every `when` in order: the reference semantics."""
+        for cr in self.routes:
+            if cr.when is None or safe_truth(cr.when, env):
+                return cr
+        return None
+
+
+def _tests_hold(tests: Mapping[str, frozenset[Any]], env: Mapping[str, Any]) -> bool:
+    for var, allowed in tests.items():
+        try:
+            if env.get(var) not in allowed:
+                return False
+        except TypeError:
+            return False
+    return True
+
+
+def _split(when: Expr | None) -> tuple[dict[str, frozenset[Any]], Expr | None]:
+    if when is None:
+        return {}, None
+    tests: dict[str, frozenset[Any]] = {}
+    rest: list[ast.expr] = []
+    for c in conjuncts(when.node):
+        t = discrete_test(c, is_discrete)
+        if t is None:
+            rest.append(c)
+            continue
+        name, allowed = t
+        # two tests on one name intersect (`x in [a,b] and x == a`)
+        tests[name] = tests[name] & allowed if name in tests else allowed
+    if not rest:
+        return tests, None
+    node: ast.expr = rest[0] if len(rest) == 1 else ast.BoolOp(op=ast.And(), values=rest)
+    ast.fix_missing_locations(node)
+    # the conjuncts were checked when `when` was parsed; keep their rewritten nodes as they are
+    names = frozenset(n.id for n in ast.walk(node) if isinstance(n, ast.Name))
+    return tests, Expr(text=ast.unparse(node), node=node, names=names)
+
+
+def compile_policy(policy: Policy) -> CompiledPolicy:
+    """Build the decision tree and everything else `decide` needs. Assumes a checked policy."""
+    scope = Scope(signals=frozenset(policy.signals))
+    models = list(policy.models.values())
+    routes = []
+    for r in policy.routes:
+        when = parse_expr(r.when, scope) if r.when else None
+        tests, residual = _split(when)
+        pool = tuple(policy.models[m] for m in r.candidates) if r.candidates else tuple(models)
+        routes.append(CompiledRoute(route=r, when=when, tests=tests, residual=residual, pool=pool,
+                                    fallback=tuple(policy.models[m] for m in r.fallback)))
+    base_scope = Scope(signals=frozenset(), query_type=False)
+    signals = tuple(
+        SignalMatcher(s, parse_expr(s.when, base_scope) if s.when else None) for s in policy.signals.values())
+    qt_scope = Scope(signals=frozenset(policy.signals), query_type=False)
+    query_types = tuple((q.type, parse_expr(q.when, qt_scope) if q.when else None) for q in policy.query_types)
+    cache_when = parse_expr(policy.cache.when, scope) if policy.cache.when else None
+    counter = [0]
+    tree = _build([(cr, dict(cr.tests)) for cr in routes], counter)
+    return CompiledPolicy(
+        policy=policy, routes=tuple(routes), tree=tree, signals=signals, query_types=query_types,
+        cache_when=cache_when, needs_classifier=any(s.needs_classifier for s in signals), node_count=counter[0],
+        models_by_cost=tuple(sorted(models, key=lambda m: (m.price.input + m.price.output, m.order))),
+    )
+
+
+Entry = tuple[CompiledRoute, dict[str, frozenset[Any]]]
+
+
+def _build(entries: list[Entry], counter: list[int]) -> Tree:
+    counter[0] += 1
+    # a route with nothing left to test matches unconditionally: later ones are shadowed here
+    for i, (cr, tests) in enumerate(entries):
+        if not tests and cr.residual is None:
+            entries = entries[: i + 1]
+            break
+    usage = Counter(var for _, tests in entries for var in tests)
+    if not usage or counter[0] >= MAX_TREE_NODES:
+        return Leaf(entries=tuple((cr, dict(tests)) for cr, tests in entries))
+    # branch on the most tested feature; ties go to the one the earliest route tests
+    first_vars = [v for _, t in entries for v in t]
+    var = max(usage, key=lambda v: (usage[v], -first_vars.index(v)))
+    values: list[Any] = []
+    for _, tests in entries:
+        for v in tests.get(var, ()):
+            if v not in values:
+                values.append(v)
+    branches: dict[Any, Tree] = {}
+    for value in values:
+        sub: list[Entry] = []
+        for cr, tests in entries:
+            if var not in tests:
+                sub.append((cr, tests))
+            elif value in tests[var]:
+                sub.append((cr, {k: v for k, v in tests.items() if k != var}))
+        branches[value] = _build(sub, counter)
+    default = _build([(cr, tests) for cr, tests in entries if var not in tests], counter)
+    return Branch(var=var, branches=branches, default=default)
