@@ -1,0 +1,106 @@
+"""`engine validate` on a policy with many different mistakes reports each one, positioned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from engine.cli.app import cli
+from engine.policy.api import analyze_policy, analyze_text
+
+HERE = Path(__file__).parent
+BROKEN = HERE / "policies" / "broken.yaml"
+MINIMAL = (HERE / "policies" / "minimal.yaml").read_text()
+
+
+def test_every_mistake_is_reported_with_line_col_and_path() -> None:
+    a = analyze_policy(BROKEN, env={})
+    got = {(d.code, d.line, d.path) for d in a.errors}
+    expected = {
+        ("schema", 6, "$.providers.openai.timeout_s"),
+        ("schema", 8, "$.providers.sim.adapter"),
+        ("unknown-provider", 11, "$.models['gpt-4o'].provider"),
+        ("schema", 14, "$.models['gpt-4o'].scores.code"),
+        ("unknown-query-type", 14, "$.models['gpt-4o'].scores.coding"),
+        ("schema", 17, "$.models.tiny.price"),
+        ("schema-unknown-key", 19, "$.models.tiny.colour"),
+        ("bad-regex", 21, "$.signals.has_code.regex[0]"),
+        ("expr", 23, "$.query_types[0].when"),
+        ("expr", 27, "$.routes[0].when"),
+        ("unknown-model", 28, "$.routes[0].candidates[1]"),
+        ("schema", 29, "$.routes[0].strategy"),
+        ("duplicate-route", 30, "$.routes[1].name"),
+        ("expr", 31, "$.routes[1].when"),
+        ("unknown-model", 33, "$.routes[2].fallback[0]"),
+    }
+    assert got == expected
+    assert all(d.col > 0 and d.file == str(BROKEN) for d in a.errors)
+
+
+def test_suggestions_for_misspelled_names() -> None:
+    msgs = [d.message for d in analyze_policy(BROKEN, env={}).errors]
+    for hint in ("did you mean 'simulated'", "did you mean 'openai'", "did you mean 'prompt_tokens'",
+                 "did you mean 'has_code'", "did you mean 'code'", "did you mean 'fastest'"):
+        assert any(hint in m for m in msgs), hint
+
+
+def test_cli_output_format_and_exit_code() -> None:
+    r = CliRunner().invoke(cli, ["validate", str(BROKEN)], catch_exceptions=False, env={"BROKEN_TEST_UNSET_KEY": ""})
+    assert r.exit_code == 1
+    line = next(x for x in r.output.splitlines() if "$.routes[1].when" in x)
+    assert line == (f"{BROKEN}:31:11: error: names starting with '_' ('__class__') are not allowed "
+                    "in '().__class__' (at $.routes[1].when)")
+    assert "Traceback" not in r.output
+
+
+def _warnings(text: str) -> set[str]:
+    return {d.code for d in analyze_text(text, "p.yaml", {}).warnings}
+
+
+def test_warnings_shadowed_route_unused_model_and_cost_ceiling() -> None:
+    text = MINIMAL.replace("  - name: default\n    strategy: cheapest\n",
+                           "  - name: default\n    strategy: cheapest\n    candidates: [small]\n"
+                           "  - name: late\n    when: \"meta.tier == 'x'\"\n"
+                           "    max_cost_usd: 0.0000000001\n")
+    text = text.replace("    fallback: [small]\n", "")
+    assert _warnings(text) >= {"shadowed-route", "cost-ceiling"}
+
+
+def test_unsatisfiable_route_is_an_error() -> None:
+    text = MINIMAL.replace("require: {score: 4}", "require: {score: 4, features: [vision]}").replace(
+        "    fallback: [small]\n", "")
+    a = analyze_text(text, "p.yaml", {})
+    [d] = a.errors
+    assert d.code == "unsatisfiable-route" and d.path == "$.routes[0].require"
+    assert "lacks vision" in d.message
+
+
+def test_model_no_route_can_pick_is_a_warning() -> None:
+    text = MINIMAL.replace("  - name: default\n    strategy: cheapest\n",
+                           "  - name: default\n    strategy: cheapest\n    candidates: [big]\n").replace(
+        "    fallback: [small]\n", "")
+    a = analyze_text(text, "p.yaml", {})
+    assert [(d.code, d.path) for d in a.warnings] == [("unused-model", "$.models.small")]
+
+
+def test_strict_turns_warnings_into_failure(tmp_path: Path) -> None:
+    f = tmp_path / "w.yaml"
+    f.write_text(MINIMAL + "  - name: never\n")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["validate", str(f)]).exit_code == 0
+    r = runner.invoke(cli, ["validate", "--strict", str(f)])
+    assert r.exit_code == 1 and "shadowed-route" not in r.output and "can never match" in r.output
+
+
+def test_query_type_literal_typo_is_caught() -> None:
+    text = MINIMAL.replace("when: \"query_type == 'code'\"", "when: \"query_type == 'cdoe'\"")
+    [d] = analyze_text(text, "p.yaml", {}).errors
+    assert d.code == "unknown-query-type" and "did you mean 'code'" in d.message
+
+
+def test_bundled_policies_are_valid() -> None:
+    from engine.bundled import default_policy_path
+
+    a = analyze_policy(default_policy_path())
+    assert not a.errors and not a.warnings, [d.format() for d in a.diagnostics]
