@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from engine.policy.api import analyze_policy, compile_policy, load_policy, load_policy_text
     from engine.policy.compile import CompiledPolicy
     from engine.policy.model import Policy
+    from engine.runtime.result import RoutedCompletion, StreamDone
+    from engine.runtime.router import Router
     from engine.state import EMPTY_STATE, RuntimeState
 
 __all__ = [
@@ -43,8 +45,11 @@ __all__ = [
     "QuotaExceeded",
     "Request",
     "RequestError",
+    "RoutedCompletion",
+    "Router",
     "RoutingRefused",
     "RuntimeState",
+    "StreamDone",
     "TraceEvent",
     "analyze_policy",
     "compile_policy",
@@ -62,7 +67,8 @@ _WHERE = {
     "Features": "engine.features", "Request": "engine.features",
     "analyze_policy": "engine.policy.api", "compile_policy": "engine.policy.api", "load_policy": "engine.policy.api",
     "load_policy_text": "engine.policy.api", "CompiledPolicy": "engine.policy.compile", "Policy": "engine.policy.model",
-    "EMPTY_STATE": "engine.state", "RuntimeState": "engine.state",
+    "EMPTY_STATE": "engine.state", "RuntimeState": "engine.state", "Router": "engine.runtime.router",
+    "RoutedCompletion": "engine.runtime.result", "StreamDone": "engine.runtime.result",
 }
 
 

@@ -481,15 +481,12 @@ async def test_waiting_writes_move_off_the_event_loop(tmp_path: Path, clock: Man
         mgr.close()
 
 
-def test_four_processes_sharing_one_file_never_overshoot(tmp_path: Path) -> None:
-    """50 concurrent requests across 4 spawned processes, reserve -> settle with actual usage within
-    +-50% of the estimate, against one SQLite file."""
-    path = str(tmp_path / "shared.db")
+def run_four_processes(path: str, scenario: str) -> list[dict[str, Any]]:
+    """50 concurrent tasks over 4 spawned processes (13+13+12+12), 6 reserve -> settle rounds each."""
     ctx = multiprocessing.get_context("spawn")
     barrier, queue = ctx.Barrier(4), ctx.Queue()
-    layout = [(0, 13), (1, 13), (2, 12), (3, 12)]  # 50 tasks in all
-    per_task = 6
-    procs = [ctx.Process(target=quota_worker.run, args=(path, w, n, per_task, barrier, queue)) for w, n in layout]
+    layout = [(0, 13), (1, 13), (2, 12), (3, 12)]
+    procs = [ctx.Process(target=quota_worker.run, args=(path, scenario, w, n, 6, barrier, queue)) for w, n in layout]
     for p in procs:
         p.start()
     try:
@@ -500,39 +497,75 @@ def test_four_processes_sharing_one_file_never_overshoot(tmp_path: Path) -> None
     errors = [r for _, r in reports if isinstance(r, str)]
     assert not errors, errors[0]
     attempts = [a for _, r in reports for a in r]
-    assert len(attempts) == sum(n for _, n in layout) * per_task
-    admitted = [a for a in attempts if a["admitted"]]
+    assert len(attempts) == 300
+    return attempts
 
+
+def db_rows(path: str) -> dict[tuple[str, str], tuple[int, int, float]]:
     with sqlite3.connect(path) as db:
-        rows = {(q, k): (r, t, c) for q, k, r, t, c in db.execute(
-            "SELECT quota, scope_key, requests, tokens, cost_usd FROM quota_usage")}
-    limits = {q.name: q.limit for q in quota_worker.QUOTAS}
+        sql = "SELECT quota, scope_key, requests, tokens, cost_usd FROM quota_usage"
+        return {(q, k): (r, t, c) for q, k, r, t, c in db.execute(sql)}
 
-    # the global request cap binds: demand (300 attempts) exceeds it, and it is met exactly
-    assert rows[("global", "")][0] == len(admitted) == limits["global"].requests
-    assert {a["quota"] for a in attempts if not a["admitted"]} == {"per-tenant", "global"}
+
+def assert_ledger(attempts: list[dict[str, Any]], quota_name: str, limit: QuotaLimit) -> None:
+    """At every admission, in whichever process, the row (settled + in flight) was within the limit."""
+    seen = 0
+    for a in attempts:
+        for name, _, requests, tokens, cost in a.get("buckets", ()):
+            if name == quota_name:
+                seen += 1
+                assert limit.requests is None or requests <= limit.requests
+                assert limit.tokens is None or tokens <= limit.tokens
+                assert limit.cost_usd is None or cost <= limit.cost_usd + 1e-9
+    assert seen > 0
+
+
+def assert_settled_exactly(rows: dict[tuple[str, str], tuple[int, int, float]], key: tuple[str, str],
+                           admitted: list[dict[str, Any]]) -> None:
+    """Nothing lost between processes: the file holds exactly what they settled."""
+    requests, tokens, cost = rows[key]
+    assert requests == len(admitted)
+    assert tokens == sum(a["actual_tokens"] for a in admitted)
+    assert cost == pytest.approx(sum(a["actual_cost"] for a in admitted), abs=1e-9)
+
+
+def test_four_processes_hot_row_request_cap_is_met_exactly(tmp_path: Path) -> None:
+    """All 50 concurrent tasks of 4 processes share one row; 300 attempts against a cap of 100."""
+    path = str(tmp_path / "shared.db")
+    attempts = run_four_processes(path, "hot")
+    admitted = [a for a in attempts if a["admitted"]]
+    rows = db_rows(path)
+    assert len(admitted) == 100 == rows[("global", "")][0]  # not one request over, none lost
+    assert {(a["quota"], a["measure"]) for a in attempts if not a["admitted"]} == {("global", "requests")}
+    assert_ledger(attempts, "global", quota_worker.SCENARIOS["hot"][0].limit)
+    assert_settled_exactly(rows, ("global", ""), admitted)
     for tenant in quota_worker.TENANTS:
-        mine = [a for a in admitted if a["tenant"] == tenant]
+        assert_settled_exactly(rows, ("per-tenant", f"tenant={tenant}"), [a for a in admitted if a["tenant"] == tenant])
+
+
+def test_four_processes_each_measure_never_overshoots(tmp_path: Path) -> None:
+    """Per tenant a different measure binds; actual usage is within +-50% of the estimate."""
+    path = str(tmp_path / "shared.db")
+    attempts = run_four_processes(path, "measures")
+    rows = db_rows(path)
+    limit = quota_worker.SCENARIOS["measures"][0].limit
+    assert limit.requests is not None and limit.tokens is not None and limit.cost_usd is not None
+    assert_ledger(attempts, "per-tenant", limit)
+    binding = {"exact": "tokens", "noisy": "cost_usd", "many": "requests"}
+    for tenant in quota_worker.TENANTS:
+        mine = [a for a in attempts if a["tenant"] == tenant]
+        admitted = [a for a in mine if a["admitted"]]
+        assert {a["measure"] for a in mine if not a["admitted"]} == {binding[tenant]}  # the limit was reached
+        assert_settled_exactly(rows, ("per-tenant", f"tenant={tenant}"), admitted)
         requests, tokens, cost = rows[("per-tenant", f"tenant={tenant}")]
-        # nothing lost: the file holds exactly what the processes settled
-        assert requests == len(mine)
-        assert tokens == sum(a["actual_tokens"] for a in mine)
-        assert cost == pytest.approx(sum(a["actual_cost"] for a in mine), abs=1e-9)
-        lim = limits["per-tenant"]
-        assert lim.requests is not None and lim.tokens is not None and lim.cost_usd is not None
-        # at every admission, in whichever process, the ledger (settled + in flight) was within the limit
-        for a in mine:
-            for quota_name, _, b_req, b_tok, b_cost in a["buckets"]:
-                if quota_name == "per-tenant":
-                    assert b_req <= lim.requests and b_tok <= lim.tokens and b_cost <= lim.cost_usd + 1e-9
-        assert requests <= lim.requests
+        assert requests <= limit.requests
         if tenant != "noisy":
-            # actual <= estimate: final totals stay within the limit, well inside one estimate
-            assert tokens <= lim.tokens and cost <= lim.cost_usd + 1e-9
+            # actual <= estimate (worst-case estimates, as the router makes them): no overshoot at all
+            assert tokens <= limit.tokens and cost <= limit.cost_usd + 1e-9
         else:
-            # up to +50% actuals: any overshoot is only what requests in flight spent beyond their
-            # estimates; the ledger check above shows admission itself never overshot
-            overrun_tokens = sum(max(0, a["actual_tokens"] - a["est_tokens"]) for a in mine)
-            overrun_cost = sum(max(0.0, a["actual_cost"] - a["est_cost"]) for a in mine)
-            assert tokens <= lim.tokens + overrun_tokens
-            assert cost <= lim.cost_usd + overrun_cost + 1e-9
+            # actual up to 1.5x the estimate: the total can pass the limit only by what requests in
+            # flight spent beyond their estimates (admission itself never overshot: assert_ledger)
+            overrun = sum(max(0.0, a["actual_cost"] - a["est_cost"]) for a in admitted)
+            assert cost <= limit.cost_usd + overrun + 1e-9
+            assert tokens <= limit.tokens
+    assert rows[("per-tenant", "tenant=many")][0] == limit.requests  # 100 attempts, cap met exactly

@@ -116,7 +116,7 @@ class CompiledPolicy:
         for s in self.signals:
             v = s(text, env, label)
             signals[s.name] = v
-            base["signals." + s.name] = v
+            env["signals." + s.name] = v  # type: ignore[index]
         query_type = self.query_types[-1][0]
         for qt, when in self.query_types:
             if when is None or safe_truth(when, env):

@@ -1,0 +1,412 @@
+"""The adapter interface: values, the `LLMAdapter` ABC, and the flow every adapter shares.
+
+The base class owns the flow (validate the caller's input before any network call, time the
+call, map errors at one choke point, settle usage and cost); a subclass only translates:
+`_complete` / `_stream` build the vendor request and parse its answer into `Reply` / `Usage`,
+and `_translate_error` maps one vendor exception onto `adapters.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import aclosing, contextmanager
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from adapters.errors import (
+    AdapterError,
+    InvalidInput,
+    ProviderError,
+    ServerError,
+    Timeout,
+    scrub,
+)
+from adapters.tokens import estimate_messages_tokens, estimate_tokens
+
+__all__ = [
+    "Completion",
+    "LLMAdapter",
+    "Message",
+    "Price",
+    "Reply",
+    "Request",
+    "Role",
+    "StreamEnd",
+    "StreamEvent",
+    "TextDelta",
+    "Usage",
+]
+
+Role = Literal["system", "user", "assistant"]
+_ROLES = frozenset(("system", "user", "assistant"))
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn of a conversation."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens."""
+
+    input: float
+    output: float
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """USD cost of a call with these token counts."""
+        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A finished completion, as the router sees it whatever the vendor.
+
+    Attributes:
+        text: The generated text.
+        model: The vendor model id that was called.
+        provider: The provider name given by the caller.
+        finish_reason: "stop" (natural end or stop sequence), "length" (max_tokens reached)
+            or "other" (anything else the vendor reported).
+        input_tokens: Input tokens as reported by the vendor (estimated when it does not say).
+        output_tokens: Output tokens, likewise.
+        latency_ms: Wall time of the call inside the adapter, SDK included.
+        cost_usd: From the adapter's price; 0.0 when no price is configured.
+    """
+
+    text: str
+    model: str
+    provider: str
+    finish_reason: str
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of streamed text, in order."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """Last event of a stream: the assembled completion with the vendor's usage."""
+
+    completion: Completion
+
+
+StreamEvent = TextDelta | StreamEnd
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The caller's request after validation; what subclasses translate."""
+
+    messages: tuple[Message, ...]
+    max_tokens: int
+    temperature: float
+    stop: tuple[str, ...]
+    timeout_s: float
+
+    @property
+    def system(self) -> str | None:
+        """All system messages joined by blank lines, or None (vendors that take one system text)."""
+        parts = [m.content for m in self.messages if m.role == "system"]
+        return "\n\n".join(parts) if parts else None
+
+    @property
+    def turns(self) -> tuple[Message, ...]:
+        """The user and assistant messages, in order."""
+        return tuple(m for m in self.messages if m.role != "system")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """How a vendor call ended: finish reason and token counts (None when the vendor did not say)."""
+
+    finish_reason: str
+    input_tokens: int | None
+    output_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A vendor's non-streaming answer, translated."""
+
+    text: str
+    usage: Usage
+
+
+class LLMAdapter(ABC):
+    """One provider's model behind one interface.
+
+    Attributes:
+        provider: Provider name given by the caller (e.g. "openai", "sim-openai").
+        model: The vendor's model id.
+        price: USD per million tokens, or None (cost reported as 0.0).
+        timeout_s: Default timeout of one attempt, in seconds.
+    """
+
+    kind: ClassVar[str]
+    """Registry name of the adapter (openai, anthropic, ...)."""
+    max_temperature: ClassVar[float] = 2.0
+    """Upper bound of the vendor's temperature range (the lower bound is 0)."""
+    max_stop_sequences: ClassVar[int | None] = None
+    """How many stop sequences the vendor accepts, None if unbounded."""
+    supports_streaming: ClassVar[bool] = True
+    """Whether `stream` is available."""
+
+    def __init__(self, provider: str, model: str, *, price: Price | None = None, timeout_s: float = 30.0) -> None:
+        if not provider or not model:
+            raise InvalidInput("an adapter needs a provider name and a model id")
+        if not _positive(timeout_s):
+            raise InvalidInput(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        self.provider = provider
+        self.model = model
+        self.price = price
+        self.timeout_s = float(timeout_s)
+        self._max_temperature = type(self).max_temperature  # per instance: compatible endpoints differ
+        self._secrets: tuple[str, ...] = ()  # values scrubbed from every error message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(provider={self.provider!r}, model={self.model!r})"
+
+    # ----------------------------------------------------------------- public API
+
+    async def generate(
+        self,
+        prompt: str | None = None,
+        max_tokens: int = 1000,
+        temperature: float = 0.7,
+        *,
+        messages: Sequence[Message] | None = None,
+        stop: Sequence[str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Completion:
+        """Complete a prompt or a conversation.
+
+        Args:
+            prompt: A single user message; exactly one of `prompt` and `messages` is given.
+            max_tokens: Upper bound of generated tokens (> 0).
+            temperature: Sampling temperature, within the vendor's range.
+            messages: A conversation (system, user and assistant turns).
+            stop: Sequences that end the generation.
+            timeout_s: Timeout of this attempt; defaults to the adapter's `timeout_s`.
+
+        Returns:
+            The completion with usage, latency and cost.
+
+        Raises:
+            InvalidInput: The arguments are unusable; nothing was sent.
+            ProviderError: One of its subclasses, whatever the vendor's failure.
+        """
+        request = self._prepare(prompt, max_tokens, temperature, messages, stop, timeout_s)
+        with self._map_errors():
+            self._warm()
+            started = time.perf_counter()
+            reply = await self._complete(request)
+        return self._settle(request, reply.text, reply.usage, started)
+
+    def stream(
+        self,
+        prompt: str | None = None,
+        max_tokens: int = 1000,
+        temperature: float = 0.7,
+        *,
+        messages: Sequence[Message] | None = None,
+        stop: Sequence[str] | None = None,
+        timeout_s: float | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Stream a completion: `TextDelta`s in order, then one `StreamEnd` with usage.
+
+        Arguments as for `generate`; they are validated here, before iteration starts.
+        A failure after some text was yielded raises the mapped `ProviderError` from the
+        iteration (a cut stream is a `ServerError`).
+        """
+        if not self.supports_streaming:
+            raise InvalidInput(f"streaming is not supported by the {self.kind} adapter")
+        request = self._prepare(prompt, max_tokens, temperature, messages, stop, timeout_s)
+        return self._run_stream(request)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters own a client to close
+        """Release the adapter's client and connections."""
+
+    # ------------------------------------------------------------- subclass hooks
+
+    def _warm(self) -> None:  # noqa: B027 - optional hook
+        """Create the SDK client if needed (first use imports the SDK); kept out of latency_ms."""
+
+    @abstractmethod
+    async def _complete(self, request: Request) -> Reply:
+        """Call the vendor once, non-streaming."""
+
+    @abstractmethod
+    def _stream(self, request: Request) -> AsyncIterator[str | Usage]:
+        """Call the vendor once, streaming: yield text pieces, then exactly one `Usage`."""
+
+    @abstractmethod
+    def _translate_error(self, exc: Exception) -> ProviderError | None:
+        """Map one vendor exception, or return None when it is not the vendor's."""
+
+    # ------------------------------------------------------------------- shared flow
+
+    def _error(
+        self,
+        cls: type[ProviderError],
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> ProviderError:
+        """Build an error of this adapter, its message scrubbed of secrets."""
+        return cls(
+            scrub(message, self._secrets), provider=self.provider, model=self.model, status=status,
+            retry_after=retry_after,
+        )
+
+    @contextmanager
+    def _map_errors(self) -> Iterator[None]:
+        """The adapter's one choke point: every exception leaves as an `AdapterError`."""
+        try:
+            yield
+        except AdapterError:
+            raise
+        except Exception as exc:
+            mapped = self._translate_error(exc) or self._translate_transport(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    def _translate_transport(self, exc: Exception) -> ProviderError | None:
+        """Errors below the SDKs: httpx/httpx2 transport errors, sockets, malformed JSON."""
+        for name in ("httpx2", "httpx"):
+            mod = sys.modules.get(name)
+            if mod is None:
+                continue
+            if isinstance(exc, mod.TimeoutException):
+                return self._error(Timeout, f"timed out: {type(exc).__name__}")
+            if isinstance(exc, (mod.TransportError, mod.StreamError)):
+                return self._error(ServerError, f"connection failed or was cut: {type(exc).__name__}: {exc}")
+        if isinstance(exc, TimeoutError):
+            return self._error(Timeout, "timed out")
+        if isinstance(exc, OSError):
+            return self._error(ServerError, f"connection failed: {exc}")
+        if isinstance(exc, json.JSONDecodeError):
+            return self._error(ServerError, f"malformed JSON from the vendor: {exc}")
+        return None
+
+    async def _run_stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+        parts: list[str] = []
+        usage: Usage | None = None
+        with self._map_errors():
+            self._warm()
+            started = time.perf_counter()
+            async with aclosing(self._stream(request)) as upstream:  # type: ignore[type-var]
+                async for item in upstream:
+                    if isinstance(item, str):
+                        if item:
+                            parts.append(item)
+                            yield TextDelta(item)
+                    else:
+                        usage = item
+        if usage is None:
+            # the connection closed cleanly but before the vendor's final event
+            raise self._error(ServerError, "stream ended before the vendor's final event")
+        yield StreamEnd(self._settle(request, "".join(parts), usage, started))
+
+    def _settle(self, request: Request, text: str, usage: Usage, started: float) -> Completion:
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        input_tokens = usage.input_tokens
+        if input_tokens is None:
+            input_tokens = estimate_messages_tokens(m.content for m in request.messages)
+        output_tokens = usage.output_tokens
+        if output_tokens is None:
+            output_tokens = estimate_tokens(text)
+        cost = self.price.cost(input_tokens, output_tokens) if self.price is not None else 0.0
+        return Completion(
+            text, self.model, self.provider, usage.finish_reason, input_tokens, output_tokens, latency_ms, cost
+        )
+
+    def _prepare(
+        self,
+        prompt: str | None,
+        max_tokens: int,
+        temperature: float,
+        messages: Sequence[Message] | None,
+        stop: Sequence[str] | None,
+        timeout_s: float | None,
+    ) -> Request:
+        """Validate the caller's arguments; raise `InvalidInput` naming the first problem."""
+        if (prompt is None) == (messages is None):
+            raise InvalidInput("pass exactly one of `prompt` or `messages`")
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise InvalidInput(f"prompt must be a string, got {type(prompt).__name__}")
+            if not prompt.strip():
+                raise InvalidInput("prompt is empty or whitespace only")
+            msgs: tuple[Message, ...] = (Message("user", prompt),)
+        else:
+            msgs = _check_messages(messages)
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
+            raise InvalidInput(f"max_tokens must be a positive integer, got {max_tokens!r}")
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not 0.0 <= temperature <= self._max_temperature
+        ):
+            raise InvalidInput(
+                f"temperature must be between 0 and {self._max_temperature:g} for {self.kind}, got {temperature!r}"
+            )
+        stops = _check_stop(stop, self.max_stop_sequences, self.kind)
+        if timeout_s is None:
+            timeout_s = self.timeout_s
+        elif not _positive(timeout_s):
+            raise InvalidInput(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        return Request(msgs, max_tokens, float(temperature), stops, float(timeout_s))
+
+
+def _positive(value: object) -> bool:
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )
+
+
+def _check_messages(messages: Sequence[Message] | None) -> tuple[Message, ...]:
+    if isinstance(messages, (str, bytes)) or messages is None:
+        raise InvalidInput("messages must be a sequence of Message")
+    msgs = tuple(messages)
+    if not msgs:
+        raise InvalidInput("messages is empty")
+    for i, m in enumerate(msgs):
+        if not isinstance(m, Message):
+            raise InvalidInput(f"messages[{i}] must be a Message, got {type(m).__name__}")
+        if m.role not in _ROLES:
+            raise InvalidInput(f"messages[{i}].role must be system, user or assistant, got {m.role!r}")
+        if not isinstance(m.content, str) or not m.content.strip():
+            raise InvalidInput(f"messages[{i}].content is empty or whitespace only")
+    if all(m.role == "system" for m in msgs):
+        raise InvalidInput("messages hold no user turn, only system messages")
+    return msgs
+
+
+def _check_stop(stop: Sequence[str] | None, limit: int | None, kind: str) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    stops = (stop,) if isinstance(stop, str) else tuple(stop)
+    for s in stops:
+        if not isinstance(s, str) or not s:
+            raise InvalidInput(f"stop sequences must be non-empty strings, got {s!r}")
+    if limit is not None and len(stops) > limit:
+        raise InvalidInput(f"{kind} accepts at most {limit} stop sequences, got {len(stops)}")
+    return stops

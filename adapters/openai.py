@@ -1,0 +1,218 @@
+"""OpenAI Chat Completions through the official `openai` SDK (imported on first use)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from adapters.base import LLMAdapter, Price, Reply, Request, Usage
+from adapters.errors import (
+    AuthError,
+    BadRequest,
+    ContentFiltered,
+    ContextTooLong,
+    ProviderError,
+    ServerError,
+    Timeout,
+    class_for_status,
+    parse_retry_after,
+)
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+    from openai.types import CompletionUsage
+
+__all__ = ["OpenAIAdapter"]
+
+_PIP = "pip install 'openai>=1.50'"
+_FINISH = {"stop": "stop", "length": "length"}
+_CONTEXT_CODES = frozenset(("context_length_exceeded", "string_above_max_length"))
+_FILTER_CODES = frozenset(("content_filter", "content_policy_violation"))
+
+
+def _require_sdk(kind: str) -> None:
+    # find_spec does not import: a missing SDK is reported when the policy is loaded, cheaply
+    if importlib.util.find_spec("openai") is None:
+        raise ImportError(f"the {kind} adapter needs the OpenAI SDK: {_PIP}")
+
+
+class OpenAIAdapter(LLMAdapter):
+    """OpenAI's `POST /v1/chat/completions`.
+
+    Args:
+        provider: Provider name.
+        model: OpenAI model id.
+        api_key: The key; defaults to the `OPENAI_API_KEY` environment variable.
+        base_url: Override of `https://api.openai.com/v1` (proxies, fakes).
+        price: USD per million tokens.
+        timeout_s: Default attempt timeout.
+        organization: Optional OpenAI organization id.
+        headers: Extra HTTP headers sent with every request.
+    """
+
+    kind = "openai"
+    max_temperature = 2.0
+    max_stop_sequences = 4
+
+    def __init__(
+        self,
+        provider: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        price: Price | None = None,
+        timeout_s: float = 30.0,
+        organization: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(provider, model, price=price, timeout_s=timeout_s)
+        _require_sdk(self.kind)
+        self._api_key = api_key
+        self._base_url = base_url
+        self._organization = organization
+        self._headers = dict(headers) if headers else None
+        self._env_key: str | None = "OPENAI_API_KEY"  # read when no api_key is given
+        self._key_required = True  # False: keyless local servers get a placeholder key
+        # OpenAI deprecated `max_tokens` for `max_completion_tokens`; compatible servers mostly want the former
+        self._max_tokens_field = "max_completion_tokens"
+        self._stream_usage = True  # ask for usage in the last chunk (stream_options.include_usage)
+        self._client: AsyncOpenAI | None = None
+        self._secrets = tuple(s for s in (api_key,) if s)
+
+    # ---------------------------------------------------------------- client
+
+    def _resolve_key(self) -> str:
+        key = self._api_key or (os.environ.get(self._env_key) if self._env_key else None)
+        if not key and not self._key_required:
+            return "no-key"
+        if not key:
+            where = f"set {self._env_key} or " if self._env_key else ""
+            raise self._error(AuthError, f"no API key: {where}give api_key in the provider's configuration")
+        return key
+
+    def _warm(self) -> None:
+        self._get_client()
+
+    def _get_client(self) -> AsyncOpenAI:
+        client = self._client
+        if client is None:
+            import openai
+
+            key = self._resolve_key()
+            self._secrets = tuple({*self._secrets, key})
+            client = self._client = openai.AsyncOpenAI(
+                api_key=key,
+                base_url=self._base_url,
+                organization=self._organization,
+                default_headers=self._headers,
+                max_retries=0,  # the router owns retries
+                timeout=self.timeout_s,
+            )
+        return client
+
+    async def aclose(self) -> None:
+        """Close the SDK client and its connection pool."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    # ------------------------------------------------------------- translate
+
+    def _params(self, request: Request) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            self._max_tokens_field: request.max_tokens,
+            "temperature": request.temperature,
+            "timeout": request.timeout_s,
+        }
+        if request.stop:
+            params["stop"] = list(request.stop)
+        return params
+
+    async def _complete(self, request: Request) -> Reply:
+        resp = await self._get_client().chat.completions.create(**self._params(request))
+        if not resp.choices:
+            raise self._error(ServerError, "the response holds no choices")
+        choice = resp.choices[0]
+        text = choice.message.content
+        if choice.finish_reason == "content_filter":
+            raise self._error(ContentFiltered, "the answer was withheld by the vendor's content filter")
+        if choice.message.refusal and not text:
+            raise self._error(ContentFiltered, f"the model refused: {choice.message.refusal}")
+        return Reply(text or "", self._usage(choice.finish_reason, resp.usage))
+
+    async def _stream(self, request: Request) -> AsyncIterator[str | Usage]:
+        params = self._params(request)
+        params["stream"] = True
+        if self._stream_usage:
+            params["stream_options"] = {"include_usage": True}
+        stream = await self._get_client().chat.completions.create(**params)
+        finish: str | None = None
+        usage: CompletionUsage | None = None
+        try:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    if choice.index != 0:
+                        continue
+                    if choice.delta.content:
+                        yield choice.delta.content
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+        finally:
+            await stream.close()
+        if finish is None:
+            raise self._error(ServerError, "stream ended without a finish_reason")
+        if finish == "content_filter":
+            raise self._error(ContentFiltered, "the answer was withheld by the vendor's content filter")
+        yield self._usage(finish, usage)
+
+    @staticmethod
+    def _usage(finish: str | None, usage: CompletionUsage | None) -> Usage:
+        reason = _FINISH.get(finish or "", "other")
+        if usage is None:
+            return Usage(reason, None, None)
+        return Usage(reason, usage.prompt_tokens, usage.completion_tokens)
+
+    def _translate_error(self, exc: Exception) -> ProviderError | None:
+        openai = sys.modules.get("openai")
+        if openai is None or not isinstance(exc, openai.OpenAIError):
+            return None
+        if isinstance(exc, openai.APITimeoutError):
+            return self._error(Timeout, f"no answer within the timeout: {exc.message}")
+        if isinstance(exc, openai.APIConnectionError):
+            return self._error(ServerError, f"connection failed or was cut: {exc.message}")
+        if isinstance(exc, openai.APIStatusError):
+            body = exc.body if isinstance(exc.body, Mapping) else {}
+            message = str(body.get("message") or exc.message)
+            cls = class_for_status(exc.status_code)
+            if cls is BadRequest:
+                cls = self._refine(body, message) or BadRequest
+            return self._error(
+                cls, message, status=exc.status_code, retry_after=parse_retry_after(exc.response.headers)
+            )
+        if isinstance(exc, openai.APIResponseValidationError):
+            return self._error(ServerError, f"malformed response: {exc.message}", status=exc.status_code)
+        if isinstance(exc, openai.APIError):
+            # an error event inside a 200 stream: the body is the vendor's error object
+            body = exc.body if isinstance(exc.body, Mapping) else {}
+            return self._error(self._refine(body, exc.message) or ServerError, exc.message)
+        if "api_key" in str(exc):
+            return self._error(AuthError, str(exc))
+        return self._error(BadRequest, str(exc))
+
+    @staticmethod
+    def _refine(body: Mapping[str, Any], message: str) -> type[ProviderError] | None:
+        code = str(body.get("code") or "")
+        lowered = message.lower()
+        if code in _CONTEXT_CODES or "maximum context length" in lowered or "context window" in lowered:
+            return ContextTooLong
+        if code in _FILTER_CODES or "content management policy" in lowered:
+            return ContentFiltered
+        return None

@@ -1,0 +1,381 @@
+"""Built-in query-type classifier: keyword, phrase and structure signals, no model, no network.
+
+A prompt usually has two parts: the *instruction* (what the user wants) and, for summarize,
+extract and translate requests, an embedded *passage* (text, code, data). Only the instruction is
+scanned for intent cues, so a passage about maths or full of code does not decide the label; the
+passage contributes cheap structural features (its size, code fences, stack traces, code-looking
+lines). Each label collects weighted evidence; `classify` returns the best-scoring label and
+`scores` exposes the evidence for explain traces.
+
+Cost: a few regex passes over the instruction (at most ~1 KB) plus bounded scans of the rest, so
+typical prompts take tens of microseconds and long ones stay well under a millisecond.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from engine.classify_cues import CJK_CUES, CODE_NOUNS, CREATIVE_NOUNS, LANGUAGES, LATIN_CUES, PROGRAMMING_LANGUAGES
+
+__all__ = ["LABELS", "classify", "scores"]
+
+LABELS: tuple[str, ...] = ("code", "math", "reasoning", "creative", "summarize", "extract", "translate", "chat")
+
+# Ties go to the label listed first: explicit "given text" tasks before open-ended ones, chat last
+# because it is the fallback, not a positive finding.
+_TIE_ORDER = ("translate", "summarize", "extract", "code", "math", "creative", "reasoning", "chat")
+
+_LETTERS = "0-9a-z_à-öø-ÿß"
+_HEAD_CHARS = 500  # how much of a long first paragraph can be instruction
+_TAIL_CHARS = 400  # a short last paragraph after a passage is instruction too ("^ summarize this")
+_SHORT_PROMPT = 600  # below this everything outside fences and long quotes is instruction
+_SCAN_LIMIT = 4000  # structural scans of the passage stop here: enough to see what it is
+
+
+_Phrase = tuple[tuple[str, bool], ...]  # (token, matches longer words too) per word of a cue
+_Evidence = tuple[tuple[str, float], ...]  # (label, weight) pairs a cue adds
+_Entry = tuple[_Phrase, _Evidence]
+
+_TOKEN = re.compile(f"[{_LETTERS}]+(?:'[{_LETTERS}]+)*|\\S")
+
+
+def _phrase(raw: str) -> _Phrase:
+    """Tokenize a cue like the prompt is tokenized; a ``*`` marks the word before it as a prefix."""
+    words: list[tuple[str, bool]] = []
+    for tok in _TOKEN.findall(raw):
+        if tok == "*" and words:
+            words[-1] = (words[-1][0], True)
+        else:
+            words.append((tok, False))
+    return tuple(words)
+
+
+class _LatinIndex:
+    """Cues indexed so that a prompt token costs a few dict lookups, whatever the table size."""
+
+    __slots__ = ("loose", "pair_heads", "pairs", "singles", "stems")
+
+    def __init__(self, cues: Mapping[str, Mapping[float, str]]) -> None:
+        merged: dict[_Phrase, dict[str, float]] = {}
+        for label, tiers in cues.items():
+            for weight, spec in tiers.items():
+                for raw in spec.split("|"):
+                    per_label = merged.setdefault(_phrase(raw.lower()), {})
+                    per_label[label] = max(weight, per_label.get(label, weight))
+        # one-word exact cues: token -> evidence
+        self.singles: dict[str, _Entry] = {}
+        # longer cues with two exact leading words: (word, word) -> cues, longest first
+        self.pairs: dict[tuple[str, str], list[_Entry]] = {}
+        # longer cues whose second word is a prefix: first word -> cues
+        self.loose: dict[str, list[_Entry]] = {}
+        # cues whose first word is a prefix: its first _STEM characters -> cues
+        self.stems: dict[str, list[_Entry]] = {}
+        for phrase, per_label in sorted(merged.items(), key=lambda kv: -len(kv[0])):
+            entry = (phrase, tuple(per_label.items()))
+            (first, first_prefix), rest = phrase[0], phrase[1:]
+            if first_prefix:
+                if len(first) < _STEM:
+                    raise ValueError(f"prefix cue {first!r}* is shorter than {_STEM} characters")
+                self.stems.setdefault(first[:_STEM], []).append(entry)
+            elif not rest:
+                self.singles[first] = entry
+            elif rest[0][1]:
+                self.loose.setdefault(first, []).append(entry)
+            else:
+                self.pairs.setdefault((first, rest[0][0]), []).append(entry)
+        self.pair_heads = frozenset(first for first, _ in self.pairs)
+
+
+def _cjk_table(cues: Mapping[str, Mapping[float, str]]) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
+    merged: dict[str, dict[str, float]] = {}
+    for label, tiers in cues.items():
+        for weight, spec in tiers.items():
+            for key in spec.split("|"):
+                per_label = merged.setdefault(key.lower(), {})
+                per_label[label] = max(weight, per_label.get(label, weight))
+    return tuple((key, tuple(per_label.items())) for key, per_label in merged.items())
+
+
+_STEM = 4
+_INDEX = _LatinIndex(LATIN_CUES)
+_CJK = _cjk_table(CJK_CUES)
+_CJK_FIRST = "\u3040"  # hiragana start; kanji/hanzi and katakana sit above it
+
+
+# --- splitting a prompt into instruction and passage -------------------------------------------
+_FENCE = re.compile(r"```[^\n`]*\n?(.*?)(?:```|\Z)", re.S)
+_PARA = re.compile(r"\n[ \t]*\n")
+_QUOTE = re.compile(
+    r"'(?<![^\s:(\[]')[^'\n]{30,}?'(?=[\s.,;:!?)\]]|$)"
+    r'|"[^"\n]{30,}?"|“[^”]{30,}?”|«[^»]{30,}?»|„[^“”]{30,}?[“”]|「[^」]{12,}?」|『[^』]{12,}?』'
+)
+_INLINE_CODE = re.compile(r"`[^`\n]+`")
+
+# --- structure ---------------------------------------------------------------------------------
+# Every alternative of the scanning patterns below starts with a literal character, which lets `re`
+# skip to candidate positions in C instead of trying each alternative at every position.
+_TRACE = re.compile(
+    r"Traceback \(most recent call last\)|\n[ \t]+at [\w$.<>/]+ ?\(|error\[E\d+\]|Error(?<=[A-Za-z]Error)(?::|\s+in\b)"
+    r"|Exception(?<=[A-Za-z]Exception)(?::|\s+in\b)|Segmentation fault|panicked at|npm ERR!|fatal: |Uncaught \w+"
+    r"|undefined reference|cannot find symbol|File \"[^\"\n]+\", line \d+|--> [\w./]+:\d+:\d+"
+)
+_CODE_LINE = re.compile(
+    r"^\s*(?:def |class |import |from [\w.]+ import |function\b|const |let |var |public |private |protected "
+    r"|static |return\b|if\s*\(|for\s*\(|while\s*\(|#include|using |package |fn |func |async |await |try:"
+    r"|except\b|elif |else:|SELECT\b|INSERT\b|UPDATE\b|DELETE\b|CREATE\b|FROM\b|WHERE\b|(?:LEFT |INNER )?JOIN\b"
+    r"|GROUP BY\b|ORDER BY\b|\$ |sudo |<\w+[^>]*>|[\w.\[\]]+\s*(?:=|\+=|:=|==)\s*\S)|[;{}]\s*$",
+    re.M,
+)
+_MATH = re.compile(
+    r"\^(?<=[a-z0-9)]\^)\s*\(?-?[\da-z]|²(?<=[a-z0-9)]²)|³(?<=[a-z0-9)]³)|∫|∑|∏|√|π|∞|≤|≥|≠|±|÷|∂"
+    r"|=(?:(?<=[\w)]=)|(?<=[\w)] =))\s*[-\w(]|\*(?<=\d\*)\s*\(?\d|\*(?<=\d \*)\s*\(?\d|×(?<=\d×)\s*\d|×(?<=\d ×)\s*\d"
+    r"|-(?<=\d -)\s+\(?\d|\+(?<=[\d)a-z] \+)\s+\(?\d|/(?<=\d /)\s+\(?\d|/(?<=d[a-z]/)d[a-z]\b"
+    r"|sin\s*\(|cos\s*\(|tan\s*\(|log\w*\s*\(|ln\s*\(|exp\s*\(|sqrt\s*\(|\[\[|\|(?=\s*-?\d+\s+-?\d+)"
+)
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
+_QUANTITY_Q = re.compile(
+    r"\b(?:how (?:many|much|long|far|fast|high|old|big|tall)|what (?:is|are|was|'s) the (?:probability|chance|odds"
+    r"|percentage|total|average|area|volume|value|sum|expected|interest)|what percent|in what year"
+    r"|when (?:does|will|do|did) (?:the|it|he|she|they)\b|find the|calculate|compute|what's the"
+    r" (?:probability|chance|area|volume|value|sum|total)|% of)"
+)
+
+# --- intent phrases that need more than a word list --------------------------------------------
+_PROG_TARGET = re.compile(
+    r"\b(?:translat\w*|convert\w*|port|porting|rewrite|re-write|turn|traduc\w*|übersetz\w*|tradui\w*)\b[^.?!\n]{0,60}?"
+    rf"\b(?:in|into|to|en|a|al|nach|ins)\s+(?:idiomatic\s+|modern\s+|clean\s+)?(?:{PROGRAMMING_LANGUAGES})(?![\w+#])"
+)
+_NL_TARGET = re.compile(
+    r"\b(?:put|render|turn|write|say|convert|rewrite|translat\w*)\b[^.?!\n]{0,60}?\b(?:in|into|to)\s+"
+    rf"(?:formal\s+|plain\s+|simple\s+|polite\s+|informal\s+|casual\s+)?(?:{LANGUAGES})\b"
+)
+_LANG_PAIR = re.compile(
+    r"\b(?:en|es|fr|de|it|pt|ja|jp|zh|cn|ko|ru|nl|pl|english|spanish|french|german|italian|japanese|chinese)"
+    r"\s*(?:->|→|=>|>)\s*(?:en|es|fr|de|it|pt|ja|jp|zh|cn|ko|ru|nl|pl|english|spanish|french|german|italian"
+    r"|japanese|chinese)\b"
+)
+_WRITE_WHAT = re.compile(
+    r"\b(?:write|compose|create|implement|build|make|generate|give me|code up|draft|craft|pen|come up with"
+    r"|escribe|escríbeme|escribir|crea|écris|écrivez|écrire|crée|schreib|schreibe|erstelle|erfinde|invente|inventa)"
+    rf"\b(?:\s+\S+){{0,5}}?\s+(?:(?P<code>{CODE_NOUNS})|(?P<cre>{CREATIVE_NOUNS}))\b"
+)
+_REFACTOR_EXTRACT = re.compile(
+    r"\bextract\w*\b[^.?!\n]{0,50}?\b(?:logic|code|method|function|class|component|hook|helper|module|constant"
+    r"|variable|interface|into (?:a|its own|a separate|separate))\b"
+)
+_NEGATION = re.compile(
+    r"\b(?:no|not|don't|dont|do not|doesn't|without|never|no need for|don't need|dont need|no actual)\b"
+    r"(?:\s+\S+){0,3}?\s+(?:(?P<code>code|sql|coding|programming|fix anything|fix it)|(?P<math>math|maths|formula"
+    r"|formulas|calculation|calculations|equations?|exact numbers|the numbers|proof))\b"
+)
+_WHAT_CODE_DOES = re.compile(
+    r"\bwhat (?:exactly )?(?:this|the|my|that) (?:function|code|script|query|regex|regexp|class|snippet|command"
+    r"|method|program|line|loop|expression|pipeline|one-liner|sql|component|hook|error)\b"
+    r"|\bwhat (?:exactly )?(?:does|do) (?:this|that|it)(?: \w+)? (?:do|return|print|output)\b"
+)
+_FASSE_ZUSAMMEN = re.compile(r"\bfass\w*\b[^.?!\n]{0,80}\bzusammen\b")
+_RESUME_ES_FR = re.compile(
+    r"\bresume\s+(?:este|esta|estos|estas|el|la|los|las|lo|en|brevemente|ce|cet|cette|ces|le|les)\b"
+)
+_DOC_REF = re.compile(
+    r"\b(?:this|these|the following|following|below|above|attached|here's|here is|the)\s+(?:\S+\s+){0,2}?"
+    r"(?:text|passage|article|e-?mail|message|paragraph|document|report|transcript|notes|reviews?|tweet|post|chat"
+    r"|thread|log|letter|memo|abstract|clause|section|page|listing|invoice|receipt|resume|cv|label|excerpt"
+    r"|essay|chapter|announcement|newsletter|update|minutes|conversation|release notes|changelog|press release"
+    r"|posting|description|bio|sentences?|statement|contract|comments|feedback|survey|lines|data|table|list)\b"
+    r"|\b(?:siguiente|este texto|este artículo|folgenden|diesen text|diesen artikel|ce texte|cet article|suivant)\b"
+    r"|次の|以下の|下面|这段|这篇|以下"
+)
+
+
+def _split(text: str) -> tuple[str, int, list[str]]:
+    """Return (instruction, passage size in characters, fenced code blocks)."""
+    blocks: list[str] = []
+    if "```" in text:
+        blocks = _FENCE.findall(text)
+        text = _FENCE.sub("\n\n", text)
+    text = text.strip()
+    if len(text) <= _SHORT_PROMPT:
+        instr = text
+    else:
+        paras = _PARA.split(text)
+        head = paras[0]
+        if len(head) > _HEAD_CHARS:
+            first_line = head.split("\n", 1)[0]
+            head = first_line if len(first_line) <= _HEAD_CHARS else head[:250]
+        tail = paras[-1] if len(paras) > 1 and len(paras[-1]) <= _TAIL_CHARS else ""
+        instr = head + "\n" + tail if tail else head
+    if len(instr) > 30 and ("'" in instr or '"' in instr or not instr.isascii()):
+        instr = _QUOTE.sub(" «…» ", instr)
+    passage = max(0, len(text) - len(instr)) + sum(len(b) for b in blocks)
+    return instr, passage, blocks
+
+
+def _add(acc: dict[str, float], label: str, weight: float) -> None:
+    acc[label] = acc.get(label, 0.0) + weight
+
+
+def _longest(toks: list[str], i: int, entries: list[_Entry], best: int, hits: list[_Entry]) -> int:
+    """Extend `hits` with the cues in `entries` (longest first) that match at token `i`; return the best size."""
+    n = len(toks)
+    for entry in entries:
+        phrase = entry[0]
+        size = len(phrase)
+        if size < best:
+            break
+        if i + size > n:
+            continue
+        for k, (word, is_prefix) in enumerate(phrase):
+            tok = toks[i + k]
+            if not (tok.startswith(word) if is_prefix else tok == word):
+                break
+        else:
+            if size > best:
+                hits.clear()
+                best = size
+            hits.append(entry)
+    return best
+
+
+def _cue_scores(instr: str) -> dict[str, float]:
+    acc: dict[str, float] = {}
+    seen: set[_Phrase] = set()
+    index = _INDEX
+    toks = _TOKEN.findall(instr)
+    i, n = 0, len(toks)
+    hits: list[_Entry] = []
+    while i < n:
+        tok = toks[i]
+        size = 0
+        if tok in index.pair_heads and i + 1 < n:
+            entries = index.pairs.get((tok, toks[i + 1]))
+            if entries:
+                size = _longest(toks, i, entries, size, hits)
+        entries = index.loose.get(tok)
+        if entries:
+            size = _longest(toks, i, entries, size, hits)
+        if not size:
+            single = index.singles.get(tok)
+            if single is not None:
+                size = 1
+                hits.append(single)
+        if len(tok) >= _STEM:
+            entries = index.stems.get(tok[:_STEM])
+            if entries:
+                size = _longest(toks, i, entries, size, hits)
+        if not size:
+            i += 1
+            continue
+        best: dict[str, float] = {}
+        for phrase, evidence in hits:
+            if phrase in seen:
+                continue
+            seen.add(phrase)
+            for label, weight in evidence:
+                best[label] = max(weight, best.get(label, weight))
+        for label, weight in best.items():
+            _add(acc, label, weight)
+        hits.clear()
+        i += size
+    if instr and max(instr) >= _CJK_FIRST:
+        for key, evidence in _CJK:
+            if key in instr:
+                for label, weight in evidence:
+                    _add(acc, label, weight)
+    return acc
+
+
+def _phrase_scores(instr: str, acc: dict[str, float], code_struct: float) -> None:
+    if _PROG_TARGET.search(instr):
+        _add(acc, "code", 4.0)
+        _add(acc, "translate", -4.0)
+    elif _NL_TARGET.search(instr):
+        _add(acc, "translate", 2.5)
+    if _LANG_PAIR.search(instr):
+        _add(acc, "translate", 4.0)
+    for m in _WRITE_WHAT.finditer(instr):
+        _add(acc, "code" if m.group("code") else "creative", 3.0)
+        break
+    if _REFACTOR_EXTRACT.search(instr):
+        _add(acc, "code", 3.0)
+        _add(acc, "extract", -4.0)
+    for m in _NEGATION.finditer(instr):
+        _add(acc, "code" if m.group("code") else "math", -3.0)
+    if code_struct and _WHAT_CODE_DOES.search(instr):
+        _add(acc, "code", 3.0)
+    if _FASSE_ZUSAMMEN.search(instr) or _RESUME_ES_FR.search(instr):
+        _add(acc, "summarize", 4.0)
+
+
+def _structure(text: str, instr: str, blocks: list[str]) -> tuple[float, float]:
+    """Return (code evidence, math evidence) from the shape of the prompt."""
+    code = 0.0
+    if blocks:
+        code += 3.0
+    sample = text[:_SCAN_LIMIT]
+    if _TRACE.search(sample):
+        code += 3.0
+    lines = len(_CODE_LINE.findall(sample))
+    if lines >= 6:
+        code += 3.0
+    elif lines >= 3:
+        code += 2.0
+    inline = _INLINE_CODE.findall(instr)
+    if inline:
+        code += 1.5
+        instr = _INLINE_CODE.sub(" ", instr)
+    math = min(4.0, 1.0 * len(_MATH.findall(instr)))
+    if len(_NUMBER.findall(instr)) >= 2 and _QUANTITY_Q.search(instr):
+        math += 1.5
+    return code, math
+
+
+def scores(text: str) -> dict[str, float]:
+    """Score every label for one prompt.
+
+    Args:
+        text: the user's prompt, including any embedded passage, code or data.
+
+    Returns:
+        A mapping with one float per label in `LABELS`; higher means more likely. The values are
+        additive evidence (cue weights, structural signals, priors), meant for explain traces.
+    """
+    raw_instr, passage, blocks = _split(text)
+    instr = " ".join(raw_instr.lower().replace("’", "'").replace("‘", "'").split())
+    acc = _cue_scores(instr)
+    code_struct, math_struct = _structure(text, instr, blocks)
+    _add(acc, "code", code_struct)
+    _add(acc, "math", math_struct)
+    _phrase_scores(instr, acc, code_struct)
+
+    n = len(instr)
+    if n > 80 and acc.get("chat", 0.0) > 0:
+        acc["chat"] *= 0.4  # a greeting in front of a real request does not make it small talk
+    given_text = passage >= 200 or bool(_DOC_REF.search(instr))
+    if passage >= 200 and not blocks:
+        for label, delta in (("chat", -1.5), ("creative", -1.0), ("reasoning", -1.0), ("math", -0.5)):
+            _add(acc, label, delta)
+        _add(acc, "summarize", 0.5 if passage < 800 else 1.0)
+    elif not given_text:
+        for label in ("summarize", "extract"):
+            if acc.get(label, 0.0) > 0:
+                acc[label] *= 0.6
+    chat_prior = 0.0 if passage >= 200 else 1.5 if n < 60 else 1.0 if n < 140 else 0.3
+    _add(acc, "chat", chat_prior)
+    if n >= 150 and passage < 200:
+        _add(acc, "reasoning", 0.8)
+    return {label: round(acc.get(label, 0.0), 3) for label in LABELS}
+
+
+def classify(text: str) -> str:
+    """Return the query type of a prompt: one of `LABELS`.
+
+    Args:
+        text: the user's prompt, including any embedded passage, code or data.
+
+    Returns:
+        The label with the highest score; ties resolve in a fixed order, with ``chat`` last.
+    """
+    s = scores(text)
+    return max(_TIE_ORDER, key=lambda label: (s[label], -_TIE_ORDER.index(label)))

@@ -1,0 +1,261 @@
+"""Cue tables for the built-in query-type classifier (`engine.classify`).
+
+Each label maps weights to ``|``-separated cues. Latin cues match at the start of a word in the
+lower-cased instruction part of a prompt; a trailing ``*`` lets the cue match any word that starts
+with it (``summar*`` matches "summary", "summarise"), otherwise the cue must end at a word
+boundary. CJK cues are plain substrings (those scripts have no spaces). The cues are *intent*
+phrases (instruction verbs, request shapes) in English, Spanish, German, French, Japanese and
+Chinese, not topics: the classifier has to generalise to prompts about anything.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CJK_CUES", "CODE_NOUNS", "CREATIVE_NOUNS", "LANGUAGES", "LATIN_CUES", "PROGRAMMING_LANGUAGES"]
+
+LATIN_CUES: dict[str, dict[float, str]] = {
+    "code": {
+        3.5: "regex*|regexp*|regular expression*|refactor*|code review|pytest|dockerfile*|makefile|stack trace"
+        "|traceback|segfault|segmentation fault|null pointer|nullpointer*|linked list|time complexity|big o"
+        "|big-o|one-liner|oneliner|unit test*|typescript|javascript|powershell|kubectl|kubernetes|django"
+        "|fastapi|flexbox|node.js|npm|list comprehension|race condition|deadlock*|memory leak*|borrow checker"
+        "|merge conflict*|git|golang|kotlin|php|awk|bash|zsh|sql|mysql|postgresql|sqlite|pandas|numpy|webpack"
+        "|css|html|jsx|tsx|docker*|compiler|compile*|syntax error|stackoverflow|debug*|linter|eslint|mypy",
+        2.5: "python|pyhton|java|js|ts|rust|ruby|swift|scala|haskell|perl|lua|elixir|clojure|dart|flutter|react"
+        "|vue|angular|svelte|nextjs|next.js|express|flask|spring boot|laravel|rails|jquery|postgres|mongodb"
+        "|redis|graphql|api endpoint*|endpoint*|rest api|http request*|json schema|yaml|terraform|ansible|nginx"
+        "|k8s|helm|ci pipeline|github actions|gitlab|repo|repository|commit*|branch*|pull request|snippet*"
+        "|script*|code|coding|codebase|function*|method*|variable*|array*|struct*|pointer*|recursion|recursive"
+        "|async|await|promise*|callback*|closure*|exception*|runtime error|bug|bugs|buggy|crashes|stack overflow"
+        "|compile|lambda*|hashmap|hash map|treemap|dictionary|dict|tuple*|iterator*|generator*|decorator*"
+        "|constructor*|inheritance|interface*|typescript|type error|typeerror|valueerror|keyerror|cli"
+        "|shell|terminal|command line|linux|unix|macos terminal|cron*|env var*|environment variable*"
+        "|implement*|algorithm*|data structure*|binary search|sorting algorithm|orm|query|queries|schema"
+        "|index on|useeffect|usestate|component*|props|div|selector*|framework|library|package|dependency"
+        "|dependencies|pip install|virtualenv|venv|conda|jupyter|notebook cell|vscode|vs code|ide|sdk|oauth"
+        "|jwt|cors|websocket*|unittest|jest|mocha|junit|selenium|playwright|programmatically|program|programs"
+        "|programming|programmer*|loop|loops|for loop|while loop|undefined|nan|null|boolean|int|string|strings"
+        "|integer overflow|off-by-one|off by one|indentation|semicolon|bracket*|csv file|parse json|json file"
+        "|regex|thread*|mutex*|goroutine*|channel*|microcontroller|arduino|raspberry pi|excel formula"
+        "|spreadsheet formula|vlookup|xlookup|google sheets formula|macro*|vba",
+        1.5: "error|errors|fails|failing|failed|crash*|exit code|build|deploy*|server|database|table|column*"
+        "|rows|file|files|folder*|directory|directories|app|website|web page|browser|frontend|backend"
+        "|install*|version|upgrade|config*|log|logs|output|prints|print|returns|return|input|class|classes"
+        "|object*|module*|import*|type|types|test|tests|cache|performance|optimi*|speed up|slow",
+    },
+    "math": {
+        4.0: "derivative*|integral*|integrate|antiderivative|differentiate|differential equation*|determinant"
+        "|eigenvalue*|eigenvector*|standard deviation|confidence interval|x-intercept*|y-intercept*"
+        "|solve for|quadratic*|polynomial*|logarithm*|binomial theorem|by induction|taylor series"
+        "|maclaurin|without replacement|how many ways|normally distributed|expected value|inequalit*"
+        "|inéquation*|ableitung*|dérivée*|derivada*|intégrale*|nullstelle*|ecuación|ecuaciones|équation*"
+        "|gleichung*|gleichungssystem",
+        3.0: "equation*|prove|proof|probability|probabilities|variance|median|percentile*|hypothesis test"
+        "|p-value|z-score|simplify|factori*|matrix|matrices|vector*|perimeter|circumference|radius|diameter"
+        "|hypotenuse|pythagor*|triangle*|divisible|prime number*|integer*|permutation*|combination*"
+        "|combinatoric*|geometric series|arithmetic series|infinite series|sequence|converge*|diverge*"
+        "|limit of|the limit|slope|tangent line|area of|volume of|surface area|compounded|compound interest"
+        "|interest rate|apr|mortgage payment|monthly payment|square root|cube root|exponent*|fraction*"
+        "|decimal*|percentage|percent of|mental math|without a calculator|multiply|multiplied|divide|divided"
+        "|calculate|calculat*|compute|computing the|evaluate the|theorem|lemma|irrational|rational number*"
+        "|odd integer*|even integer*|consecutive|remainder|modulo|gcd|lcm|greatest common|least common"
+        "|cos|ln|sqrt|pi|radians|dice|marbles|lottery|odds of|chance that"
+        "|chance of|expected number|on average|mean of|average of|rate of change|maximi*|minimi*"
+        "|maximum value|minimum value|local max*|local min*|vertex|parabola|asymptote*|statistic*"
+        "|regression line|correlation coefficient|sample size|margin of error|estimat* the probability"
+        "|resuelve|resolver|resuelva|calcula|calcular|calcule*|calculer|berechne*|berechnen|beweise*"
+        "|bestimme|löse|résous|résoudre|démontre*|demuestra*|demostrar|probabilidad*|probabilité*"
+        "|wahrscheinlichkeit*|fläche*|flächeninhalt|volumen|aire|área|raíz|wurzel|racine|cône|kegel|cono"
+        "|rayon|límite|grenzwert|porcentaje|prozent|pourcentage",
+        1.5: "sum|sums|total|product of|ratio|rate|speed|km/h|mph|m/s|per hour|per second|per year|per month"
+        "|interest|invest*|salary|how long|how far|how much|how many|how fast|what percentage|in what year"
+        "|catch up|minimum|maximum|graph|formula|formulas|math|maths|mathematical*|numbers|number of",
+    },
+    "reasoning": {
+        3.0: "trade-off*|tradeoff*|trade off*|pros and cons|walk me through|walk through|think it through"
+        "|think through|think this through|reason it through|reason through|reason about|the reasoning"
+        "|second-order|second order|root cause*|hypothes*|what would you do|what would you try"
+        "|what would you recommend|which would you recommend|what would you consider|would you recommend"
+        "|under what assumptions|what could go wrong|flaw in|is that argument|argument sound|fallac*"
+        "|does it follow|logically|logic puzzle|puzzle*|riddle*|brain teaser*|brainteaser*|knights|knaves"
+        "|always lie*|always tells the truth|always tell the truth|tells the truth|week-by-week|day-by-day"
+        "|step-by-step plan|prioritized plan|prioritised plan|in what order|what order|which order"
+        "|competing explanations|what else could explain|correlation|causation|help me think|help me decide"
+        "|help me weigh|weigh the|weigh them|weigh it|weigh up|choosing between|choose between|deciding between"
+        "|decide between|what factors|which factors|factors should|what are the risks|the risks|dilemma"
+        "|razonar|razona|razonamiento|ventajas y desventajas|pros y contras|qué harías|abwägen|abwägung"
+        "|vor- und nachteile|vor und nachteile|was würdest du|avantages et inconvénients|inconvénients"
+        "|que ferais-tu|raisonne*|raisonnement|énigme*|acertijo*|rätsel",
+        2.0: "compare|comparing|comparison|versus|vs|should i|should we|should a|should our|which should"
+        "|which is better|is it better|better choice|better option|better off|worth it|decide|decision*"
+        "|risks|implications|consequences|prioriti*|prioriti*|plan|plans|planning|strategy|strategies"
+        "|estimate|estimating|assumptions|assume|intuitively|explain why|why or why not|why might|why would"
+        "|why did|why do some|argue|evaluate|assess|analy*|deduce|sound|scenario*|what if|options"
+        "|consider|considering|considerations|recommend*|sequence|order of|dependencies|bottleneck*"
+        "|likely cause*|likely causes|how would you|how should we|how should i|how do you"
+        "|how can you|how does he|how does she|who owns|who is in"
+        "|rank|ranked|fairest|ethical|justify|convince|counterargument*|objection*|weigh|think about"
+        "|angles|what else|debería|deberíamos|conviene|decisión|decidir|analiza*|riesgos|compara*|factores"
+        "|estrategia|entscheid*|sinnvoller|sollte ich|sollten wir|faktoren|risiken|vergleich*|analysier*"
+        "|strategie|devrais-je|devrions-nous|décid*|décision|risques|compar*|analyse*|facteurs|stratégie"
+        "|principes|équité|équitable|le plus juste|recommandation|logique|lógica|logik",
+    },
+    "creative": {
+        3.5: "poem*|poetry|haiku*|limerick*|sonnet*|villanelle*|ballad*|ode to|lyrics|song about|rap verse"
+        "|rap about|short story|bedtime story|fairy tale|fairytale|fable*|micro-story|microfiction|flash fiction"
+        "|six-word story|story about|story where|story in which|a story|joke*|pun|puns|slogan*|tagline*|jingle*"
+        "|toast for|wedding toast|wedding speech|best man speech|best-man speech|pep talk|motivational speech"
+        "|role-play|roleplay|role play|in character|stay in character|pretend you*|pretend to be|act as a"
+        "|as if you were|in the style of|fictional|invent a|invent an|make up a|come up with"
+        "|screenplay|monologue|sci-fi story|ghost story|horror story|love letter|poème*|poema*|gedicht*"
+        "|cuento*|chiste*|blague*|witz|witze|märchen|conte|contes|fabel|eslogan*|chanson*|canción*|reim*"
+        "|rima*|relato*|invente*|inventa*|erfinde*|geschichte über|histoire sur|historia sobre|story opening"
+        "|opening paragraph|opening line*|knock-knock|dad joke*|pickup line*|tongue twister*|acrostic"
+        "|mnemonic*|catchphrase*",
+        2.5: "story|stories|tale|novel|verse|rhyme*|rhyming|song|rap|speech|toast|dialogue|scene|in character"
+        "|villain*|hero|heroine|backstory|plot|fiction|character|clever|describe a|fantasy|sci-fi|noir|epic|creative|imaginative|imagine"
+        "|whimsical|funny|humorous|witty|playful|catchy|heartfelt|creepy|spooky|dramatic|poetic"
+        "|names for|name ideas|name for a|brand name*|product name*|catchy name*|captions|caption for"
+        "|greeting card|birthday message|invitation text|out-of-office|auto-reply"
+        "|from the perspective of|point of view of|narrat*|laugh|make it rhyme|historia|geschichte|histoire"
+        "|lustig*|drôle|gracios*",
+    },
+    "summarize": {
+        4.0: "summar*|sum up|sums up|sum it up|summing up|tl;dr|tldr|tl dr|condense*|boil down|boils down"
+        "|boil it down|boil this down|in a nutshell|gist|synopsis|key takeaways|takeaways|main takeaways"
+        "|executive summary|cliff notes|cliffsnotes|résum*|resumen|resumir|resúm*|zusammenfass*|kurzfassung"
+        "|synthèse|synthétise*|sintetiza*|précis|recap this|recap of|recap the",
+        3.0: "recap|shorten|shorter version|short version|main points|key points|main idea*|main argument"
+        "|the upshot|in brief|in short|brief overview|high-level overview|overview of|distill*|digest of"
+        "|in one sentence|in a sentence|in two sentences|in three sentences|in one line|in one paragraph"
+        "|one-sentence|one sentence|what's this about|what is this about|highlights"
+        "|kernaussage*|en bref|points clés|en pocas palabras|puntos clave",
+        1.5: "bullet*|sentences|short|briefly|brief|concise*|overview|words max|max words|under 100 words"
+        "|for the exec*|for my boss|for a newsletter|for a tweet|tweet|blurb|half its length|half the length"
+        "|stichpunkt*|puntos|points",
+    },
+    "extract": {
+        4.0: "extract*|extrae*|extraer|extraiga|extrai*|extray*|extrahier*|herausziehen|herausschreiben"
+        "|pull out|pull the|parse this|parse the|parse these|named entities|as json|in json|into json"
+        "|json object|json array|json list|give me json|return json|output json|json format|formato json"
+        "|format json|au format json|als json|classify|classif*|categori*|catégoris*|kategorisier*"
+        "|klassifizier*|clasifica*|sentiment",
+        3.0: "parse|identify the|identify all|identify every|identify each|list all|list every|list each"
+        "|list the names|list them|just list|find all|find every|find each|which ones mention*"
+        "|mentioned in|are mentioned|is mentioned|referenced in|label each|label whether|tag each"
+        "|which category|what category|what type of|spam or|is this spam|positive or negative"
+        "|positive, negative|as a table|into a table|in a table|table with columns|as csv|return csv|into csv"
+        "|in csv|csv|into fields|structured data|key-value|fill in the|answer with the category|one word"
+        "|output only|only the|entities|action items|dates and deadlines|each person|each of these"
+        "|each review|each line|each sentence|each message|each item|every email|every url|every date"
+        "|every name|tabla|tableau|tabelle|clasifica|classe ces|identifica*"
+        "|identifie*|relève*|relever|saca|sacar|liste alle|auflisten|aufführen|herausfinden",
+        2.0: "each of these|only the|convert this|turn this",
+        1.0: "json|fields|field|columns|table|list|count|counts|names|dates|amounts|numbers from"
+        "|from this|from the following|from these|mentioned|label|labels|tag|tags|format|normali*|csv",
+    },
+    "translate": {
+        4.0: "translat*|traduc*|tradu*|traduz*|übersetz*|übersetzung*|how do you say|how do i say|how would i say"
+        "|how would you say|how to say|how can i say|how do we say|what's the word for|what is the word for"
+        "|cómo se dice|como se dice|comment dit-on|comment on dit|wie sagt man|literally mean*|mean in english"
+        "|means in english|say in english|say it in|in english please",
+        2.0: "in english|into english|to english|in spanish|into spanish|to spanish|in french|into french"
+        "|to french|in german|into german|to german|al inglés|al español|en anglais|en français|ins englische"
+        "|ins deutsche|auf englisch|auf deutsch|en inglés|en español|what does it say|what does this say"
+        "|put this into|put it into|render this|render it",
+    },
+    "chat": {
+        3.0: "hi|hello|hey|heya|hiya|howdy|good morning|good evening|good afternoon|good night|how are you"
+        "|how's it going|how is it going|what's up|whats up|sup|thanks|thank you|thx|ty|cheers|bye|goodbye"
+        "|see you|see ya|ok bye|hola|buenos días|buenas|qué tal|que tal|gracias|adiós|bonjour|salut"
+        "|bonsoir|merci|au revoir|ça va|comment vas-tu|comment allez-vous|hallo|guten morgen|guten tag"
+        "|guten abend|servus|moin|danke|tschüss|wie geht's|wie geht es|ciao|olá|obrigado|obrigada",
+        2.0: "your favorite|your favourite|do you like|do you think|what do you think|just curious|curious"
+        "|quick recommendation|quick question|quick opinion|your opinion|any tips|tips for|some tips|advice"
+        "|any ideas|ideas?|recommend a|recommend some|recommendations|suggest a|suggestions|stand for"
+        "|stands for|tell me something|fun fact*|is it safe|is it normal|is it bad|is it ok|is it okay"
+        "|is it weird|is it true|is it healthy|what's a good|what is a good|what's a polite|polite way|good way"
+        "|how do i get rid|how do i keep|how can i keep|how do i stay|how can i stay|do you know|who wrote"
+        "|who painted|who invented|who discovered|who is the|who was the|who won|when did|when was"
+        "|capital of|how tall|how old|how big|how deep|how many people|what time|time zone|weather"
+        "|best season|nervous|feeling|stay motivated|motivation|bored|lonely|cheer up|consejo*|recomienda*"
+        "|recomiendas|kennst du|tipps|empfiehl*|empfehlung*|conseil*|recommande*|tu connais|vous connaissez"
+        "|quelle est la meilleure|cuál es|quién|wer ist|qui est|wie viele|combien|cuántos|cuántas"
+        "|learning to code|learn to code|learn coding|learn programming|what happened",
+    },
+}
+
+CJK_CUES: dict[str, dict[float, str]] = {
+    "code": {
+        3.5: "コード|プログラム|スクリプト|関数を|実装|デバッグ|コンパイル|バグ|エラー|代码|程序|脚本|编程|报错|调试|编译"
+        "|线程|单例|数组|変数|配列|正規表現|正则",
+        1.5: "関数|函数|变量|リスト|列表|ファイル|文件|卡住|死锁",
+    },
+    "math": {
+        4.0: "方程式|微分|積分|导数|积分|方程|確率|概率|标准差|標準偏差|极限|極限|行列式",
+        3.0: "計算|计算|求め|面積|面积|体積|体积|半径|証明|证明|最小值|最大值|最小値|最大値|三角形|平均|解いて|解方程"
+        "|外接円|外接圆|边长|角度|百分之|パーセント",
+        1.0: "求",
+    },
+    "reasoning": {
+        3.0: "利弊|权衡|优缺点|推理|谜题|パズル|推論|メリットとデメリット|デメリット|どう組めば|どう決めれば",
+        2.0: "考えて|どちらが|メリット|判断|比較|計画|順番|論理|リスク|検討|決め|選ぶべき|应该|哪个更好|分析|计划|逻辑"
+        "|风险|考虑|因素|选择|比较|怎么办|安排|为什么|なぜ|どうすれば",
+    },
+    "creative": {
+        3.5: "詩|物語|童話|小説|俳句|短歌|ショートショート|ジョーク|キャッチコピー|歌詞|お話|ストーリー|诗|故事|笑话|童话"
+        "|小说|歌词|口号|广告语|对联|寓言",
+    },
+    "summarize": {
+        4.0: "要約|まとめて|まとめる|要点|概要|总结|概括|摘要|归纳|简述|かいつまんで",
+        1.5: "まとめ|一句话|三行|3行|简要|簡潔",
+    },
+    "extract": {
+        4.0: "抜き出|抽出|取り出|分類|提取|抽取|分类",
+        2.0: "一覧|列挙|表に|找出|列出|识别|表格|JSON|json",
+    },
+    "translate": {
+        4.0: "翻訳|訳して|訳す|翻译|译成|翻成|译为|英訳|和訳|怎么说|何と言|なんて言",
+        2.0: "英語で|英语|日语|中文|英文|日本語で",
+    },
+    "chat": {
+        3.0: "こんにちは|こんばんは|おはよう|ありがとう|你好|您好|谢谢|早上好|晚上好|再见|さようなら",
+        2.0: "おすすめ|推荐|怎么样|元気|天気|天气",
+    },
+}
+
+# Targets of a "translate/convert/port ... into X" request: a natural language makes it a
+# translation, a programming language makes it a code task ("translate this into idiomatic Python").
+LANGUAGES = (
+    "english|spanish|french|german|italian|portuguese|dutch|polish|russian|ukrainian|japanese|chinese"
+    "|mandarin|cantonese|korean|arabic|hindi|bengali|urdu|turkish|vietnamese|thai|indonesian|malay"
+    "|tagalog|filipino|greek|swedish|norwegian|danish|finnish|icelandic|czech|slovak|hungarian|romanian"
+    "|bulgarian|serbian|croatian|hebrew|persian|farsi|swahili|latin|catalan|basque|galician|irish|welsh"
+    "|simplified chinese|traditional chinese|brazilian portuguese|plain english|inglés|español|francés"
+    "|alemán|italiano|portugués|japonés|chino|anglais|français|allemand|espagnol|italien|japonais|chinois"
+    "|englische|deutsche|französische|spanische|italienische|japanische|chinesische|englisch|deutsch"
+    "|französisch|spanisch"
+)
+PROGRAMMING_LANGUAGES = (
+    "python|python 3|python3|javascript|js|typescript|ts|java|kotlin|go|golang|rust|c|c\\+\\+|c#|ruby|php"
+    "|swift|scala|haskell|perl|lua|elixir|dart|r|julia|matlab|bash|shell|powershell|sql|pandas|numpy"
+    "|react|vue|async/await|es6|modern js|modern javascript|idiomatic \\w+"
+)
+# Head nouns after "write / compose / create / give me": the nearest one decides whether the
+# requested artefact is a program or a piece of writing ("write a Python program that prints
+# haiku" is code, "write a story about a Python interpreter" is creative).
+CODE_NOUNS = (
+    "function|functions|script|program|programme|class|method|query|queries|regex|regexp|one-liner"
+    "|dockerfile|makefile|unit tests?|tests|test suite|module|cli|api|endpoint|component|hook|decorator"
+    "|algorithm|implementation|snippet|code|macro|shader|sql|bash|loop|parser|server|bot|app|website"
+    "|web page|program|query|stored procedure|trigger|migration|schema|pipeline|workflow|yaml|config"
+    "|funci[oó]n|fonction|funktion|programa|skript|requ[eê]te|consulta"
+)
+CREATIVE_NOUNS = (
+    "poem|poems|poetry|haiku|haikus|limerick|sonnet|villanelle|ballad|ode|song|lyrics|rap|verse|story"
+    "|stories|tale|fable|fairy tale|novel|scene|dialogue|monologue|screenplay|joke|jokes|pun|puns|riddle"
+    "|slogan|slogans|tagline|taglines|jingle|toast|speech|letter|love letter|eulogy|limericks|myth|legend"
+    "|prologue|epilogue|chapter|opening|character|villain|backstory|names|name|caption|captions|blurb|ad"
+    "|advert|commercial|greeting|card|invitation|auto-reply|reply that|description that|bio"
+    "|poema|cuento|historia|chiste|canci[oó]n|gedicht|geschichte|märchen|witz|lied|po[eè]me|histoire"
+    "|conte|blague|chanson"
+)

@@ -1,0 +1,348 @@
+"""Per-model health from measured outcomes: circuit breaking, demotion and measured latency.
+
+Each model keeps a sliding window (`health.window_s`) of its recent outcomes. From it:
+
+- circuit: once the window holds `min_requests` outcomes and the error rate reaches
+  `open_circuit.error_rate`, the circuit opens and the model is skipped for `cooldown_s`.
+  Then it is half-open: exactly one probe request may go; success closes the circuit with a
+  fresh window, failure re-opens it for another cooldown.
+- demotion: with `min_requests` outcomes and an error rate of `demote.error_rate` or a
+  measured p95 of `demote.p95_latency_ms` or more, the model goes to the end of every plan
+  until the window is back under both thresholds (or holds too few outcomes to judge).
+- latency: measured p50/p95 of successful calls replace the policy's prior once the window
+  holds `min(5, min_requests)` of them.
+
+The tracker is fed by the runtime after every attempt and read, as a `RuntimeState`, before
+every decision. State changes are reported as `HealthEvent`s. All times come from the
+injected clock: monotonic for windows and cooldowns, wall clock for event timestamps.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from engine.clock import Clock
+from engine.policy.model import HealthConfig, Model
+from engine.state import RuntimeState
+
+__all__ = ["NEUTRAL_ERRORS", "CircuitState", "HealthEvent", "HealthEventKind", "HealthTracker"]
+
+CircuitState = Literal["closed", "open", "half_open"]
+HealthEventKind = Literal["circuit_open", "circuit_half_open", "circuit_closed", "demoted", "restored"]
+
+NEUTRAL_ERRORS: frozenset[str] = frozenset({"RateLimited", "ContextTooLong", "ContentFiltered"})
+"""Error classes that say nothing about whether the model works, so they count neither as
+failures nor as successes. `RateLimited` is our own traffic exceeding the account's quota at
+the vendor: the model is up, the runtime already moves on at once and the limiter/Retry-After
+govern when to come back; opening the circuit would turn a short throttle into a
+`cooldown_s` outage and double-punish the model. `ContextTooLong` and `ContentFiltered` are
+about the request, not the model."""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthEvent:
+    """A change of a model's health state.
+
+    Attributes:
+        ts: wall-clock time of the change (seconds since the epoch).
+        kind: circuit_open, circuit_half_open, circuit_closed, demoted or restored.
+        model: the model concerned.
+        detail: why, in words (error rate, p95, probe outcome).
+    """
+
+    ts: float
+    kind: HealthEventKind
+    model: str
+    detail: str
+
+
+class _Window:
+    """One model's sliding window and circuit; all counters are kept in step with `samples`."""
+
+    __slots__ = (
+        "circuit",
+        "demoted",
+        "errors",
+        "failed_by_class",
+        "latencies",
+        "open_reason",
+        "open_until",
+        "probe_at",
+        "samples",
+    )
+
+    def __init__(self) -> None:
+        # (monotonic time, error class or None for success, latency of a success or None)
+        self.samples: deque[tuple[float, str | None, float | None]] = deque()
+        self.errors = 0
+        # error class -> failures in the window, for reasons that name the dominant failure
+        self.failed_by_class: dict[str, int] = {}
+        # latencies of the successes in the window, kept sorted so percentiles are an index
+        self.latencies: list[float] = []
+        self.circuit: CircuitState = "closed"
+        self.open_until = 0.0
+        self.open_reason = ""
+        # monotonic time the half-open probe was let through; None while no probe is out
+        self.probe_at: float | None = None
+        self.demoted: str | None = None
+
+    def add(self, now: float, error_class: str | None, latency_ms: float | None) -> None:
+        self.samples.append((now, error_class, latency_ms))
+        if error_class is not None:
+            self.errors += 1
+            self.failed_by_class[error_class] = self.failed_by_class.get(error_class, 0) + 1
+        if latency_ms is not None:
+            bisect.insort(self.latencies, latency_ms)
+
+    def expire(self, cutoff: float) -> None:
+        samples = self.samples
+        while samples and samples[0][0] <= cutoff:
+            _, error_class, latency_ms = samples.popleft()
+            if error_class is not None:
+                self.errors -= 1
+                left = self.failed_by_class[error_class] - 1
+                if left:
+                    self.failed_by_class[error_class] = left
+                else:
+                    del self.failed_by_class[error_class]
+            if latency_ms is not None:
+                del self.latencies[bisect.bisect_left(self.latencies, latency_ms)]
+
+    def reset(self) -> None:
+        self.samples.clear()
+        self.errors = 0
+        self.failed_by_class.clear()
+        self.latencies.clear()
+
+    def percentile(self, pct: int) -> float:
+        # Nearest rank: the smallest sample with at least pct% of samples at or below it.
+        lat = self.latencies
+        return lat[max((pct * len(lat) + 99) // 100, 1) - 1]
+
+    def failures(self, window_s: float) -> str:
+        n = len(self.samples)
+        classes = ", ".join(f"{c} x{k}" for c, k in sorted(self.failed_by_class.items(), key=lambda kv: -kv[1]))
+        detail = f": {classes}" if classes else ""
+        return f"{self.errors}/{n} failed ({self.errors / n:.0%}) in the last {window_s:g}s{detail}"
+
+
+class HealthTracker:
+    """Measured health of every model of a policy.
+
+    Args:
+        config: the policy's `health:` section.
+        models: the policy's models; only these can be recorded or queried.
+        clock: time source (tests pass a `ManualClock`).
+        on_event: called synchronously with each `HealthEvent`, in order.
+        neutral_errors: error classes that count neither as failure nor success
+            (default `NEUTRAL_ERRORS`).
+    """
+
+    def __init__(
+        self,
+        config: HealthConfig,
+        models: Mapping[str, Model],
+        *,
+        clock: Clock,
+        on_event: Callable[[HealthEvent], None] | None = None,
+        neutral_errors: Collection[str] = NEUTRAL_ERRORS,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._on_event = on_event
+        self._neutral = frozenset(neutral_errors)
+        self._window_s = float(config.window_s)
+        self._min = max(1, int(config.min_requests))
+        self._min_latency = min(5, self._min)
+        self._cooldown = float(config.open_circuit.cooldown_s)
+        # A probe that never reports (its caller vanished) must not keep the model shut forever;
+        # a window's worth of time is longer than any sane request.
+        self._probe_lease = max(self._cooldown, self._window_s)
+        self._w: dict[str, _Window] = {name: _Window() for name in models}
+
+    def _get(self, model: str) -> _Window:
+        try:
+            return self._w[model]
+        except KeyError:
+            raise KeyError(f"health: unknown model {model!r}") from None
+
+    def _emit(self, kind: HealthEventKind, model: str, detail: str) -> None:
+        if self._on_event is not None:
+            self._on_event(HealthEvent(self._clock.time(), kind, model, detail))
+
+    # -- feeding ------------------------------------------------------------------------------
+
+    def record(self, model: str, *, ok: bool, latency_ms: float, error_class: str | None = None) -> None:
+        """Record the outcome of one attempt on `model`.
+
+        Args:
+            model: the model called.
+            ok: whether the attempt succeeded.
+            latency_ms: how long it took; only successes feed the latency percentiles.
+            error_class: the taxonomy name of the failure (`Timeout`, `RateLimited`...).
+
+        Raises:
+            KeyError: `model` is not in the policy.
+        """
+        w = self._get(model)
+        now = self._clock.monotonic()
+        failure = None if ok else (error_class or "Error")
+        neutral = failure is not None and failure in self._neutral
+        self._tick(model, w, now)
+        if w.circuit == "half_open" and w.probe_at is not None:
+            w.probe_at = None
+            if neutral:
+                return  # inconclusive: the next allow() sends another probe
+            if failure is None:
+                w.reset()
+                w.circuit = "closed"
+                self._emit("circuit_closed", model, f"probe succeeded in {latency_ms:.0f}ms")
+            else:
+                self._open(model, w, now, f"probe failed: {failure}")
+            w.add(now, failure, latency_ms if failure is None else None)
+            self._judge_demotion(model, w)
+            return
+        if neutral:
+            return
+        w.add(now, failure, latency_ms if failure is None else None)
+        w.expire(now - self._window_s)
+        n = len(w.samples)
+        if w.circuit == "closed" and n >= self._min and w.errors / n >= self.config.open_circuit.error_rate:
+            self._open(model, w, now, w.failures(self._window_s))
+        self._judge_demotion(model, w)
+
+    def _open(self, model: str, w: _Window, now: float, why: str) -> None:
+        w.circuit = "open"
+        w.open_until = now + self._cooldown
+        w.probe_at = None
+        w.open_reason = why
+        self._emit("circuit_open", model, f"{why}; probe after {self._cooldown:g}s")
+
+    def _tick(self, model: str, w: _Window, now: float) -> None:
+        """Let time act: an open circuit whose cooldown is over becomes half-open."""
+        if w.circuit == "open" and now >= w.open_until:
+            w.circuit = "half_open"
+            w.probe_at = None
+            self._emit("circuit_half_open", model, f"cooldown of {self._cooldown:g}s over; one probe allowed")
+
+    def _judge_demotion(self, model: str, w: _Window) -> None:
+        why = self._demotion_reason(w)
+        if why is not None and w.demoted is None:
+            w.demoted = why
+            self._emit("demoted", model, why)
+        elif why is None and w.demoted is not None:
+            w.demoted = None
+            n = len(w.samples)
+            if n < self._min:
+                detail = f"only {n} requests in the last {self._window_s:g}s (< {self._min})"
+            else:
+                detail = f"back under thresholds: {w.failures(self._window_s)}"
+            self._emit("restored", model, detail)
+        elif why is not None:
+            w.demoted = why  # still demoted: keep the figures current
+
+    def _demotion_reason(self, w: _Window) -> str | None:
+        n = len(w.samples)
+        if n < self._min:
+            return None
+        demote = self.config.demote
+        if demote.error_rate is not None and w.errors / n >= demote.error_rate:
+            return f"{w.failures(self._window_s)} (demotes at {demote.error_rate:.0%})"
+        if demote.p95_latency_ms is not None and len(w.latencies) >= self._min_latency:
+            p95 = w.percentile(95)
+            if p95 >= demote.p95_latency_ms:
+                return f"p95 latency {p95:.0f}ms >= {demote.p95_latency_ms:g}ms over {len(w.latencies)} requests"
+        return None
+
+    def _refresh(self, model: str, w: _Window, now: float) -> None:
+        """Apply what the passing of time changes: expiry, demotion, half-open."""
+        before = len(w.samples)
+        w.expire(now - self._window_s)
+        if len(w.samples) != before:
+            self._judge_demotion(model, w)
+        self._tick(model, w, now)
+
+    # -- gate ---------------------------------------------------------------------------------
+
+    def allow(self, model: str) -> bool:
+        """Whether a request may be sent to `model` now.
+
+        True while the circuit is closed; False while it is open; when half-open, True for
+        exactly one probe at a time (until that probe is recorded), False for the others.
+
+        Raises:
+            KeyError: `model` is not in the policy.
+        """
+        w = self._get(model)
+        if w.circuit == "closed":
+            return True
+        now = self._clock.monotonic()
+        self._tick(model, w, now)
+        if w.circuit != "half_open":
+            return False
+        if w.probe_at is None or now - w.probe_at >= self._probe_lease:
+            w.probe_at = now
+            return True
+        return False
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def state(self, model: str) -> CircuitState:
+        """The circuit state of `model`: closed, open or half_open (for metrics)."""
+        w = self._get(model)
+        self._tick(model, w, self._clock.monotonic())
+        return w.circuit
+
+    def latency(self, model: str) -> tuple[float, float] | None:
+        """Measured (p50, p95) in ms of the successes in the window; None with too few of them."""
+        w = self._get(model)
+        self._refresh(model, w, self._clock.monotonic())
+        if len(w.latencies) < self._min_latency:
+            return None
+        return w.percentile(50), w.percentile(95)
+
+    def open_circuits(self) -> dict[str, str]:
+        """model -> why it is skipped: open circuits, and half-open ones whose probe is out.
+
+        A half-open model with no probe out is left out, so that a decision can pick it and
+        `allow()` lets that one request through as the probe.
+        """
+        now = self._clock.monotonic()
+        out: dict[str, str] = {}
+        for model, w in self._w.items():
+            self._refresh(model, w, now)
+            if w.circuit == "open":
+                out[model] = f"circuit open: {w.open_reason}; probe in {w.open_until - now:.1f}s"
+            elif w.circuit == "half_open" and w.probe_at is not None and now - w.probe_at < self._probe_lease:
+                out[model] = f"circuit half-open: probe in flight ({w.open_reason})"
+        return out
+
+    def demoted(self) -> dict[str, str]:
+        """model -> why it is demoted to the end of plans."""
+        now = self._clock.monotonic()
+        out: dict[str, str] = {}
+        for model, w in self._w.items():
+            self._refresh(model, w, now)
+            if w.demoted is not None:
+                out[model] = w.demoted
+        return out
+
+    def latencies(self) -> dict[str, tuple[float, float]]:
+        """model -> measured (p50, p95) ms, for the models with enough successes in the window."""
+        out: dict[str, tuple[float, float]] = {}
+        for model in self._w:
+            lat = self.latency(model)
+            if lat is not None:
+                out[model] = lat
+        return out
+
+    def snapshot(self) -> RuntimeState:
+        """A `RuntimeState` holding the health facts (open circuits, demotions, latencies).
+
+        The runtime adds `unavailable` and `quota_probe` with `dataclasses.replace`.
+        """
+        return RuntimeState(open_circuits=self.open_circuits(), demoted=self.demoted(), latency_ms=self.latencies())

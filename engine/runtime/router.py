@@ -1,0 +1,355 @@
+"""`Router`: serve requests end to end on a policy.
+
+    async with Router.from_file("policies/default.yaml") as router:
+        result = await router.generate("Summarize: ...", max_tokens=200, meta={"tenant": "acme"})
+        print(result.model, result.cost_usd, result.cached)
+
+Per request: features -> decide (pure, on a snapshot of health, limits and quotas) -> cache
+-> the dispatcher walks the plan -> usage settled -> one decision-log row. A failing request
+is logged too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from adapters.base import Completion, LLMAdapter, Message, StreamEnd, TextDelta
+from engine.clock import Clock, SystemClock
+from engine.decide import Decision, decide_features
+from engine.errors import AllModelsFailed, QuotaExceeded, RequestError, RoutingRefused
+from engine.features import Features, Request
+from engine.policy.api import compile_policy, load_policy
+from engine.policy.compile import CompiledPolicy
+from engine.policy.model import Model, Policy
+from engine.runtime.adapters import AdapterPool
+from engine.runtime.cache import ResponseCache
+from engine.runtime.dispatch import Dispatcher, Served, Walk, record_attempt_cost
+from engine.runtime.health import HealthEvent, HealthTracker
+from engine.runtime.limits import RateLimits
+from engine.runtime.quotas import QuotaManager
+from engine.runtime.recording import Recorder
+from engine.runtime.result import RoutedCompletion, StreamDone
+from engine.state import RuntimeState
+
+
+class Router:
+    """Routes requests by policy, with fallback, limits, quotas, cache, health and logging.
+
+    Args:
+        policy: a loaded policy (see `engine.load_policy`).
+        log_path: SQLite decision log (default: the policy's `log.sqlite`; None = no log).
+        quota_path: SQLite file shared by processes for quotas (default: the log file, else
+            in memory for this process only).
+        adapters: model name -> adapter, overriding what the policy would build (tests, apps
+            that bring their own client).
+        clock: time source (tests pass a `ManualClock`).
+        metrics: an object with `observe(record, attempts)` and health hooks (see
+            `engine.metrics`), or None.
+    """
+
+    def __init__(self, policy: Policy, *, log_path: str | Path | None = ..., quota_path: str | Path | None = ...,  # type: ignore[assignment]
+                 adapters: Mapping[str, LLMAdapter] | None = None, clock: Clock | None = None,
+                 metrics: Any = None) -> None:
+        self.policy = policy
+        self.compiled: CompiledPolicy = compile_policy(policy)
+        self.clock = clock or SystemClock()
+        log = policy.log.sqlite if log_path is ... else log_path
+        qpath = (log if log and log != ":memory:" else None) if quota_path is ... else quota_path
+        self.recorder = Recorder(log, policy, metrics=metrics, clock=self.clock)
+        self.health = HealthTracker(policy.health, policy.models, clock=self.clock, on_event=self._on_health)
+        has_limits = any(p.limits.rpm or p.limits.tpm or p.limits.concurrency for p in policy.providers.values()) or \
+            any(m.limits.rpm or m.limits.tpm or m.limits.concurrency for m in policy.models.values())
+        self.limits = RateLimits(policy.providers, policy.models) if has_limits else None
+        self.quotas = QuotaManager(policy.quotas, path=qpath, clock=self.clock) if policy.quotas else None
+        cache_path = policy.cache.path or (log if log and log != ":memory:" else None)
+        self.cache = ResponseCache(policy.cache, clock=self.clock, path=cache_path) if (
+            policy.cache.enabled and (policy.cache.backend == "memory" or cache_path)) else None
+        self.adapters = AdapterPool(policy, overrides=adapters)
+        self.dispatcher = Dispatcher(policy, health=self.health, limits=self.limits, quotas=self.quotas,
+                                     clock=self.clock)
+        self._closed = False
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs: Any) -> Router:
+        """Load, check and compile a policy file, then build a router on it."""
+        return cls(load_policy(path), **kwargs)
+
+    # -- public API ------------------------------------------------------------------------
+
+    def explain(self, prompt: str | None = None, *, messages: Sequence[Any] | None = None, max_tokens: int = 1000,
+                temperature: float = 0.7, stream: bool = False, meta: Mapping[str, Any] | None = None) -> Decision:
+        """The decision this router would make now, with its trace (no vendor is called)."""
+        request = Request.of(prompt, messages=messages, max_tokens=max_tokens, temperature=temperature, stream=stream,
+                             meta=meta)
+        features = self.compiled.features(request)
+        return decide_features(self.compiled, features, self._state(features), explain=True)
+
+    async def generate(self, prompt: str | None = None, *, messages: Sequence[Any] | None = None,
+                       max_tokens: int = 1000, temperature: float = 0.7, stop: Sequence[str] | None = None,
+                       meta: Mapping[str, Any] | None = None, model: str | None = None) -> RoutedCompletion:
+        """Serve one request.
+
+        Args:
+            prompt: a user prompt (or give `messages`).
+            messages: chat messages: (role, content) pairs, dicts or `adapters.Message`s.
+            max_tokens: output budget.
+            temperature: sampling temperature.
+            stop: stop sequences.
+            meta: request metadata: `tenant`, `key`, `tier`, anything routes read as `meta.*`.
+            model: pin a model name or a route name (the route's plan is used).
+
+        Raises:
+            RequestError: the request is malformed (nothing was sent).
+            RoutingRefused: the policy leaves no model for it.
+            QuotaExceeded: a `reject` quota has no room.
+            AllModelsFailed: every attempt failed.
+        """
+        started, t0 = self.clock.time(), time.perf_counter()
+        rid = uuid.uuid4().hex
+        try:
+            request = Request.of(prompt, messages=messages, max_tokens=max_tokens, temperature=temperature,
+                                 meta=meta, stop=stop)
+        except RequestError as e:
+            self.recorder.bad_request(rid, started, meta, e)
+            raise
+        decision = self._decide(request, model)
+        walk = self._walk(rid, request, decision)
+        if decision.refusal is not None:
+            err = self._refusal(decision, walk)
+            self.recorder.failed(rid, started, t0, request, decision, walk, err)
+            raise err
+        cache_key = self._cache_key(request, decision)
+        try:
+            if cache_key is not None and self.cache is not None:
+                leader: list[RoutedCompletion] = []
+                value, hit = await self.cache.get_or_compute(
+                    cache_key, lambda: self._serve_for_cache(walk, request, decision, leader))
+                if hit:
+                    result = self._from_cache(value, rid, decision, t0)
+                    self.recorder.served(rid, started, request, decision, walk, result, cache_saved=value["cost_usd"])
+                    return result
+                result = leader[0]
+            else:
+                result = await self._serve(walk, request, decision)
+        except (AllModelsFailed, QuotaExceeded) as e:
+            self.recorder.failed(rid, started, t0, request, decision, walk, e)
+            raise
+        result = dataclasses.replace(result, latency_ms=(time.perf_counter() - t0) * 1000)
+        self.recorder.served(rid, started, request, decision, walk, result)
+        return result
+
+    async def stream(self, prompt: str | None = None, *, messages: Sequence[Any] | None = None,
+                     max_tokens: int = 1000, temperature: float = 0.7, stop: Sequence[str] | None = None,
+                     meta: Mapping[str, Any] | None = None,
+                     model: str | None = None) -> AsyncIterator[TextDelta | StreamDone]:
+        """Stream one request: `TextDelta`s, then one `StreamDone` with the whole result.
+
+        Falls back to the next model only until the first token has been yielded; a failure
+        after that raises (and is logged).
+        """
+        started, t0 = self.clock.time(), time.perf_counter()
+        rid = uuid.uuid4().hex
+        try:
+            request = Request.of(prompt, messages=messages, max_tokens=max_tokens, temperature=temperature,
+                                 meta=meta, stop=stop, stream=True)
+        except RequestError as e:
+            self.recorder.bad_request(rid, started, meta, e)
+            raise
+        decision = self._decide(request, model)
+        walk = self._walk(rid, request, decision)
+        if decision.refusal is not None:
+            err = self._refusal(decision, walk)
+            self.recorder.failed(rid, started, t0, request, decision, walk, err)
+            raise err
+        msgs = _messages(request)
+
+        async def first(m: Model, timeout: float) -> tuple[Any, AsyncIterator[Any]]:
+            it = self.adapters.get(m).stream(messages=msgs, max_tokens=request.max_tokens,
+                                             temperature=request.temperature, stop=request.stop or None,
+                                             timeout_s=timeout)
+            return await it.__anext__(), it
+
+        try:
+            served: Served[tuple[Any, AsyncIterator[Any]]] = await self.dispatcher.run(walk, decision.plan, first)
+        except (AllModelsFailed, QuotaExceeded) as e:
+            self.recorder.failed(rid, started, t0, request, decision, walk, e)
+            raise
+        event, it = served.value
+        try:
+            while not isinstance(event, StreamEnd):
+                yield event
+                event = await it.__anext__()
+        except Exception as e:
+            self.dispatcher.abandon(served)
+            err = AllModelsFailed([(served.model.name, type(e).__name__, str(e))], request_id=rid)
+            self.recorder.failed(rid, started, t0, request, decision, walk, err)
+            raise
+        except BaseException:  # the consumer went away (cancelled, closed): settle nothing
+            self.dispatcher.abandon(served)
+            raise
+        result = self._result(event.completion, served, walk, rid, decision, t0)
+        self.recorder.served(rid, started, request, decision, walk, result)
+        yield StreamDone(result)
+
+    def feedback(self, request_id: str, score: float | None = None, label: str | None = None) -> None:
+        """Attach a judgement (a score, a label) to a logged request, for selection accuracy."""
+        self.recorder.feedback(request_id, score, label)
+
+    async def aclose(self) -> None:
+        """Close adapters and flush the decision log; nothing queued is lost."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.adapters.aclose()
+        if self.cache is not None:
+            self.cache.close()
+        await self.recorder.aclose()
+
+    async def __aenter__(self) -> Router:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _state(self, features: Features) -> RuntimeState:
+        state = self.health.snapshot()
+        if self.limits is None and self.quotas is None:
+            return state
+        tenant, key = _who(features.meta)
+        unavailable: Mapping[str, str] = {}
+        if self.limits is not None:
+            deadline = asyncio.get_running_loop().time() + self.policy.deadline_s if _loop() else float("inf")
+            need = features.prompt_tokens + features.max_tokens
+            unavailable = self.limits.unavailable({m: need for m in self.policy.models}, deadline)
+        probe = None
+        if self.quotas is not None:
+            quotas = self.quotas
+            providers = {n: m.provider for n, m in self.policy.models.items()}
+
+            def probe(model: str, tokens: int, cost: float) -> tuple[str, bool] | None:
+                from engine.runtime.quotas import QuotaContext
+
+                block = quotas.check(QuotaContext(tenant, key, model, providers[model]), tokens, cost)
+                return None if block is None else (block.reason, block.on_exceed == "downgrade")
+        return dataclasses.replace(state, unavailable=unavailable, quota_probe=probe)
+
+    def _decide(self, request: Request, pinned: str | None) -> Decision:
+        features = self.compiled.features(request)
+        state = self._state(features)
+        decision = decide_features(self.compiled, features, state)
+        if pinned is None:
+            return decision
+        return self._pin(decision, pinned, state)
+
+    def _pin(self, decision: Decision, pinned: str, state: RuntimeState) -> Decision:
+        """`model: NAME` pins a model; `model: ROUTE` uses that route's plan."""
+        if pinned in self.policy.models:
+            return dataclasses.replace(decision, plan=(pinned,), refusal=None, quota_refused=False)
+        for cr in self.compiled.routes:
+            if cr.route.name == pinned:
+                from engine.decide import _plan, _Tracer
+
+                return _plan(self.compiled, cr, decision.features, state, _Tracer(False),
+                             f"$.routes[{cr.route.index}]")
+        raise RequestError(f"unknown model or route {pinned!r}; models: {', '.join(self.policy.models)}")
+
+    def _walk(self, rid: str, request: Request, decision: Decision) -> Walk:
+        tenant, key = _who(request.meta)
+        f = decision.features
+        loop_deadline = asyncio.get_running_loop().time() + self.policy.deadline_s
+        return Walk(request_id=rid, tenant=tenant, key=key, est_tokens=f.prompt_tokens + f.max_tokens,
+                    est_cost_of=lambda m: m.est_cost(f.prompt_tokens, f.max_tokens), deadline=loop_deadline)
+
+    def _refusal(self, decision: Decision, walk: Walk) -> Exception:
+        if decision.quota_refused and self.quotas is not None and decision.candidates:
+            from engine.runtime.quotas import QuotaContext
+
+            m = self.policy.models[decision.candidates[0].model]
+            f = decision.features
+            block = self.quotas.check(QuotaContext(walk.tenant, walk.key, m.name, m.provider),
+                                      f.prompt_tokens + f.max_tokens, m.est_cost(f.prompt_tokens, f.max_tokens))
+            if block is not None:
+                return block.error()
+        return RoutingRefused(decision.refusal or "refused", decision)
+
+    def _cache_key(self, request: Request, decision: Decision) -> str | None:
+        if self.cache is None or request.stream:
+            return None
+        when = self.compiled.cache_when
+        if when is not None:
+            from engine.features import safe_truth
+
+            if not safe_truth(when, decision.features.env()):
+                return None
+        tenant, _ = _who(request.meta)
+        return self.cache.make_key(scope=tenant, target=decision.route or "", messages=request.messages,
+                                   params={"max_tokens": request.max_tokens, "temperature": request.temperature,
+                                           "stop": list(request.stop) or None})
+
+    async def _serve(self, walk: Walk, request: Request, decision: Decision) -> RoutedCompletion:
+        msgs = _messages(request)
+
+        async def call(m: Model, timeout: float) -> Completion:
+            return await self.adapters.get(m).generate(messages=msgs, max_tokens=request.max_tokens,
+                                                       temperature=request.temperature,
+                                                       stop=request.stop or None, timeout_s=timeout)
+
+        served = await self.dispatcher.run(walk, decision.plan, call)
+        return self._result(served.value, served, walk, walk.request_id, decision, None)
+
+    async def _serve_for_cache(self, walk: Walk, request: Request, decision: Decision,
+                               leader: list[RoutedCompletion]) -> tuple[dict[str, Any], float]:
+        result = await self._serve(walk, request, decision)
+        leader.append(result)  # the leader keeps its own result; waiters get the cached copy
+        value = result.cache_value()
+        value["cost_usd"] = result.cost_usd
+        return value, result.cost_usd
+
+    def _result(self, c: Completion, served: Served[Any], walk: Walk, rid: str, decision: Decision,
+                t0: float | None) -> RoutedCompletion:
+        record_attempt_cost(walk, c.input_tokens, c.output_tokens, c.cost_usd)
+        self.dispatcher.finish(served, c.input_tokens + c.output_tokens, c.cost_usd)
+        return RoutedCompletion(
+            text=c.text, model=served.model.name, model_id=c.model, provider=served.model.provider,
+            finish_reason=c.finish_reason, input_tokens=c.input_tokens, output_tokens=c.output_tokens,
+            cost_usd=walk.cost(), latency_ms=(time.perf_counter() - t0) * 1000 if t0 else c.latency_ms,
+            attempts=sum(1 for a in walk.attempts if a.outcome != "skipped"), fallbacks=walk.fallbacks,
+            cached=False, route=decision.route, query_type=decision.query_type, request_id=rid,
+            downgraded=decision.downgraded)
+
+    def _from_cache(self, value: Mapping[str, Any], rid: str, decision: Decision, t0: float) -> RoutedCompletion:
+        return RoutedCompletion(
+            text=value["text"], model=value["model"], model_id=value["model_id"], provider=value["provider"],
+            finish_reason=value["finish_reason"], input_tokens=value["input_tokens"],
+            output_tokens=value["output_tokens"], cost_usd=0.0, latency_ms=(time.perf_counter() - t0) * 1000,
+            attempts=0, fallbacks=0, cached=True, route=decision.route, query_type=decision.query_type,
+            request_id=rid)
+
+    def _on_health(self, event: HealthEvent) -> None:
+        self.recorder.health_event(event)
+
+
+def _who(meta: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    tenant, key = meta.get("tenant"), meta.get("key")
+    return (None if tenant is None else str(tenant)), (None if key is None else str(key))
+
+
+def _messages(request: Request) -> list[Message]:
+    return [Message(role, content) for role, content in request.messages]  # type: ignore[arg-type]
+
+
+def _loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+

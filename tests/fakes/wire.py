@@ -1,0 +1,417 @@
+"""Each vendor's wire format, as the fakes speak it: request parsing, JSON answers, SSE streams
+and error bodies in the shapes the real APIs use.
+
+The reply is deterministic and echo-derived (`Echo from MODEL: <last user message>`), cut at
+`max_tokens * 4` characters ("length") or at the first stop sequence; token counts are
+ceil(chars / 4) per message, so tests can predict them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tests.fakes.faults import Fault
+
+__all__ = ["ANTHROPIC", "GEMINI", "OPENAI", "Parsed", "Reply", "Vendor", "make_reply", "tokens"]
+
+_PIECES = re.compile(r"\S*\s*")
+Headers = list[tuple[bytes, bytes]]
+
+
+def tokens(text: str) -> int:
+    """The fakes' token count: ceil(len / 4)."""
+    return (len(text) + 3) // 4
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What the fakes need from a request, whatever the vendor."""
+
+    model: str
+    texts: tuple[str, ...]
+    last_user: str
+    max_tokens: int
+    stop: tuple[str, ...]
+    include_usage: bool = True
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(tokens(t) for t in self.texts)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    text: str
+    finish: str  # "stop" | "length" | "stop_sequence"
+    stop_sequence: str | None
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def pieces(self) -> list[str]:
+        return [p for p in _PIECES.findall(self.text) if p]
+
+
+def make_reply(parsed: Parsed) -> Reply:
+    """The deterministic answer to a request."""
+    text = f"Echo from {parsed.model}: {parsed.last_user}"
+    finish, matched = "stop", None
+    for s in parsed.stop:
+        at = text.find(s)
+        if at >= 0:
+            text, finish, matched = text[:at], "stop_sequence", s
+    limit = max(1, parsed.max_tokens) * 4
+    if len(text) > limit:
+        text, finish, matched = text[:limit], "length", None
+    return Reply(text, finish, matched, parsed.input_tokens, tokens(text))
+
+
+def sse(data: Any, event: str | None = None) -> bytes:
+    """One server-sent event."""
+    payload = data if isinstance(data, str) else json.dumps(data)
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {payload}\n\n".encode()
+
+
+def _retry_headers(fault: Fault) -> Headers:
+    return [(b"retry-after", f"{fault.retry_after:g}".encode())] if fault.retry_after is not None else []
+
+
+class Vendor:
+    """Base of one vendor's protocol."""
+
+    name: str
+
+    def parse(self, body: dict[str, Any], path_model: str | None) -> Parsed:
+        raise NotImplementedError
+
+    def ok(self, parsed: Parsed, reply: Reply, n: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def stream(self, parsed: Parsed, reply: Reply, n: int) -> list[bytes]:
+        raise NotImplementedError
+
+    def error(self, fault: Fault, parsed: Parsed | None, key: str | None) -> tuple[int, Headers, dict[str, Any]]:
+        """Status, extra headers and JSON body of the error answer for `fault`."""
+        raise NotImplementedError
+
+    def stream_error(self, fault: Fault) -> bytes:
+        raise NotImplementedError
+
+    def malformed_stream(self) -> list[bytes]:
+        """A stream whose first event's data is not JSON."""
+        return [b'data: {"id": "chunk", "choices": [\n\n', b"data: not json\n\n"]
+
+    def blocked(self, parsed: Parsed, n: int, stream: bool) -> tuple[dict[str, Any] | None, list[bytes]]:
+        """A content-filter answer given as a 200 (vendors that do so), else (None, [])."""
+        return None, []
+
+
+class _OpenAI(Vendor):
+    name = "openai"
+
+    def parse(self, body: dict[str, Any], path_model: str | None) -> Parsed:
+        msgs = body.get("messages") or []
+        texts = tuple(_content_text(m.get("content")) for m in msgs)
+        last_user = next((_content_text(m.get("content")) for m in reversed(msgs) if m.get("role") == "user"), "")
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 4096
+        stop = body.get("stop") or ()
+        opts = body.get("stream_options") or {}
+        return Parsed(
+            body.get("model", ""), texts, last_user, int(max_tokens), (stop,) if isinstance(stop, str) else tuple(stop),
+            bool(opts.get("include_usage")),
+        )
+
+    def ok(self, parsed: Parsed, reply: Reply, n: int) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-fake{n}",
+            "object": "chat.completion",
+            "created": 1_700_000_000,
+            "model": parsed.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "length" if reply.finish == "length" else "stop",
+                }
+            ],
+            "usage": _openai_usage(reply),
+            "system_fingerprint": "fp_fake",
+        }
+
+    def stream(self, parsed: Parsed, reply: Reply, n: int) -> list[bytes]:
+        def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+            data: dict[str, Any] = {
+                "id": f"chatcmpl-fake{n}", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                "model": parsed.model, "system_fingerprint": "fp_fake",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
+            if parsed.include_usage:
+                data["usage"] = None
+            return sse(data)
+
+        events = [chunk({"role": "assistant", "content": "", "refusal": None}, None)]
+        events += [chunk({"content": p}, None) for p in reply.pieces]
+        events.append(chunk({}, "length" if reply.finish == "length" else "stop"))
+        if parsed.include_usage:
+            events.append(sse({
+                "id": f"chatcmpl-fake{n}", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                "model": parsed.model, "choices": [], "usage": _openai_usage(reply),
+            }))
+        events.append(b"data: [DONE]\n\n")
+        return events
+
+    def error(self, fault: Fault, parsed: Parsed | None, key: str | None) -> tuple[int, Headers, dict[str, Any]]:
+        def err(message: str, type_: str | None, code: str | None, param: str | None = None) -> dict[str, Any]:
+            return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+        k = fault.kind
+        if k == "rate_limit":
+            return 429, _retry_headers(fault) + [(b"x-ratelimit-remaining-requests", b"0")], err(
+                "Rate limit reached for requests on fake-org: Limit 3, Used 3, Requested 1. Please try again in 1s.",
+                "requests", "rate_limit_exceeded",
+            )
+        if k == "server_error":
+            return 500, [], err(
+                "The server had an error while processing your request. Sorry about that!", "server_error", None
+            )
+        if k in ("unavailable", "overloaded"):
+            return 503, _retry_headers(fault) if k == "overloaded" else [], err(
+                "The engine is currently overloaded, please try again later.", "server_error", None
+            )
+        if k == "context_length":
+            n_in = parsed.input_tokens if parsed else 0
+            return 400, [], err(
+                f"This model's maximum context length is 1000 tokens. However, your messages resulted in {n_in} "
+                "tokens. Please reduce the length of the messages.",
+                "invalid_request_error", "context_length_exceeded", "messages",
+            )
+        if k == "content_filter":
+            body = err(
+                "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. "
+                "Please modify your prompt and retry.", None, "content_filter", "prompt",
+            )
+            body["error"]["status"] = 400
+            body["error"]["innererror"] = {"code": "ResponsibleAIPolicyViolation",
+                                           "content_filter_result": {"hate": {"filtered": True, "severity": "high"}}}
+            return 400, [], body
+        if k == "auth":
+            # worse than the real API, which masks most of the key: the adapter must scrub it
+            return 401, [], err(
+                f"Incorrect API key provided: {key}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.", "invalid_request_error", "invalid_api_key",
+            )
+        return 400, [], err("Unrecognized request argument supplied: frobnicate", "invalid_request_error", None)
+
+    def stream_error(self, fault: Fault) -> bytes:
+        return sse({"error": {"message": "The server had an error while processing your request.",
+                              "type": "server_error", "param": None, "code": None}})
+
+
+def _openai_usage(reply: Reply) -> dict[str, Any]:
+    return {
+        "prompt_tokens": reply.input_tokens,
+        "completion_tokens": reply.output_tokens,
+        "total_tokens": reply.input_tokens + reply.output_tokens,
+    }
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+class _Anthropic(Vendor):
+    name = "anthropic"
+
+    def parse(self, body: dict[str, Any], path_model: str | None) -> Parsed:
+        msgs = body.get("messages") or []
+        system = body.get("system")
+        texts = ((_content_text(system),) if system else ()) + tuple(_content_text(m.get("content")) for m in msgs)
+        last_user = next((_content_text(m.get("content")) for m in reversed(msgs) if m.get("role") == "user"), "")
+        return Parsed(
+            body.get("model", ""), texts, last_user, int(body.get("max_tokens") or 0),
+            tuple(body.get("stop_sequences") or ()),
+        )
+
+    def _stop_reason(self, reply: Reply) -> str:
+        return {"length": "max_tokens", "stop_sequence": "stop_sequence"}.get(reply.finish, "end_turn")
+
+    def _usage(self, input_tokens: int, output_tokens: int) -> dict[str, Any]:
+        return {"input_tokens": input_tokens, "output_tokens": output_tokens,
+                "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+    def ok(self, parsed: Parsed, reply: Reply, n: int, stop_reason: str | None = None) -> dict[str, Any]:
+        return {
+            "id": f"msg_fake{n}", "type": "message", "role": "assistant", "model": parsed.model,
+            "content": [{"type": "text", "text": reply.text}] if reply.text else [],
+            "stop_reason": stop_reason or self._stop_reason(reply), "stop_sequence": reply.stop_sequence,
+            "usage": self._usage(reply.input_tokens, reply.output_tokens),
+        }
+
+    def stream(self, parsed: Parsed, reply: Reply, n: int, stop_reason: str | None = None) -> list[bytes]:
+        start = self.ok(parsed, reply, n)
+        start.update(content=[], stop_reason=None, stop_sequence=None,
+                     usage=self._usage(reply.input_tokens, 1))
+        events = [
+            sse({"type": "message_start", "message": start}, "message_start"),
+            sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                "content_block_start"),
+            sse({"type": "ping"}, "ping"),
+        ]
+        events += [
+            sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}},
+                "content_block_delta")
+            for p in reply.pieces
+        ]
+        events += [
+            sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+            sse({"type": "message_delta",
+                 "delta": {"stop_reason": stop_reason or self._stop_reason(reply),
+                           "stop_sequence": reply.stop_sequence},
+                 "usage": {"output_tokens": reply.output_tokens}}, "message_delta"),
+            sse({"type": "message_stop"}, "message_stop"),
+        ]
+        return events
+
+    def error(self, fault: Fault, parsed: Parsed | None, key: str | None) -> tuple[int, Headers, dict[str, Any]]:
+        def err(type_: str, message: str) -> dict[str, Any]:
+            return {"type": "error", "error": {"type": type_, "message": message}, "request_id": "req_fake"}
+
+        k = fault.kind
+        if k == "rate_limit":
+            return 429, _retry_headers(fault), err(
+                "rate_limit_error",
+                "This request would exceed the rate limit for your organization of 50 requests per minute.",
+            )
+        if k == "server_error":
+            return 500, [], err("api_error", "Internal server error")
+        if k == "unavailable":
+            return 503, [], err("api_error", "Service unavailable")
+        if k == "overloaded":
+            return 529, _retry_headers(fault), err("overloaded_error", "Overloaded")
+        if k == "context_length":
+            n_in = parsed.input_tokens if parsed else 0
+            return 400, [], err("invalid_request_error", f"prompt is too long: {n_in} tokens > 1000 maximum")
+        if k == "auth":
+            return 401, [], err("authentication_error", f"invalid x-api-key: {key}")
+        return 400, [], err("invalid_request_error", "messages.0.content: Field required")
+
+    def stream_error(self, fault: Fault) -> bytes:
+        return sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "error")
+
+    def malformed_stream(self) -> list[bytes]:
+        return [b'event: message_start\ndata: {"type": "message_start", "message": {\n\n']
+
+    def blocked(self, parsed: Parsed, n: int, stream: bool) -> tuple[dict[str, Any] | None, list[bytes]]:
+        # Claude's safety classifiers end the turn with stop_reason "refusal"
+        reply = Reply("", "stop", None, parsed.input_tokens, 0)
+        if stream:
+            return None, self.stream(parsed, reply, n, stop_reason="refusal")
+        return self.ok(parsed, reply, n, stop_reason="refusal"), []
+
+
+class _Gemini(Vendor):
+    name = "gemini"
+
+    def parse(self, body: dict[str, Any], path_model: str | None) -> Parsed:
+        contents = body.get("contents") or []
+        texts = [_parts_text(c.get("parts")) for c in contents]
+        system = body.get("systemInstruction") or body.get("system_instruction")
+        if system:
+            texts.insert(0, _parts_text(system.get("parts")))
+        last_user = next((_parts_text(c.get("parts")) for c in reversed(contents) if c.get("role", "user") == "user"),
+                         "")
+        config = body.get("generationConfig") or {}
+        return Parsed(
+            path_model or "", tuple(texts), last_user, int(config.get("maxOutputTokens") or 8192),
+            tuple(config.get("stopSequences") or ()),
+        )
+
+    def _usage(self, reply: Reply) -> dict[str, Any]:
+        return {"promptTokenCount": reply.input_tokens, "candidatesTokenCount": reply.output_tokens,
+                "totalTokenCount": reply.input_tokens + reply.output_tokens,
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": reply.input_tokens}]}
+
+    def _chunk(self, parsed: Parsed, text: str, finish: str | None, n: int,
+               usage: dict[str, Any] | None) -> dict[str, Any]:
+        cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        if finish:
+            cand["finishReason"] = finish
+        data: dict[str, Any] = {"candidates": [cand], "modelVersion": parsed.model, "responseId": f"fake{n}"}
+        if usage is not None:
+            data["usageMetadata"] = usage
+        return data
+
+    def ok(self, parsed: Parsed, reply: Reply, n: int) -> dict[str, Any]:
+        finish = "MAX_TOKENS" if reply.finish == "length" else "STOP"
+        return self._chunk(parsed, reply.text, finish, n, self._usage(reply))
+
+    def stream(self, parsed: Parsed, reply: Reply, n: int) -> list[bytes]:
+        pieces = reply.pieces or [""]
+        finish = "MAX_TOKENS" if reply.finish == "length" else "STOP"
+        partial = {"promptTokenCount": reply.input_tokens, "totalTokenCount": reply.input_tokens}
+        events = [sse(self._chunk(parsed, p, None, n, partial)) for p in pieces[:-1]]
+        events.append(sse(self._chunk(parsed, pieces[-1], finish, n, self._usage(reply))))
+        return events
+
+    def error(self, fault: Fault, parsed: Parsed | None, key: str | None) -> tuple[int, Headers, dict[str, Any]]:
+        def err(code: int, status: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+            body: dict[str, Any] = {"code": code, "message": message, "status": status}
+            if details:
+                body["details"] = details
+            return {"error": body}
+
+        k = fault.kind
+        if k == "rate_limit":
+            details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{fault.retry_after:g}s"}] \
+                if fault.retry_after is not None else None
+            return 429, [], err(429, "RESOURCE_EXHAUSTED",
+                                "You exceeded your current quota, please check your plan and billing details.", details)
+        if k == "server_error":
+            return 500, [], err(500, "INTERNAL", "An internal error has occurred. Please retry or report in "
+                                "https://developers.generativeai.google/guide/troubleshooting")
+        if k in ("unavailable", "overloaded"):
+            return 503, [], err(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")
+        if k == "context_length":
+            n_in = parsed.input_tokens if parsed else 0
+            return 400, [], err(400, "INVALID_ARGUMENT",
+                                f"The input token count ({n_in}) exceeds the maximum number of tokens allowed (1000).")
+        if k == "auth":
+            return 400, [], err(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                 "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
+            ])
+        return 400, [], err(400, "INVALID_ARGUMENT",
+                            'Invalid JSON payload received. Unknown name "frobnicate": Cannot find field.')
+
+    def stream_error(self, fault: Fault) -> bytes:
+        return sse({"error": {"code": 503, "message": "The model is overloaded. Please try again later.",
+                              "status": "UNAVAILABLE"}})
+
+    def blocked(self, parsed: Parsed, n: int, stream: bool) -> tuple[dict[str, Any] | None, list[bytes]]:
+        body = {
+            "promptFeedback": {"blockReason": "SAFETY", "safetyRatings": [
+                {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]},
+            "usageMetadata": {"promptTokenCount": parsed.input_tokens, "totalTokenCount": parsed.input_tokens},
+            "modelVersion": parsed.model, "responseId": f"fake{n}",
+        }
+        return (None, [sse(body)]) if stream else (body, [])
+
+
+def _parts_text(parts: Any) -> str:
+    if not isinstance(parts, list):
+        return ""
+    return "".join(p.get("text", "") for p in parts if isinstance(p, dict))
+
+
+OPENAI = _OpenAI()
+ANTHROPIC = _Anthropic()
+GEMINI = _Gemini()
