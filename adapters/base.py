@@ -286,7 +286,19 @@ class LLMAdapter(ABC):
             mapped = self._translate_error(exc) or self._translate_transport(exc)
             if mapped is None:
                 raise
+            self._scrub_cause(exc)
             raise mapped from exc
+
+    def _scrub_cause(self, exc: Exception) -> None:
+        """Mask secrets in the SDK exception kept as `__cause__`: tracebacks print its message."""
+        if exc.args and any(isinstance(a, str) for a in exc.args):
+            exc.args = tuple(scrub(a, self._secrets) if isinstance(a, str) else a for a in exc.args)
+        message = getattr(exc, "message", None)
+        if isinstance(message, str):
+            try:
+                exc.message = scrub(message, self._secrets)  # type: ignore[attr-defined]
+            except AttributeError:  # read-only on some exception types
+                pass
 
     def _translate_transport(self, exc: Exception) -> ProviderError | None:
         """Errors below the SDKs: httpx/httpx2 transport errors, sockets, malformed JSON."""

@@ -42,6 +42,10 @@ _TOKEN = re.compile(f"[{_LETTERS}]+(?:'[{_LETTERS}]+)*|\\S")
 
 def _phrase(raw: str) -> _Phrase:
     """Tokenize a cue like the prompt is tokenized; a ``*`` marks the word before it as a prefix."""
+    if raw.isalpha():  # most cues are one plain word: skip the tokenizer
+        return ((raw, False),)
+    if raw[-1] == "*" and raw[:-1].isalpha():
+        return ((raw[:-1], True),)
     words: list[tuple[str, bool]] = []
     for tok in _TOKEN.findall(raw):
         if tok == "*" and words:
@@ -54,7 +58,7 @@ def _phrase(raw: str) -> _Phrase:
 class _LatinIndex:
     """Cues indexed so that a prompt token costs a few dict lookups, whatever the table size."""
 
-    __slots__ = ("loose", "pair_heads", "pairs", "singles", "stems")
+    __slots__ = ("heads", "loose", "pair_heads", "pairs", "singles", "stems")
 
     def __init__(self, cues: Mapping[str, Mapping[float, str]]) -> None:
         merged: dict[_Phrase, dict[str, float]] = {}
@@ -85,6 +89,7 @@ class _LatinIndex:
             else:
                 self.pairs.setdefault((first, rest[0][0]), []).append(entry)
         self.pair_heads = frozenset(first for first, _ in self.pairs)
+        self.heads = self.pair_heads | self.singles.keys() | self.loose.keys()
 
 
 def _cjk_table(cues: Mapping[str, Mapping[float, str]]) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
@@ -133,7 +138,7 @@ _MATH = re.compile(
     r"|-(?<=\d -)\s+\(?\d|\+(?<=[\d)a-z] \+)\s+\(?\d|/(?<=\d /)\s+\(?\d|/(?<=d[a-z]/)d[a-z]\b"
     r"|sin\s*\(|cos\s*\(|tan\s*\(|log\w*\s*\(|ln\s*\(|exp\s*\(|sqrt\s*\(|\[\[|\|(?=\s*-?\d+\s+-?\d+)"
 )
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _QUANTITY_Q = re.compile(
     r"\b(?:how (?:many|much|long|far|fast|high|old|big|tall)|what (?:is|are|was|'s) the (?:probability|chance|odds"
     r"|percentage|total|average|area|volume|value|sum|expected|interest)|what percent|in what year"
@@ -142,14 +147,16 @@ _QUANTITY_Q = re.compile(
 )
 
 # --- intent phrases that need more than a word list --------------------------------------------
-_PROG_TARGET = re.compile(
-    r"\b(?:translat\w*|convert\w*|port|porting|rewrite|re-write|turn|traduc\w*|übersetz\w*|tradui\w*)\b[^.?!\n]{0,60}?"
-    rf"\b(?:in|into|to|en|a|al|nach|ins)\s+(?:idiomatic\s+|modern\s+|clean\s+)?(?:{PROGRAMMING_LANGUAGES})(?![\w+#])"
+# "translate/convert/put ... into X": the target word decides between a translation and a code port
+_CONVERT_VERB = re.compile(
+    r"\b(?:translat\w*|convert\w*|port|porting|rewrite|re-write|turn|traduc\w*|übersetz\w*|tradui\w*|traduz\w*"
+    r"|put|render|write|say)\b"
 )
-_NL_TARGET = re.compile(
-    r"\b(?:put|render|turn|write|say|convert|rewrite|translat\w*)\b[^.?!\n]{0,60}?\b(?:in|into|to)\s+"
-    rf"(?:formal\s+|plain\s+|simple\s+|polite\s+|informal\s+|casual\s+)?(?:{LANGUAGES})\b"
+_INTO = re.compile(
+    r"\b(?:in|into|to|en|a|al|nach|ins)\s+(?:idiomatic\s+|modern\s+|clean\s+|formal\s+|plain\s+|simple\s+"
+    r"|polite\s+|informal\s+|casual\s+|simplified\s+|traditional\s+)?([\w+#]+)"
 )
+_SENTENCE_END = re.compile(r"[.?!\n]")
 _LANG_PAIR = re.compile(
     r"\b(?:en|es|fr|de|it|pt|ja|jp|zh|cn|ko|ru|nl|pl|english|spanish|french|german|italian|japanese|chinese)"
     r"\s*(?:->|→|=>|>)\s*(?:en|es|fr|de|it|pt|ja|jp|zh|cn|ko|ru|nl|pl|english|spanish|french|german|italian"
@@ -158,7 +165,7 @@ _LANG_PAIR = re.compile(
 _WRITE_WHAT = re.compile(
     r"\b(?:write|compose|create|implement|build|make|generate|give me|code up|draft|craft|pen|come up with"
     r"|escribe|escríbeme|escribir|crea|écris|écrivez|écrire|crée|schreib|schreibe|erstelle|erfinde|invente|inventa)"
-    rf"\b(?:\s+\S+){{0,5}}?\s+(?:(?P<code>{CODE_NOUNS})|(?P<cre>{CREATIVE_NOUNS}))\b"
+    r"\b((?:\s+[^\s.?!]+){1,6})"
 )
 _REFACTOR_EXTRACT = re.compile(
     r"\bextract\w*\b[^.?!\n]{0,50}?\b(?:logic|code|method|function|class|component|hook|helper|module|constant"
@@ -174,6 +181,21 @@ _WHAT_CODE_DOES = re.compile(
     r"|method|program|line|loop|expression|pipeline|one-liner|sql|component|hook|error)\b"
     r"|\bwhat (?:exactly )?(?:does|do) (?:this|that|it)(?: \w+)? (?:do|return|print|output)\b"
 )
+
+def _words(spec: str) -> frozenset[str]:
+    return frozenset(tok for tok in _TOKEN.findall(spec.lower()) if tok[0].isalnum())
+
+
+_PROG_WORDS = _words(PROGRAMMING_LANGUAGES)
+_CODE_NOUNS = _words(CODE_NOUNS)
+_NOT_A_PORT = frozenset({"put", "say", "write", "render"})  # "write it in Python" is not a port of given code
+_CREATIVE_NOUNS = _words(CREATIVE_NOUNS)
+_LANG_WORDS = _words(LANGUAGES)
+_WRITE_VERBS = _words(
+    "write compose create implement build make generate give code draft craft pen come escribe escríbeme escribir"
+    " crea écris écrivez écrire crée schreib schreibe erstelle erfinde invente inventa"
+)
+_NEGATORS = frozenset({"no", "not", "don't", "dont", "doesn't", "without", "never"})
 _FASSE_ZUSAMMEN = re.compile(r"\bfass\w*\b[^.?!\n]{0,80}\bzusammen\b")
 _RESUME_ES_FR = re.compile(
     r"\bresume\s+(?:este|esta|estos|estas|el|la|los|las|lo|en|brevemente|ce|cet|cette|ces|le|les)\b"
@@ -238,34 +260,38 @@ def _longest(toks: list[str], i: int, entries: list[_Entry], best: int, hits: li
     return best
 
 
-def _cue_scores(instr: str) -> dict[str, float]:
+def _cue_scores(toks: list[str], instr: str) -> dict[str, float]:
     acc: dict[str, float] = {}
     seen: set[_Phrase] = set()
     index = _INDEX
-    toks = _TOKEN.findall(instr)
-    i, n = 0, len(toks)
+    heads, stems = index.heads, index.stems
+    n = len(toks)
     hits: list[_Entry] = []
-    while i < n:
-        tok = toks[i]
+    resume_at = 0
+    for i, tok in enumerate(toks):
+        if i < resume_at:
+            continue
+        is_head = tok in heads
+        stem_entries = stems.get(tok[:_STEM]) if len(tok) >= _STEM else None
+        if not is_head and not stem_entries:
+            continue
         size = 0
-        if tok in index.pair_heads and i + 1 < n:
-            entries = index.pairs.get((tok, toks[i + 1]))
+        if is_head:
+            if tok in index.pair_heads and i + 1 < n:
+                entries = index.pairs.get((tok, toks[i + 1]))
+                if entries:
+                    size = _longest(toks, i, entries, size, hits)
+            entries = index.loose.get(tok)
             if entries:
                 size = _longest(toks, i, entries, size, hits)
-        entries = index.loose.get(tok)
-        if entries:
-            size = _longest(toks, i, entries, size, hits)
+            if not size:
+                single = index.singles.get(tok)
+                if single is not None:
+                    size = 1
+                    hits.append(single)
+        if stem_entries:
+            size = _longest(toks, i, stem_entries, size, hits)
         if not size:
-            single = index.singles.get(tok)
-            if single is not None:
-                size = 1
-                hits.append(single)
-        if len(tok) >= _STEM:
-            entries = index.stems.get(tok[:_STEM])
-            if entries:
-                size = _longest(toks, i, entries, size, hits)
-        if not size:
-            i += 1
             continue
         best: dict[str, float] = {}
         for phrase, evidence in hits:
@@ -277,7 +303,7 @@ def _cue_scores(instr: str) -> dict[str, float]:
         for label, weight in best.items():
             _add(acc, label, weight)
         hits.clear()
-        i += size
+        resume_at = i + size
     if instr and max(instr) >= _CJK_FIRST:
         for key, evidence in _CJK:
             if key in instr:
@@ -286,25 +312,58 @@ def _cue_scores(instr: str) -> dict[str, float]:
     return acc
 
 
-def _phrase_scores(instr: str, acc: dict[str, float], code_struct: float) -> None:
-    if _PROG_TARGET.search(instr):
-        _add(acc, "code", 4.0)
-        _add(acc, "translate", -4.0)
-    elif _NL_TARGET.search(instr):
-        _add(acc, "translate", 2.5)
-    if _LANG_PAIR.search(instr):
-        _add(acc, "translate", 4.0)
+def _conversion_target(instr: str) -> str | None:
+    """"code" for "translate/convert/port X into <programming language>", "translate" for a human language."""
+    for verb in _CONVERT_VERB.finditer(instr):
+        window = instr[verb.end() : verb.end() + 70]
+        stop = _SENTENCE_END.search(window)
+        if stop:
+            window = window[: stop.start()]
+        for into in _INTO.finditer(window):
+            word = into.group(1)
+            if word in _PROG_WORDS and verb.group() not in _NOT_A_PORT:
+                return "code"
+            if word in _LANG_WORDS:
+                return "translate"
+    return None
+
+
+def _requested_artefact(instr: str) -> str | None:
+    """After "write/compose/create...", the nearest head noun says whether a program or a text is wanted."""
     for m in _WRITE_WHAT.finditer(instr):
-        _add(acc, "code" if m.group("code") else "creative", 3.0)
-        break
-    if _REFACTOR_EXTRACT.search(instr):
+        for word in m.group(1).split():
+            word = word.strip(",;:'\"()[]")
+            if word in _CODE_NOUNS:
+                return "code"
+            if word in _CREATIVE_NOUNS:
+                return "creative"
+    return None
+
+
+def _phrase_scores(instr: str, words: frozenset[str], acc: dict[str, float], code_struct: float) -> None:
+    # each pattern only runs when a word it needs is present: most prompts skip most of them
+    if words & (_PROG_WORDS | _LANG_WORDS):
+        target = _conversion_target(instr)
+        if target == "code":
+            _add(acc, "code", 4.0)
+            _add(acc, "translate", -4.0)
+        elif target == "translate":
+            _add(acc, "translate", 2.5)
+    if (">" in instr or "→" in instr) and _LANG_PAIR.search(instr):
+        _add(acc, "translate", 4.0)
+    if words & _WRITE_VERBS:
+        kind = _requested_artefact(instr)
+        if kind:
+            _add(acc, kind, 3.0)
+    if "extract" in instr and _REFACTOR_EXTRACT.search(instr):
         _add(acc, "code", 3.0)
         _add(acc, "extract", -4.0)
-    for m in _NEGATION.finditer(instr):
-        _add(acc, "code" if m.group("code") else "math", -3.0)
-    if code_struct and _WHAT_CODE_DOES.search(instr):
+    if words & _NEGATORS:
+        for m in _NEGATION.finditer(instr):
+            _add(acc, "code" if m.group("code") else "math", -3.0)
+    if code_struct and "what" in words and _WHAT_CODE_DOES.search(instr):
         _add(acc, "code", 3.0)
-    if _FASSE_ZUSAMMEN.search(instr) or _RESUME_ES_FR.search(instr):
+    if ("zusammen" in words and _FASSE_ZUSAMMEN.search(instr)) or ("resume" in words and _RESUME_ES_FR.search(instr)):
         _add(acc, "summarize", 4.0)
 
 
@@ -316,7 +375,7 @@ def _structure(text: str, instr: str, blocks: list[str]) -> tuple[float, float]:
     sample = text[:_SCAN_LIMIT]
     if _TRACE.search(sample):
         code += 3.0
-    lines = len(_CODE_LINE.findall(sample))
+    lines = len(_CODE_LINE.findall(sample)) if sample.count("\n") >= 2 else 0
     if lines >= 6:
         code += 3.0
     elif lines >= 3:
@@ -343,24 +402,25 @@ def scores(text: str) -> dict[str, float]:
     """
     raw_instr, passage, blocks = _split(text)
     instr = " ".join(raw_instr.lower().replace("’", "'").replace("‘", "'").split())
-    acc = _cue_scores(instr)
+    toks = _TOKEN.findall(instr)
+    acc = _cue_scores(toks, instr)
     code_struct, math_struct = _structure(text, instr, blocks)
     _add(acc, "code", code_struct)
     _add(acc, "math", math_struct)
-    _phrase_scores(instr, acc, code_struct)
+    _phrase_scores(instr, frozenset(toks), acc, code_struct)
 
     n = len(instr)
     if n > 80 and acc.get("chat", 0.0) > 0:
         acc["chat"] *= 0.4  # a greeting in front of a real request does not make it small talk
-    given_text = passage >= 200 or bool(_DOC_REF.search(instr))
     if passage >= 200 and not blocks:
         for label, delta in (("chat", -1.5), ("creative", -1.0), ("reasoning", -1.0), ("math", -0.5)):
             _add(acc, label, delta)
         _add(acc, "summarize", 0.5 if passage < 800 else 1.0)
-    elif not given_text:
-        for label in ("summarize", "extract"):
-            if acc.get(label, 0.0) > 0:
-                acc[label] *= 0.6
+    elif passage < 200 and (acc.get("summarize", 0.0) > 0 or acc.get("extract", 0.0) > 0):
+        if not _DOC_REF.search(instr):  # "summarize/extract" with nothing given to work on
+            for label in ("summarize", "extract"):
+                if acc.get(label, 0.0) > 0:
+                    acc[label] *= 0.6
     chat_prior = 0.0 if passage >= 200 else 1.5 if n < 60 else 1.0 if n < 140 else 0.3
     _add(acc, "chat", chat_prior)
     if n >= 150 and passage < 200:

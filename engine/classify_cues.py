@@ -230,32 +230,29 @@ LANGUAGES = (
     "|mandarin|cantonese|korean|arabic|hindi|bengali|urdu|turkish|vietnamese|thai|indonesian|malay"
     "|tagalog|filipino|greek|swedish|norwegian|danish|finnish|icelandic|czech|slovak|hungarian|romanian"
     "|bulgarian|serbian|croatian|hebrew|persian|farsi|swahili|latin|catalan|basque|galician|irish|welsh"
-    "|simplified chinese|traditional chinese|brazilian portuguese|plain english|inglés|español|francés"
-    "|alemán|italiano|portugués|japonés|chino|anglais|français|allemand|espagnol|italien|japonais|chinois"
-    "|englische|deutsche|französische|spanische|italienische|japanische|chinesische|englisch|deutsch"
-    "|französisch|spanisch"
+    "|inglés|español|francés|alemán|italiano|portugués|japonés|chino|anglais|français|allemand|espagnol"
+    "|italien|japonais|chinois|englische|deutsche|französische|spanische|italienische|japanische"
+    "|chinesische|englisch|deutsch|französisch|spanisch"
 )
 PROGRAMMING_LANGUAGES = (
-    "python|python 3|python3|javascript|js|typescript|ts|java|kotlin|go|golang|rust|c|c\\+\\+|c#|ruby|php"
-    "|swift|scala|haskell|perl|lua|elixir|dart|r|julia|matlab|bash|shell|powershell|sql|pandas|numpy"
-    "|react|vue|async/await|es6|modern js|modern javascript|idiomatic \\w+"
+    "python|python3|javascript|js|typescript|ts|java|kotlin|go|golang|rust|c|cpp|ruby|php|swift|scala"
+    "|haskell|perl|lua|elixir|dart|r|julia|matlab|bash|shell|powershell|sql|pandas|numpy|react|vue|es6"
 )
 # Head nouns after "write / compose / create / give me": the nearest one decides whether the
 # requested artefact is a program or a piece of writing ("write a Python program that prints
 # haiku" is code, "write a story about a Python interpreter" is creative).
 CODE_NOUNS = (
-    "function|functions|script|program|programme|class|method|query|queries|regex|regexp|one-liner"
-    "|dockerfile|makefile|unit tests?|tests|test suite|module|cli|api|endpoint|component|hook|decorator"
-    "|algorithm|implementation|snippet|code|macro|shader|sql|bash|loop|parser|server|bot|app|website"
-    "|web page|program|query|stored procedure|trigger|migration|schema|pipeline|workflow|yaml|config"
-    "|funci[oó]n|fonction|funktion|programa|skript|requ[eê]te|consulta"
+    "function|functions|script|scripts|program|programs|programme|class|method|query|queries|regex|regexp"
+    "|one-liner|dockerfile|makefile|test|tests|suite|module|cli|api|endpoint|component|hook|decorator"
+    "|algorithm|implementation|snippet|code|macro|shader|sql|loop|parser|server|bot|app|website|webpage"
+    "|procedure|trigger|migration|schema|pipeline|workflow|config|función|funcion|fonction|funktion"
+    "|programa|skript|requête|requete|consulta"
 )
 CREATIVE_NOUNS = (
-    "poem|poems|poetry|haiku|haikus|limerick|sonnet|villanelle|ballad|ode|song|lyrics|rap|verse|story"
-    "|stories|tale|fable|fairy tale|novel|scene|dialogue|monologue|screenplay|joke|jokes|pun|puns|riddle"
-    "|slogan|slogans|tagline|taglines|jingle|toast|speech|letter|love letter|eulogy|limericks|myth|legend"
-    "|prologue|epilogue|chapter|opening|character|villain|backstory|names|name|caption|captions|blurb|ad"
-    "|advert|commercial|greeting|card|invitation|auto-reply|reply that|description that|bio"
-    "|poema|cuento|historia|chiste|canci[oó]n|gedicht|geschichte|märchen|witz|lied|po[eè]me|histoire"
-    "|conte|blague|chanson"
+    "poem|poems|poetry|haiku|haikus|limerick|limericks|sonnet|villanelle|ballad|ode|song|songs|lyrics|rap"
+    "|verse|verses|story|stories|tale|tales|fable|novel|scene|dialogue|monologue|screenplay|joke|jokes"
+    "|pun|puns|riddle|slogan|slogans|tagline|taglines|jingle|toast|speech|letter|eulogy|myth|legend"
+    "|prologue|epilogue|chapter|opening|character|villain|backstory|caption|captions|blurb|ad|advert"
+    "|commercial|greeting|invitation|auto-reply|bio|poema|cuento|historia|chiste|canción|gedicht"
+    "|geschichte|märchen|witz|lied|poème|histoire|conte|blague|chanson"
 )

@@ -26,14 +26,22 @@ SCENARIOS = {
     # every request of every process hits one row whose request cap binds
     "hot": (
         Quota(name="global", scope=(), window="minute", limit=QuotaLimit(requests=100)),
-        Quota(name="per-tenant", scope=("tenant",), window="day",
-              limit=QuotaLimit(requests=10**6, tokens=10**9, cost_usd=1e6)),
+        Quota(
+            name="per-tenant",
+            scope=("tenant",),
+            window="day",
+            limit=QuotaLimit(requests=10**6, tokens=10**9, cost_usd=1e6),
+        ),
     ),
     # one quota per tenant; a different measure binds for each tenant:
     # exact -> tokens, noisy -> cost_usd, many -> requests
     "measures": (
-        Quota(name="per-tenant", scope=("tenant",), window="day",
-              limit=QuotaLimit(requests=40, tokens=3000, cost_usd=0.05)),
+        Quota(
+            name="per-tenant",
+            scope=("tenant",),
+            window="day",
+            limit=QuotaLimit(requests=40, tokens=3000, cost_usd=0.05),
+        ),
     ),
 }
 
@@ -59,22 +67,32 @@ async def _task(mgr: QuotaManager, rng: random.Random, first: int, count: int, o
         for _ in range(rng.randint(0, 3)):  # let other tasks reserve while this one is "in flight"
             await asyncio.sleep(0)
         await mgr.asettle(res, actual, actual * rate)
-        out.append({
-            "tenant": tenant, "admitted": True, "est_tokens": est, "est_cost": est * rate,
-            "actual_tokens": actual, "actual_cost": actual * rate,
-            "buckets": [(b.quota, b.scope_key, b.admitted.requests, b.admitted.tokens, b.admitted.cost_usd)
-                        for b in res.buckets],
-        })
+        out.append(
+            {
+                "tenant": tenant,
+                "admitted": True,
+                "est_tokens": est,
+                "est_cost": est * rate,
+                "actual_tokens": actual,
+                "actual_cost": actual * rate,
+                "buckets": [
+                    (b.quota, b.scope_key, b.admitted.requests, b.admitted.tokens, b.admitted.cost_usd)
+                    for b in res.buckets
+                ],
+            }
+        )
 
 
 async def _main(path: str, scenario: str, worker: int, tasks: int, per_task: int) -> list[dict[str, Any]]:
     mgr = QuotaManager(SCENARIOS[scenario], path=path, clock=ManualClock(START))
     out: list[dict[str, Any]] = []
     try:
-        await asyncio.gather(*(
-            _task(mgr, random.Random(worker * 1000 + t), (worker * tasks + t) * per_task, per_task, out)
-            for t in range(tasks)
-        ))
+        await asyncio.gather(
+            *(
+                _task(mgr, random.Random(worker * 1000 + t), (worker * tasks + t) * per_task, per_task, out)
+                for t in range(tasks)
+            )
+        )
     finally:
         mgr.close()
     return out

@@ -121,12 +121,12 @@ class Dispatcher:
             if skip is not None:
                 self._skip(walk, model, skip)
                 continue
-            permit = await self._acquire(walk, model, loop)
-            if permit is False:
+            ok, permit = await self._acquire(walk, model)
+            if not ok:
                 continue
-            reservation = self._reserve(walk, model)
-            if reservation is False:
-                if isinstance(permit, Permit):
+            ok, reservation = self._reserve(walk, model)
+            if not ok:
+                if permit is not None:
                     permit.release()
                 continue
             walk.models_tried.append(name)
@@ -134,10 +134,7 @@ class Dispatcher:
             try:
                 value = await self._attempts(walk, model, call, loop, last)
             except _Next as nxt:
-                if isinstance(permit, Permit):
-                    permit.release()
-                if isinstance(reservation, Reservation) and self.quotas is not None:
-                    self.quotas.release(reservation)
+                self.abandon(Served(None, model, permit, reservation))
                 if nxt.provider_failed:
                     failed_providers[model.provider] = nxt.reason
                 if nxt.context_too_long:
@@ -146,12 +143,9 @@ class Dispatcher:
                     break
                 continue
             except BaseException:
-                if isinstance(permit, Permit):
-                    permit.release()
-                if isinstance(reservation, Reservation) and self.quotas is not None:
-                    self.quotas.release(reservation)
+                self.abandon(Served(None, model, permit, reservation))
                 raise
-            return Served(value, model, permit or None, reservation or None)
+            return Served(value, model, permit, reservation)
         if walk.quota_errors and not walk.models_tried:
             raise walk.quota_errors[0]
         raise AllModelsFailed([(a.model, a.error_class or "", a.error_message or "") for a in walk.attempts],
@@ -187,25 +181,27 @@ class Dispatcher:
                                      ts=self.clock.time(), outcome="skipped", error_class=error_class,
                                      error_message=reason))
 
-    async def _acquire(self, walk: Walk, model: Model, loop: asyncio.AbstractEventLoop) -> Permit | bool:
+    async def _acquire(self, walk: Walk, model: Model) -> tuple[bool, Permit | None]:
+        """(may proceed, permit to release); a limiter that would pass the deadline skips."""
         if self.limits is None:
-            return True
+            return True, None
         try:
-            return await self.limits.acquire(model.name, walk.est_tokens, deadline=walk.deadline)
+            return True, await self.limits.acquire(model.name, walk.est_tokens, deadline=walk.deadline)
         except LimitWouldExceedDeadline as e:
             self._skip(walk, model, str(e), "RateLimitedLocally")
-            return False
+            return False, None
 
-    def _reserve(self, walk: Walk, model: Model) -> Reservation | bool:
+    def _reserve(self, walk: Walk, model: Model) -> tuple[bool, Reservation | None]:
+        """(may proceed, reservation to settle); a full quota skips the model."""
         if self.quotas is None:
-            return True
+            return True, None
         ctx = QuotaContext(walk.tenant, walk.key, model.name, model.provider)
         try:
-            return self.quotas.reserve(ctx, walk.est_tokens, walk.est_cost_of(model))
+            return True, self.quotas.reserve(ctx, walk.est_tokens, walk.est_cost_of(model))
         except QuotaExceeded as e:
             walk.quota_errors.append(e)
             self._skip(walk, model, str(e), "QuotaExceeded")
-            return False
+            return False, None
 
     async def _attempts(self, walk: Walk, model: Model, call: Callable[[Model, float], Awaitable[T]],
                         loop: asyncio.AbstractEventLoop, last: bool) -> T:
@@ -281,4 +277,14 @@ def record_attempt_cost(walk: Walk, tokens_in: int, tokens_out: int, cost: float
     for a in reversed(walk.attempts):
         if a.outcome == "ok":
             a.input_tokens, a.output_tokens, a.cost_usd = tokens_in, tokens_out, cost
+            return
+
+
+def mark_stream_failure(walk: Walk, error: BaseException) -> None:
+    """A stream that failed after its first token: its attempt row becomes an error."""
+    for a in reversed(walk.attempts):
+        if a.outcome == "ok":
+            a.outcome = "error"
+            a.error_class = type(error).__name__
+            a.error_message = getattr(error, "message", None) or str(error)
             return

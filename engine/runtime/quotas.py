@@ -357,12 +357,21 @@ class QuotaManager:
                 )
                 for scope_key, requests, tokens, cost in cursor:
                     lim = rule.quota.limit
-                    rows.append({
-                        "quota": rule.quota.name, "scope_key": scope_key, "window_start": start, "resets_at": end,
-                        "requests": requests, "tokens": tokens, "cost_usd": cost,
-                        "limit_requests": lim.requests, "limit_tokens": lim.tokens, "limit_cost_usd": lim.cost_usd,
-                        "on_exceed": rule.quota.on_exceed,
-                    })
+                    rows.append(
+                        {
+                            "quota": rule.quota.name,
+                            "scope_key": scope_key,
+                            "window_start": start,
+                            "resets_at": end,
+                            "requests": requests,
+                            "tokens": tokens,
+                            "cost_usd": cost,
+                            "limit_requests": lim.requests,
+                            "limit_tokens": lim.tokens,
+                            "limit_cost_usd": lim.cost_usd,
+                            "on_exceed": rule.quota.on_exceed,
+                        }
+                    )
         return rows
 
     def remaining(self, quota_name: str, ctx: QuotaContext) -> dict[str, float]:
@@ -498,13 +507,13 @@ class QuotaManager:
                 if block is not None:
                     raise block.error()  # nothing written yet: every check precedes every write
                 olds.append(used)
-            return [self._write(db, row_key, old.plus(1, est_tokens, est_cost))
-                    for (row_key, _), old in zip(targets, olds, strict=True)]
+            return [
+                self._write(db, row_key, old.plus(1, est_tokens, est_cost))
+                for (row_key, _), old in zip(targets, olds, strict=True)
+            ]
 
         news = self._transact(body, wait=wait) if targets else []
-        buckets = tuple(
-            Bucket(*row_key, target[3], new) for (row_key, target), new in zip(targets, news, strict=True)
-        )
+        buckets = tuple(Bucket(*row_key, target[3], new) for (row_key, target), new in zip(targets, news, strict=True))
         reservation = Reservation(next(self._ids), est_tokens, est_cost, buckets)
         self._open.add(reservation.id)
         return reservation

@@ -29,7 +29,7 @@ from engine.policy.compile import CompiledPolicy
 from engine.policy.model import Model, Policy
 from engine.runtime.adapters import AdapterPool
 from engine.runtime.cache import ResponseCache
-from engine.runtime.dispatch import Dispatcher, Served, Walk, record_attempt_cost
+from engine.runtime.dispatch import Dispatcher, Served, Walk, mark_stream_failure, record_attempt_cost
 from engine.runtime.health import HealthEvent, HealthTracker
 from engine.runtime.limits import RateLimits
 from engine.runtime.quotas import QuotaManager
@@ -186,10 +186,13 @@ class Router:
                 yield event
                 event = await it.__anext__()
         except Exception as e:
+            # after the first token there is no fallback: the caller already has part of a reply
             self.dispatcher.abandon(served)
-            err = AllModelsFailed([(served.model.name, type(e).__name__, str(e))], request_id=rid)
+            mark_stream_failure(walk, e)
+            err = AllModelsFailed([(a.model, a.error_class or "", a.error_message or "") for a in walk.attempts
+                                   if a.outcome == "error"], request_id=rid)
             self.recorder.failed(rid, started, t0, request, decision, walk, err)
-            raise
+            raise err from e
         except BaseException:  # the consumer went away (cancelled, closed): settle nothing
             self.dispatcher.abandon(served)
             raise
