@@ -79,8 +79,9 @@ def make_records(n: int, *, t0: float = 1_700_000_000.0) -> list[Record]:
                                   latency_ms=480.0, outcome="ok", input_tokens=350, output_tokens=200,
                                   cost_usd=0.00017),)  # fmt: skip
         if kind == 0:
-            failed = AttemptRecord(request_id=rid, n=1, model=first[0], provider=first[1], ts=ts, latency_ms=35.0,
-                                   outcome="error", error_class="RateLimited", error_message="429", retry_after=2.0)  # fmt: skip
+            failed = AttemptRecord(request_id=rid, n=1, model=first[0], provider=first[1], ts=ts,
+                                   latency_ms=35.0, outcome="error", error_class="RateLimited",
+                                   error_message="429", retry_after=2.0)  # fmt: skip
             attempts = (failed, AttemptRecord(**{**attempts[0].as_row(), "n": 2}))
         out.append((RequestRecord(**common, outcome="ok", model=ok_model[0], provider=ok_model[1],
                                   attempts=len(attempts), fallbacks=len(attempts) - 1, input_tokens=350,

@@ -80,7 +80,7 @@ def split_default(description: str) -> tuple[str, str]:
     m = _DEFAULT.search(description)
     if m is None:
         return description.strip(), ""
-    rest = (description[: m.start()] + description[m.end():]).strip()
+    rest = (description[: m.start()] + description[m.end() :]).strip()
     return rest, m.group(1).strip()
 
 
@@ -140,21 +140,21 @@ def render_constraints(node: dict[str, Any], schema: dict[str, Any]) -> str:
     names = node.get("propertyNames")
     if isinstance(names, dict) and "pattern" in names:
         out.append(f"names match `{names['pattern']}`")
-    items = node.get("items")
-    if isinstance(items, dict):
-        inner, iref = _resolve(items, schema)
-        if iref is None:
-            sub = render_constraints(inner, schema)
-            if sub:
-                out.append(f"each item: {sub}")
-    extra = node.get("additionalProperties")
-    if isinstance(extra, dict) and not node.get("properties"):
-        inner, iref = _resolve(extra, schema)
-        if iref is None:
-            sub = render_constraints(inner, schema)
-            if sub:
-                out.append(f"each value: {sub}")
+    out += _member_constraints(node, schema)
     return "; ".join(out)
+
+
+def _member_constraints(node: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """Constraints on the items of a list or the values of a map that get no row of their own."""
+    out = []
+    extra = node.get("additionalProperties") if not node.get("properties") else None
+    for label, member in (("each item", node.get("items")), ("each value", extra)):
+        if isinstance(member, dict):
+            inner, ref = _resolve(member, schema)
+            sub = render_constraints(inner, schema) if ref is None else ""
+            if sub:
+                out.append(f"{label}: {sub}")
+    return out
 
 
 def _children(node: dict[str, Any], schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], bool]]:
@@ -179,13 +179,22 @@ def rows(schema: dict[str, Any]) -> list[Row]:
         resolved, ref = _resolve(node, schema)
         if listed:
             desc, default = split_default(str(resolved.get("description", "")))
-            out.append(Row(path=path, type=render_type(resolved, schema, ref), default=default,
-                           constraints=render_constraints(resolved, schema), description=desc, required=required))
+            out.append(
+                Row(
+                    path=path,
+                    type=render_type(resolved, schema, ref),
+                    default=default,
+                    constraints=render_constraints(resolved, schema),
+                    description=desc,
+                    required=required,
+                )
+            )
         for suffix, child, req in _children(resolved, schema):
             child_resolved, _ = _resolve(child, schema)
             # a list of or a map of plain values is fully described by its parent's row
-            plain = suffix in (".*", "[]") and not (child_resolved.get("properties")
-                                                   or isinstance(child_resolved.get("additionalProperties"), dict))
+            plain = suffix in (".*", "[]") and not (
+                child_resolved.get("properties") or isinstance(child_resolved.get("additionalProperties"), dict)
+            )
             walk(child, (path + suffix).lstrip("."), req, not plain)
 
     walk(schema, "", False, False)
@@ -207,12 +216,12 @@ def render(schema: dict[str, Any]) -> str:
     for r in rows(schema):
         groups.setdefault(re.split(r"[.\[]", r.path, maxsplit=1)[0], []).append(r)
     for top, group in groups.items():
-        lines += [f"#### `{top}`", "", "| Path | Type | Default | Constraints | Description |",
-                  "|---|---|---|---|---|"]
+        lines += [f"#### `{top}`", "", "| Path | Type | Default | Constraints | Description |", "|---|---|---|---|---|"]
         for r in group:
             typ = r.type + (" (required)" if r.required else "")
-            lines.append(f"| `{r.path}` | {_cell(typ)} | {_cell(r.default)} | {_cell(r.constraints)} | "
-                         f"{_cell(r.description)} |")
+            lines.append(
+                f"| `{r.path}` | {_cell(typ)} | {_cell(r.default)} | {_cell(r.constraints)} | {_cell(r.description)} |"
+            )
         lines.append("")
     lines.append(END)
     return "\n".join(lines)
@@ -223,7 +232,7 @@ def replace_section(text: str, generated: str) -> str:
     start, end = text.find(START), text.find(END)
     if start < 0 or end < start:
         raise ValueError(f"markers {START} ... {END} not found in {DOC}")
-    return text[:start] + generated + text[end + len(END):]
+    return text[:start] + generated + text[end + len(END) :]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,8 @@ typical prompts take tens of microseconds and long ones stay well under a millis
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from typing import NamedTuple
 
 from engine.classify_cues import CJK_CUES, CODE_NOUNS, CREATIVE_NOUNS, LANGUAGES, LATIN_CUES, PROGRAMMING_LANGUAGES
 
@@ -28,7 +29,7 @@ _TIE_ORDER = ("translate", "summarize", "extract", "code", "math", "creative", "
 
 _LETTERS = "0-9a-z_à-öø-ÿß"
 _HEAD_CHARS = 500  # how much of a long first paragraph can be instruction
-_TAIL_CHARS = 400  # a short last paragraph after a passage is instruction too ("^ summarize this")
+_TAIL_CHARS = 200  # a short one-line paragraph after a passage is instruction too ("^ summarize this")
 _SHORT_PROMPT = 600  # below this everything outside fences and long quotes is instruction
 _SCAN_LIMIT = 4000  # structural scans of the passage stop here: enough to see what it is
 
@@ -103,6 +104,9 @@ def _cjk_table(cues: Mapping[str, Mapping[float, str]]) -> tuple[tuple[str, tupl
 
 
 _STEM = 4
+_WEAK = 2.0  # cues below this weight are generic words ...
+_WEAK_CAP = 2.0  # ... and together add at most this much to a label
+_EXPLICIT = 3.5  # a cue this strong is an explicit task verb ("summarize", "extract", "translate")
 _INDEX = _LatinIndex(LATIN_CUES)
 _CJK = _cjk_table(CJK_CUES)
 _CJK_FIRST = "\u3040"  # hiragana start; kanji/hanzi and katakana sit above it
@@ -110,12 +114,14 @@ _CJK_FIRST = "\u3040"  # hiragana start; kanji/hanzi and katakana sit above it
 
 # --- splitting a prompt into instruction and passage -------------------------------------------
 _FENCE = re.compile(r"```[^\n`]*\n?(.*?)(?:```|\Z)", re.S)
-_PARA = re.compile(r"\n[ \t]*\n")
+_PARA = re.compile(r"\n\s*\n")
 _QUOTE = re.compile(
     r"'(?<![^\s:(\[]')[^'\n]{30,}?'(?=[\s.,;:!?)\]]|$)"
     r'|"[^"\n]{30,}?"|“[^”]{30,}?”|«[^»]{30,}?»|„[^“”]{30,}?[“”]|「[^」]{12,}?」|『[^』]{12,}?』'
 )
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
+# a paragraph that starts like data (list, heading, table, quote, "Name: ...", a number) is passage
+_PAYLOADISH = re.compile(r"\s*(?:[-*#>|{\[(\d\"'“«„「•★]|[\w.-]+(?: [\w.()-]+){0,3}: )")
 
 # --- structure ---------------------------------------------------------------------------------
 # Every alternative of the scanning patterns below starts with a literal character, which lets `re`
@@ -136,7 +142,7 @@ _MATH = re.compile(
     r"\^(?<=[a-z0-9)]\^)\s*\(?-?[\da-z]|²(?<=[a-z0-9)]²)|³(?<=[a-z0-9)]³)|∫|∑|∏|√|π|∞|≤|≥|≠|±|÷|∂"
     r"|=(?:(?<=[\w)]=)|(?<=[\w)] =))\s*[-\w(]|\*(?<=\d\*)\s*\(?\d|\*(?<=\d \*)\s*\(?\d|×(?<=\d×)\s*\d|×(?<=\d ×)\s*\d"
     r"|-(?<=\d -)\s+\(?\d|\+(?<=[\d)a-z] \+)\s+\(?\d|/(?<=\d /)\s+\(?\d|/(?<=d[a-z]/)d[a-z]\b"
-    r"|sin\s*\(|cos\s*\(|tan\s*\(|log\w*\s*\(|ln\s*\(|exp\s*\(|sqrt\s*\(|\[\[|\|(?=\s*-?\d+\s+-?\d+)"
+    r"|%(?<=\d%)\s*(?:of|de|von|du|des)\s+\$?\d|sin\s*\(|cos\s*\(|tan\s*\(|log\w*\s*\(|ln\s*\(|exp\s*\(|sqrt\s*\(|\[\[|\|(?=\s*-?\d+\s+-?\d+)"
 )
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _QUANTITY_Q = re.compile(
@@ -195,7 +201,14 @@ _WRITE_VERBS = _words(
     "write compose create implement build make generate give code draft craft pen come escribe escríbeme escribir"
     " crea écris écrivez écrire crée schreib schreibe erstelle erfinde invente inventa"
 )
+_DOC_DEIXIS = frozenset({"this", "that", "these", "each"})
 _NEGATORS = frozenset({"no", "not", "don't", "dont", "doesn't", "without", "never"})
+_IS_THIS_DOC = re.compile(
+    r"\b(?:is|does|are) (?:this|the|that|each|these) (?:\w+ )?(?:tweets?|e-?mails?|messages?|reviews?|comments?|posts?"
+    r"|tickets?|texts?|sentences?|headlines?|requests?|quer(?:y|ies)|feedback|complaints?|notes?|replies|reply"
+    r"|paragraphs?|articles?|sms|chats?) (?:about|a|an|positive|negative|neutral|spam|sarcastic|urgent|related"
+    r"|relevant|written|in|more|likely|asking|mentions?|contains?|talking|complaining|expressing|toxic|offensive)\b"
+)
 _FASSE_ZUSAMMEN = re.compile(r"\bfass\w*\b[^.?!\n]{0,80}\bzusammen\b")
 _RESUME_ES_FR = re.compile(
     r"\bresume\s+(?:este|esta|estos|estas|el|la|los|las|lo|en|brevemente|ce|cet|cette|ces|le|les)\b"
@@ -211,27 +224,48 @@ _DOC_REF = re.compile(
 )
 
 
-def _split(text: str) -> tuple[str, int, list[str]]:
-    """Return (instruction, passage size in characters, fenced code blocks)."""
+class _Split(NamedTuple):
+    instr: str  # what the user asks for
+    passage: str  # text given to work on, outside code fences
+    size: int  # characters given to work on: passage, long quotes and fenced code
+    blocks: list[str]  # fenced code
+
+
+def _split(text: str) -> _Split:
+    """Split a prompt into the instruction and the material it refers to.
+
+    The instruction is the first paragraph plus later short one-line paragraphs that do not look
+    like data (for long prompts only the last paragraph is considered: "<passage> ^ summarize
+    this"). Long quotes inside the instruction are the text to work on, so they move out too.
+    """
     blocks: list[str] = []
     if "```" in text:
         blocks = _FENCE.findall(text)
         text = _FENCE.sub("\n\n", text)
     text = text.strip()
-    if len(text) <= _SHORT_PROMPT:
-        instr = text
-    else:
-        paras = _PARA.split(text)
-        head = paras[0]
-        if len(head) > _HEAD_CHARS:
-            first_line = head.split("\n", 1)[0]
-            head = first_line if len(first_line) <= _HEAD_CHARS else head[:250]
-        tail = paras[-1] if len(paras) > 1 and len(paras[-1]) <= _TAIL_CHARS else ""
-        instr = head + "\n" + tail if tail else head
+    paras = _PARA.split(text)
+    head = paras[0]
+    if len(head) > _HEAD_CHARS:
+        first_line = head.split("\n", 1)[0]
+        head = first_line if len(first_line) <= _HEAD_CHARS else head[:250]
+    parts = [head]
+    rest = paras[1:] if len(text) <= _SHORT_PROMPT else paras[-1:] if len(paras) > 1 else []
+    for para in rest:
+        if len(para) <= _TAIL_CHARS and "\n" not in para and not _PAYLOADISH.match(para):
+            parts.append(para)
+    instr = "\n".join(parts)
+    passage = _passage(text, parts) if len(parts) < len(paras) or head is not paras[0] else ""
+    quoted = 0
     if len(instr) > 30 and ("'" in instr or '"' in instr or not instr.isascii()):
-        instr = _QUOTE.sub(" «…» ", instr)
-    passage = max(0, len(text) - len(instr)) + sum(len(b) for b in blocks)
-    return instr, passage, blocks
+        bare = _QUOTE.sub(" «…» ", instr)
+        quoted, instr = max(0, len(instr) - len(bare)), bare
+    return _Split(instr, passage, len(passage) + quoted + sum(map(len, blocks)), blocks)
+
+
+def _passage(text: str, parts: list[str]) -> str:
+    for part in parts:
+        text = text.replace(part, "", 1)
+    return text.strip()
 
 
 def _add(acc: dict[str, float], label: str, weight: float) -> None:
@@ -260,8 +294,11 @@ def _longest(toks: list[str], i: int, entries: list[_Entry], best: int, hits: li
     return best
 
 
-def _cue_scores(toks: list[str], instr: str) -> dict[str, float]:
+def _cue_scores(toks: list[str], instr: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Return (evidence per label, strongest single cue per label) from the instruction's words."""
     acc: dict[str, float] = {}
+    weak: dict[str, float] = {}
+    peak: dict[str, float] = {}
     seen: set[_Phrase] = set()
     index = _INDEX
     heads, stems = index.heads, index.stems
@@ -301,15 +338,22 @@ def _cue_scores(toks: list[str], instr: str) -> dict[str, float]:
             for label, weight in evidence:
                 best[label] = max(weight, best.get(label, weight))
         for label, weight in best.items():
-            _add(acc, label, weight)
+            _add(weak if weight < _WEAK else acc, label, weight)
+            if weight > peak.get(label, 0.0):
+                peak[label] = weight
         hits.clear()
         resume_at = i + size
     if instr and max(instr) >= _CJK_FIRST:
         for key, evidence in _CJK:
             if key in instr:
                 for label, weight in evidence:
-                    _add(acc, label, weight)
-    return acc
+                    _add(weak if weight < _WEAK else acc, label, weight)
+                    if weight > peak.get(label, 0.0):
+                        peak[label] = weight
+    for label, weight in weak.items():
+        # many generic words ("file", "table", "error") must not outvote one clear intent cue
+        _add(acc, label, min(weight, _WEAK_CAP))
+    return acc, peak
 
 
 def _conversion_target(instr: str) -> str | None:
@@ -363,27 +407,29 @@ def _phrase_scores(instr: str, words: frozenset[str], acc: dict[str, float], cod
             _add(acc, "code" if m.group("code") else "math", -3.0)
     if code_struct and "what" in words and _WHAT_CODE_DOES.search(instr):
         _add(acc, "code", 3.0)
+    if words & _DOC_DEIXIS and _IS_THIS_DOC.search(instr):
+        _add(acc, "extract", 3.5)  # "is this tweet about X or Y?": classify the given text
     if ("zusammen" in words and _FASSE_ZUSAMMEN.search(instr)) or ("resume" in words and _RESUME_ES_FR.search(instr)):
         _add(acc, "summarize", 4.0)
 
 
-def _structure(text: str, instr: str, blocks: list[str]) -> tuple[float, float]:
+def _structure(sp: _Split, instr: str) -> tuple[float, float]:
     """Return (code evidence, math evidence) from the shape of the prompt."""
-    code = 0.0
-    if blocks:
-        code += 3.0
-    sample = text[:_SCAN_LIMIT]
-    if _TRACE.search(sample):
+    code = 3.0 if sp.blocks else 0.0
+    material = "\n".join(sp.blocks) + "\n" + sp.passage if sp.blocks else sp.passage
+    sample = material[:_SCAN_LIMIT]
+    if _TRACE.search(sample) or _TRACE.search(instr):
         code += 3.0
     lines = len(_CODE_LINE.findall(sample)) if sample.count("\n") >= 2 else 0
     if lines >= 6:
         code += 3.0
     elif lines >= 3:
         code += 2.0
-    inline = _INLINE_CODE.findall(instr)
-    if inline:
+    if "`" in instr and _INLINE_CODE.search(instr):
         code += 1.5
         instr = _INLINE_CODE.sub(" ", instr)
+    if not lines and not sp.blocks and sp.size < _SHORT_PROMPT:
+        instr = instr + "\n" + sp.passage.lower()  # "Solve the system:\n\n2x + y = 5 ..." keeps its maths
     math = min(4.0, 1.0 * len(_MATH.findall(instr)))
     if len(_NUMBER.findall(instr)) >= 2 and _QUANTITY_Q.search(instr):
         math += 1.5
@@ -400,31 +446,38 @@ def scores(text: str) -> dict[str, float]:
         A mapping with one float per label in `LABELS`; higher means more likely. The values are
         additive evidence (cue weights, structural signals, priors), meant for explain traces.
     """
-    raw_instr, passage, blocks = _split(text)
-    instr = " ".join(raw_instr.lower().replace("’", "'").replace("‘", "'").split())
+    sp = _split(text)
+    instr = " ".join(sp.instr.lower().replace("’", "'").replace("‘", "'").split())
     toks = _TOKEN.findall(instr)
-    acc = _cue_scores(toks, instr)
-    code_struct, math_struct = _structure(text, instr, blocks)
+    acc, peak = _cue_scores(toks, instr)
+    code_struct, math_struct = _structure(sp, instr)
+    if max(peak.get("summarize", 0.0), peak.get("extract", 0.0), peak.get("translate", 0.0)) >= _EXPLICIT:
+        code_struct *= 0.4  # "translate the comments in this code": the code is the material, not the task
     _add(acc, "code", code_struct)
     _add(acc, "math", math_struct)
     _phrase_scores(instr, frozenset(toks), acc, code_struct)
 
     n = len(instr)
-    if n > 80 and acc.get("chat", 0.0) > 0:
-        acc["chat"] *= 0.4  # a greeting in front of a real request does not make it small talk
-    if passage >= 200 and not blocks:
+    greeting = acc.pop("greeting", 0.0)
+    acc.pop("_", None)
+    # a greeting in front of a real request does not make it small talk
+    _add(acc, "chat", greeting if n <= 80 else greeting * 0.3)
+    if n < 80 and acc.get("reasoning", 0.0) > 0:
+        acc["reasoning"] *= 0.6  # "should I ...?" in one line is a request for advice, not analysis
+    given = sp.size
+    if given >= 200 and not sp.blocks:
         for label, delta in (("chat", -1.5), ("creative", -1.0), ("reasoning", -1.0), ("math", -0.5)):
             _add(acc, label, delta)
-        _add(acc, "summarize", 0.5 if passage < 800 else 1.0)
-    elif passage < 200 and (acc.get("summarize", 0.0) > 0 or acc.get("extract", 0.0) > 0):
+        _add(acc, "summarize", 0.5 if given < 800 else 1.0)
+    elif not sp.passage and (acc.get("summarize", 0.0) > 0 or acc.get("extract", 0.0) > 0):
         if not _DOC_REF.search(instr):  # "summarize/extract" with nothing given to work on
             for label in ("summarize", "extract"):
                 if acc.get(label, 0.0) > 0:
                     acc[label] *= 0.6
-    chat_prior = 0.0 if passage >= 200 else 1.5 if n < 60 else 1.0 if n < 140 else 0.3
+    chat_prior = 0.0 if given >= 200 else 2.0 if n < 40 else 1.5 if n < 100 else 0.8 if n < 160 else 0.3
     _add(acc, "chat", chat_prior)
-    if n >= 150 and passage < 200:
-        _add(acc, "reasoning", 0.8)
+    if n >= 150 and given < 200:
+        _add(acc, "reasoning", 0.8)  # a long self-contained question is usually a problem to think through
     return {label: round(acc.get(label, 0.0), 3) for label in LABELS}
 
 

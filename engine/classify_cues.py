@@ -14,13 +14,13 @@ __all__ = ["CJK_CUES", "CODE_NOUNS", "CREATIVE_NOUNS", "LANGUAGES", "LATIN_CUES"
 
 LATIN_CUES: dict[str, dict[float, str]] = {
     "code": {
-        3.5: "regex*|regexp*|regular expression*|refactor*|code review|pytest|dockerfile*|makefile|stack trace"
-        "|traceback|segfault|segmentation fault|null pointer|nullpointer*|linked list|time complexity|big o"
+        3.5: "regex*|regexp*|regular expression*|refactor*|code review|pytest|dockerfile*|makefile"
+        "|segfault|segmentation fault|null pointer|nullpointer*|linked list|time complexity|big o"
         "|big-o|one-liner|oneliner|unit test*|typescript|javascript|powershell|kubectl|kubernetes|django"
         "|fastapi|flexbox|node.js|npm|list comprehension|race condition|deadlock*|memory leak*|borrow checker"
         "|merge conflict*|git|golang|kotlin|php|awk|bash|zsh|sql|mysql|postgresql|sqlite|pandas|numpy|webpack"
         "|css|html|jsx|tsx|docker*|compiler|compile*|syntax error|stackoverflow|debug*|linter|eslint|mypy",
-        2.5: "python|pyhton|java|js|ts|rust|ruby|swift|scala|haskell|perl|lua|elixir|clojure|dart|flutter|react"
+        2.5: "stack trace|traceback|python|pyhton|java|js|ts|rust|ruby|swift|scala|haskell|perl|lua|elixir|clojure|dart|flutter|react"
         "|vue|angular|svelte|nextjs|next.js|express|flask|spring boot|laravel|rails|jquery|postgres|mongodb"
         "|redis|graphql|api endpoint*|endpoint*|rest api|http request*|json schema|yaml|terraform|ansible|nginx"
         "|k8s|helm|ci pipeline|github actions|gitlab|repo|repository|commit*|branch*|pull request|snippet*"
@@ -29,21 +29,22 @@ LATIN_CUES: dict[str, dict[float, str]] = {
         "|compile|lambda*|hashmap|hash map|treemap|dictionary|dict|tuple*|iterator*|generator*|decorator*"
         "|constructor*|inheritance|interface*|typescript|type error|typeerror|valueerror|keyerror|cli"
         "|shell|terminal|command line|linux|unix|macos terminal|cron*|env var*|environment variable*"
-        "|implement*|algorithm*|data structure*|binary search|sorting algorithm|orm|query|queries|schema"
-        "|index on|useeffect|usestate|component*|props|div|selector*|framework|library|package|dependency"
+        "|implement*|algorithm*|data structure*|binary search|sorting algorithm|orm|schema"
+        "|index on|useeffect|usestate|component*|props|div|selector*|framework|library|dependency"
         "|dependencies|pip install|virtualenv|venv|conda|jupyter|notebook cell|vscode|vs code|ide|sdk|oauth"
         "|jwt|cors|websocket*|unittest|jest|mocha|junit|selenium|playwright|programmatically|program|programs"
-        "|programming|programmer*|loop|loops|for loop|while loop|undefined|nan|null|boolean|int|string|strings"
+        "|programmer*|loop|loops|for loop|while loop|undefined|nan|null|boolean|int|string|strings"
         "|integer overflow|off-by-one|off by one|indentation|semicolon|bracket*|csv file|parse json|json file"
-        "|regex|thread*|mutex*|goroutine*|channel*|microcontroller|arduino|raspberry pi|excel formula"
+        "|regex|mutex*|goroutine*|channel*|microcontroller|arduino|raspberry pi|excel formula"
         "|spreadsheet formula|vlookup|xlookup|google sheets formula|macro*|vba",
         1.5: "error|errors|fails|failing|failed|crash*|exit code|build|deploy*|server|database|table|column*"
         "|rows|file|files|folder*|directory|directories|app|website|web page|browser|frontend|backend"
         "|install*|version|upgrade|config*|log|logs|output|prints|print|returns|return|input|class|classes"
-        "|object*|module*|import*|type|types|test|tests|cache|performance|optimi*|speed up|slow",
+        "|object*|module*|import*|type|types|test|tests|cache|performance|optimi*|speed up|slow|query|queries"
+        "|package|thread*|programming",
     },
     "math": {
-        4.0: "derivative*|integral*|integrate|antiderivative|differentiate|differential equation*|determinant"
+        4.0: "bayes*|derivative*|integral*|integrate|antiderivative|differentiate|differential equation*|determinant"
         "|eigenvalue*|eigenvector*|standard deviation|confidence interval|x-intercept*|y-intercept*"
         "|solve for|quadratic*|polynomial*|logarithm*|binomial theorem|by induction|taylor series"
         "|maclaurin|without replacement|how many ways|normally distributed|expected value|inequalit*"
@@ -67,7 +68,7 @@ LATIN_CUES: dict[str, dict[float, str]] = {
         "|wahrscheinlichkeit*|fläche*|flächeninhalt|volumen|aire|área|raíz|wurzel|racine|cône|kegel|cono"
         "|rayon|límite|grenzwert|porcentaje|prozent|pourcentage",
         1.5: "sum|sums|total|product of|ratio|rate|speed|km/h|mph|m/s|per hour|per second|per year|per month"
-        "|interest|invest*|salary|how long|how far|how much|how many|how fast|what percentage|in what year"
+        "|interest|invest*|salary|what percentage|in what year|false positive*|false negative*"
         "|catch up|minimum|maximum|graph|formula|formulas|math|maths|mathematical*|numbers|number of",
     },
     "reasoning": {
@@ -80,7 +81,7 @@ LATIN_CUES: dict[str, dict[float, str]] = {
         "|always lie*|always tells the truth|always tell the truth|tells the truth|week-by-week|day-by-day"
         "|step-by-step plan|prioritized plan|prioritised plan|in what order|what order|which order"
         "|competing explanations|what else could explain|correlation|causation|help me think|help me decide"
-        "|help me weigh|weigh the|weigh them|weigh it|weigh up|choosing between|choose between|deciding between"
+        "|help me weigh|why is that wrong|why is it wrong|why is this wrong|weigh the|weigh them|weigh it|weigh up|choosing between|choose between|deciding between"
         "|decide between|what factors|which factors|factors should|what are the risks|the risks|dilemma"
         "|razonar|razona|razonamiento|ventajas y desventajas|pros y contras|qué harías|abwägen|abwägung"
         "|vor- und nachteile|vor und nachteile|was würdest du|avantages et inconvénients|inconvénients"
@@ -89,12 +90,12 @@ LATIN_CUES: dict[str, dict[float, str]] = {
         "|which is better|is it better|better choice|better option|better off|worth it|decide|decision*"
         "|risks|implications|consequences|prioriti*|prioriti*|plan|plans|planning|strategy|strategies"
         "|estimate|estimating|assumptions|assume|intuitively|explain why|why or why not|why might|why would"
-        "|why did|why do some|argue|evaluate|assess|analy*|deduce|sound|scenario*|what if|options"
+        "|why did|why do some|argue|evaluate|assess|analyze|analyse|analysis|analyzing|analysing|deduce|sound|scenario*|what if|options"
         "|consider|considering|considerations|recommend*|sequence|order of|dependencies|bottleneck*"
         "|likely cause*|likely causes|how would you|how should we|how should i|how do you"
         "|how can you|how does he|how does she|who owns|who is in"
         "|rank|ranked|fairest|ethical|justify|convince|counterargument*|objection*|weigh|think about"
-        "|angles|what else|debería|deberíamos|conviene|decisión|decidir|analiza*|riesgos|compara*|factores"
+        "|angles|what else|most people|debería|deberíamos|conviene|decisión|decidir|analiza*|riesgos|compara*|factores"
         "|estrategia|entscheid*|sinnvoller|sollte ich|sollten wir|faktoren|risiken|vergleich*|analysier*"
         "|strategie|devrais-je|devrions-nous|décid*|décision|risques|compar*|analyse*|facteurs|stratégie"
         "|principes|équité|équitable|le plus juste|recommandation|logique|lógica|logik",
@@ -130,7 +131,7 @@ LATIN_CUES: dict[str, dict[float, str]] = {
         "|one-sentence|one sentence|what's this about|what is this about|highlights"
         "|kernaussage*|en bref|points clés|en pocas palabras|puntos clave",
         1.5: "bullet*|sentences|short|briefly|brief|concise*|overview|words max|max words|under 100 words"
-        "|for the exec*|for my boss|for a newsletter|for a tweet|tweet|blurb|half its length|half the length"
+        "|for the exec*|for my boss|for a newsletter|for a tweet|into a tweet|as a tweet|blurb|half its length|half the length"
         "|stichpunkt*|puntos|points",
     },
     "extract": {
@@ -139,6 +140,7 @@ LATIN_CUES: dict[str, dict[float, str]] = {
         "|json object|json array|json list|give me json|return json|output json|json format|formato json"
         "|format json|au format json|als json|classify|classif*|categori*|catégoris*|kategorisier*"
         "|klassifizier*|clasifica*|sentiment",
+        3.5: "list of every|list of all|a list of every|a list of all",
         3.0: "parse|identify the|identify all|identify every|identify each|list all|list every|list each"
         "|list the names|list them|just list|find all|find every|find each|which ones mention*"
         "|mentioned in|are mentioned|is mentioned|referenced in|label each|label whether|tag each"
@@ -163,12 +165,15 @@ LATIN_CUES: dict[str, dict[float, str]] = {
         "|ins deutsche|auf englisch|auf deutsch|en inglés|en español|what does it say|what does this say"
         "|put this into|put it into|render this|render it",
     },
-    "chat": {
+    # greetings count fully only in short messages (see engine.classify.scores)
+    "greeting": {
         3.0: "hi|hello|hey|heya|hiya|howdy|good morning|good evening|good afternoon|good night|how are you"
         "|how's it going|how is it going|what's up|whats up|sup|thanks|thank you|thx|ty|cheers|bye|goodbye"
         "|see you|see ya|ok bye|hola|buenos días|buenas|qué tal|que tal|gracias|adiós|bonjour|salut"
         "|bonsoir|merci|au revoir|ça va|comment vas-tu|comment allez-vous|hallo|guten morgen|guten tag"
         "|guten abend|servus|moin|danke|tschüss|wie geht's|wie geht es|ciao|olá|obrigado|obrigada",
+    },
+    "chat": {
         2.0: "your favorite|your favourite|do you like|do you think|what do you think|just curious|curious"
         "|quick recommendation|quick question|quick opinion|your opinion|any tips|tips for|some tips|advice"
         "|any ideas|ideas?|recommend a|recommend some|recommendations|suggest a|suggestions|stand for"
@@ -182,6 +187,12 @@ LATIN_CUES: dict[str, dict[float, str]] = {
         "|quelle est la meilleure|cuál es|quién|wer ist|qui est|wie viele|combien|cuántos|cuántas"
         "|learning to code|learn to code|learn coding|learn programming|what happened",
     },
+}
+
+# Phrases that contain a cue word but mean something else: matching them consumes the words.
+LATIN_CUES["_"] = {
+    0.0: "postal code|zip code|area code|dress code|promo code|discount code|coupon code|code of conduct"
+    "|country code|qr code|morse code|tax code|source code of the|code name|codename",
 }
 
 CJK_CUES: dict[str, dict[float, str]] = {
@@ -217,8 +228,10 @@ CJK_CUES: dict[str, dict[float, str]] = {
         4.0: "翻訳|訳して|訳す|翻译|译成|翻成|译为|英訳|和訳|怎么说|何と言|なんて言",
         2.0: "英語で|英语|日语|中文|英文|日本語で",
     },
-    "chat": {
+    "greeting": {
         3.0: "こんにちは|こんばんは|おはよう|ありがとう|你好|您好|谢谢|早上好|晚上好|再见|さようなら",
+    },
+    "chat": {
         2.0: "おすすめ|推荐|怎么样|元気|天気|天气",
     },
 }

@@ -16,6 +16,8 @@ from engine.policy.model import Model
 from engine.state import EMPTY_STATE, RuntimeState
 
 Op = Literal["enter", "match", "skip", "fail", "note", "fallback", "select"]
+_Row = tuple[Model, int, float, "str | None", str]
+"""(model, score for the query type, estimated cost, why it is excluded or None, candidate|fallback)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,8 @@ class Decision:
         route: name of the matching route (None if no route matched).
         query_type: the classified query type.
         plan: models to try, in order (ranked candidates, then fallbacks, demoted last).
-        candidates: every model considered, with its eligibility and estimated cost.
+        rows: every model considered as (model, score, est. cost, reason or None, role);
+            `candidates` gives them as `Candidate` objects.
         features: the request features expressions saw.
         trace: the steps taken (empty unless `explain=True`).
         refusal: why the request is refused when the plan is empty.
@@ -72,13 +75,21 @@ class Decision:
     route: str | None
     query_type: str
     plan: tuple[str, ...]
-    candidates: tuple[Candidate, ...]
+    rows: tuple[_Row, ...]
     features: Features
     trace: tuple[TraceEvent, ...] = ()
     refusal: str | None = None
     quota_refused: bool = False
     downgraded: bool = False
     policy_digest: str = ""
+
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        """Every model considered, with eligibility, score and estimated cost (built on demand:
+        live traffic never pays for these objects)."""
+        return tuple(Candidate(model=m.name, provider=m.provider, eligible=reason is None, score=score,
+                               est_cost_usd=cost, reason=reason, role=role)  # type: ignore[arg-type]
+                     for m, score, cost, reason, role in self.rows)
 
     @property
     def model(self) -> str | None:
@@ -135,7 +146,7 @@ def decide_features(compiled: CompiledPolicy, features: Features, state: Runtime
     cr = compiled.match_naive(env) if naive else compiled.match(env)
     if cr is None:
         t("fail", "$.routes", "no route matched")
-        return Decision(route=None, query_type=features.query_type, plan=(), candidates=(), features=features,
+        return Decision(route=None, query_type=features.query_type, plan=(), rows=(), features=features,
                         trace=tuple(t.events), refusal="no route matched this request",
                         policy_digest=compiled.policy.digest)
     node = f"$.routes[{cr.route.index}]"
@@ -146,38 +157,47 @@ def decide_features(compiled: CompiledPolicy, features: Features, state: Runtime
 def _plan(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: RuntimeState, t: _Tracer,
           node: str) -> Decision:
     route = cr.route
-    need = f.prompt_tokens + f.max_tokens
-    cands: list[Candidate] = []
+    pt, mt = f.prompt_tokens, f.max_tokens
+    need = pt + mt
+    on = t.on
+    rows: list[_Row] = []
     eligible: list[tuple[Model, float, int]] = []
     quota_blocked: list[tuple[str, bool]] = []
-    for m in cr.pool:
-        cost = m.est_cost(f.prompt_tokens, f.max_tokens)
-        score = m.score(f.query_type)
-        reason = _requirement_miss(m, score, f, cr, state) or _runtime_miss(m, need, cost, f, state, quota_blocked)
-        if reason is None and route.max_cost_usd is not None and cost > route.max_cost_usd:
-            reason = f"estimated cost ${cost:.6f} > max_cost_usd ${route.max_cost_usd:g}"
-        cands.append(Candidate(model=m.name, provider=m.provider, eligible=reason is None, score=score,
-                               est_cost_usd=cost, reason=reason))
+    ceiling = route.max_cost_usd
+    max_p95 = route.require.max_p95_ms
+    for m, score, static_miss in cr.static_for(f.query_type):
+        price = m.price
+        cost = (pt * price.input + mt * price.output) / 1_000_000
+        reason = static_miss
+        if reason is None and max_p95 is not None:
+            p95 = _latency(m, state)[1]
+            if p95 is not None and p95 > max_p95:
+                reason = f"p95 latency {p95:.0f} ms > max_p95_ms {max_p95:g}"
+        if reason is None:
+            reason = _runtime_miss(m, need, cost, f, state, quota_blocked)
+        if reason is None and ceiling is not None and cost > ceiling:
+            reason = f"estimated cost ${cost:.6f} > max_cost_usd ${ceiling:g}"
+        rows.append((m, score, cost, reason, "candidate"))
         if reason is None:
             eligible.append((m, cost, score))
-            t("enter", f"$.models.{m.name}", f"eligible: score {score}, est ${cost:.6f}")
-        else:
+            if on:
+                t("enter", f"$.models.{m.name}", f"eligible: score {score}, est ${cost:.6f}")
+        elif on:
             t("skip", f"$.models.{m.name}", reason)
-    ranked = _rank(route.strategy, eligible, state)
-    if ranked:
-        t("select", f"{node}.strategy", f"{route.strategy}: {', '.join(ranked)}")
-    plan = list(ranked)
+    plan = _rank(route.strategy, eligible, state)
+    if plan and on:
+        t("select", f"{node}.strategy", f"{route.strategy}: {', '.join(plan)}")
     for m in cr.fallback:
         if m.name in plan:
             continue
-        cost = m.est_cost(f.prompt_tokens, f.max_tokens)
+        cost = (pt * m.price.input + mt * m.price.output) / 1_000_000
         reason = _runtime_miss(m, need, cost, f, state, quota_blocked)
-        cands.append(Candidate(model=m.name, provider=m.provider, eligible=reason is None, score=m.score(f.query_type),
-                               est_cost_usd=cost, reason=reason, role="fallback"))
+        rows.append((m, m.score(f.query_type), cost, reason, "fallback"))
         if reason is None:
             plan.append(m.name)
-            t("fallback", f"{node}.fallback", f"{m.name} appended")
-        else:
+            if on:
+                t("fallback", f"{node}.fallback", f"{m.name} appended")
+        elif on:
             t("skip", f"{node}.fallback", f"{m.name}: {reason}")
     if state.demoted and plan:
         kept = [p for p in plan if p not in state.demoted]
@@ -194,28 +214,14 @@ def _plan(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: Runti
     refusal = None
     quota_refused = False
     if not plan:
-        why = "; ".join(f"{c.model}: {c.reason}" for c in cands if c.reason) or "the route has no models"
+        why = "; ".join(f"{r[0].name}: {r[3]}" for r in rows if r[3]) or "the route has no models"
         refusal = f"route {route.name!r} leaves no model for this request ({why})"
-        quota_refused = bool(quota_blocked) and all(
-            c.reason is None or c.reason.startswith("quota") for c in cands)
+        # a quota is the one exclusion the caller can act on (wait for the reset): name it
+        quota_refused = bool(quota_blocked)
         t("fail", node, refusal)
-    return Decision(route=route.name, query_type=f.query_type, plan=tuple(plan), candidates=tuple(cands), features=f,
+    return Decision(route=route.name, query_type=f.query_type, plan=tuple(plan), rows=tuple(rows), features=f,
                     trace=tuple(t.events), refusal=refusal, quota_refused=quota_refused, downgraded=downgraded,
                     policy_digest=compiled.policy.digest)
-
-
-def _requirement_miss(m: Model, score: int, f: Features, cr: CompiledRoute, state: RuntimeState) -> str | None:
-    req = cr.route.require
-    if req.score is not None and score < req.score:
-        return f"score {score} for {f.query_type} < required {req.score}"
-    missing = req.features - m.features
-    if missing:
-        return f"lacks feature(s) {', '.join(sorted(missing))}"
-    if req.max_p95_ms is not None:
-        p95 = _latency(m, state)[1]
-        if p95 is not None and p95 > req.max_p95_ms:
-            return f"p95 latency {p95:.0f} ms > max_p95_ms {req.max_p95_ms:g}"
-    return None
 
 
 def _runtime_miss(m: Model, need: int, cost: float, f: Features, state: RuntimeState,

@@ -49,6 +49,16 @@ class CompiledRoute:
     residual: Expr | None
     pool: tuple[Model, ...]
     fallback: tuple[Model, ...]
+    static: dict[str, tuple[tuple[Model, int, str | None], ...]] = field(default_factory=dict)
+    """query type -> (model, score, why the route's `require` excludes it or None) for the pool.
+    Request-independent, so it is computed at compile time (or once, for an undeclared type)."""
+
+    def static_for(self, query_type: str) -> tuple[tuple[Model, int, str | None], ...]:
+        """Pool models with their score and static requirement miss for `query_type`."""
+        found = self.static.get(query_type)
+        if found is None:
+            found = self.static[query_type] = _static_rows(self.route, self.pool, query_type)
+        return found
 
     def __repr__(self) -> str:
         return f"CompiledRoute({self.route.name!r})"
@@ -151,6 +161,20 @@ class CompiledPolicy:
         return None
 
 
+def _static_rows(route: Route, pool: tuple[Model, ...], qt: str) -> tuple[tuple[Model, int, str | None], ...]:
+    req = route.require
+    rows = []
+    for m in pool:
+        score = m.score(qt)
+        reason = None
+        if req.score is not None and score < req.score:
+            reason = f"score {score} for {qt} < required {req.score}"
+        elif req.features - m.features:
+            reason = f"lacks feature(s) {', '.join(sorted(req.features - m.features))}"
+        rows.append((m, score, reason))
+    return tuple(rows)
+
+
 def _tests_hold(tests: Mapping[str, frozenset[Any]], env: Mapping[str, Any]) -> bool:
     for var, allowed in tests.items():
         try:
@@ -192,8 +216,9 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         when = parse_expr(r.when, scope) if r.when else None
         tests, residual = _split(when)
         pool = tuple(policy.models[m] for m in r.candidates) if r.candidates else tuple(models)
+        static = {q.type: _static_rows(r, pool, q.type) for q in policy.query_types}
         routes.append(CompiledRoute(route=r, when=when, tests=tests, residual=residual, pool=pool,
-                                    fallback=tuple(policy.models[m] for m in r.fallback)))
+                                    fallback=tuple(policy.models[m] for m in r.fallback), static=static))
     base_scope = Scope(signals=frozenset(), query_type=False)
     signals = tuple(
         SignalMatcher(s, parse_expr(s.when, base_scope) if s.when else None) for s in policy.signals.values())

@@ -272,15 +272,16 @@ class Router:
                     est_cost_of=lambda m: m.est_cost(f.prompt_tokens, f.max_tokens), deadline=loop_deadline)
 
     def _refusal(self, decision: Decision, walk: Walk) -> Exception:
-        if decision.quota_refused and self.quotas is not None and decision.candidates:
+        if decision.quota_refused and self.quotas is not None:
             from engine.runtime.quotas import QuotaContext
 
-            m = self.policy.models[decision.candidates[0].model]
             f = decision.features
-            block = self.quotas.check(QuotaContext(walk.tenant, walk.key, m.name, m.provider),
-                                      f.prompt_tokens + f.max_tokens, m.est_cost(f.prompt_tokens, f.max_tokens))
-            if block is not None:
-                return block.error()
+            for m, _, cost, reason, _ in decision.rows:
+                if reason is not None and reason.startswith("quota"):
+                    block = self.quotas.check(QuotaContext(walk.tenant, walk.key, m.name, m.provider),
+                                              f.prompt_tokens + f.max_tokens, cost)
+                    if block is not None:
+                        return block.error()
         return RoutingRefused(decision.refusal or "refused", decision)
 
     def _cache_key(self, request: Request, decision: Decision) -> str | None:

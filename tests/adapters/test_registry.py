@@ -1,0 +1,80 @@
+"""build_adapter: kinds, options, lazy SDK imports."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from adapters import (
+    ADAPTER_KINDS,
+    AnthropicAdapter,
+    GeminiAdapter,
+    InvalidInput,
+    OpenAIAdapter,
+    OpenAICompatibleAdapter,
+    Price,
+    SimulatedAdapter,
+    build_adapter,
+)
+
+BASE = {"api_key": "k", "base_url": "http://127.0.0.1:9/v1", "timeout_s": 5.0, "price": Price(1, 2)}
+
+
+@pytest.mark.parametrize(
+    ("kind", "cls"),
+    [("openai", OpenAIAdapter), ("anthropic", AnthropicAdapter), ("gemini", GeminiAdapter),
+     ("openai_compatible", OpenAICompatibleAdapter), ("simulated", SimulatedAdapter)],
+)
+def test_each_kind(kind: str, cls: type) -> None:
+    a = build_adapter(kind, provider="p", model="m", options={}, **BASE)  # type: ignore[arg-type]
+    assert type(a) is cls and a.kind == kind
+    assert (a.provider, a.model, a.timeout_s, a.price) == ("p", "m", 5.0, Price(1, 2))
+    assert set(ADAPTER_KINDS) == {"openai", "anthropic", "gemini", "openai_compatible", "simulated"}
+
+
+def test_simulated_options_from_a_policy_mapping() -> None:
+    a = build_adapter("simulated", provider="sim", model="m", api_key=None, base_url=None, timeout_s=3, price=None,
+                      options={"adapter": "simulated", "latency_ms": {"p50": 300, "p95": 900}, "failure_rate": 0.1,
+                               "seed": 4, "time_scale": 0.0, "limits": {"rpm": 5}})
+    assert isinstance(a, SimulatedAdapter)
+    assert (a.latency_ms, a.failure_rate, a.seed, a.time_scale) == ((300.0, 900.0), 0.1, 4, 0.0)
+    b = build_adapter("simulated", provider="s", model="m", api_key=None, base_url=None, timeout_s=3, price=None,
+                      options={"latency_ms": [5, 10]})
+    assert isinstance(b, SimulatedAdapter) and b.latency_ms == (5.0, 10.0)
+
+
+def test_unknown_kind_and_options() -> None:
+    with pytest.raises(InvalidInput, match="unknown adapter 'bedrock'"):
+        build_adapter("bedrock", provider="p", model="m", options={}, **BASE)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="unknown option.*latency_ms.*openai"):
+        build_adapter("openai", provider="p", model="m", options={"latency_ms": 5}, **BASE)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="latency_ms"):
+        build_adapter("simulated", provider="p", model="m", options={"latency_ms": "fast"},
+                      **BASE)  # type: ignore[arg-type]
+
+
+def test_missing_sdk_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: object) -> object:
+        return None if name == "anthropic" else real(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(ImportError, match="pip install 'anthropic"):
+        build_adapter("anthropic", provider="p", model="m", options={}, **BASE)  # type: ignore[arg-type]
+
+
+def test_importing_and_building_does_not_import_sdks() -> None:
+    code = (
+        "import sys, adapters\n"
+        "a = adapters.build_adapter('openai', provider='p', model='m', api_key='k', base_url=None, timeout_s=1,"
+        " price=None, options={})\n"
+        "b = adapters.build_adapter('gemini', provider='p', model='m', api_key='k', base_url=None, timeout_s=1,"
+        " price=None, options={})\n"
+        "print(sorted(m for m in ('openai', 'anthropic', 'google.genai', 'httpx2') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,5 @@
+"""Project-wide fixtures: the vendor fakes and a guard that keeps tests on loopback."""
+
+from __future__ import annotations
+
+pytest_plugins = ["tests.fakes.pytest_plugin"]
