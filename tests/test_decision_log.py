@@ -290,7 +290,7 @@ def test_a_failing_write_surfaces_at_flush_and_its_records_are_retried(db_path: 
     admin.execute("alter table requests rename to requests_away")  # every insert now fails
     log.record(req("r1"), [att("r1")])
     log.record(req("r2"))
-    with pytest.raises(DecisionLogError, match=r"no such table: requests.*3 record\(s\) held") as info:
+    with pytest.raises(DecisionLogError, match=r"no such table: requests.*3 row\(s\) held") as info:
         log.flush()
     assert info.value.unwritten == 3
     assert log.errors == 1

@@ -115,3 +115,9 @@ def test_merge_keys_and_anchors_are_supported() -> None:
         "  big:\n    provider: sim\n", "  big:\n    <<: *base\n")
     p = load_policy_text(text, env={})
     assert p.models["big"].provider == "sim"
+
+
+@pytest.mark.parametrize("value", ["!custom x", '!!python/name:os.system ""', "!!binary aGVsbG8=", "2001-12-14"])
+def test_tags_and_implicit_dates_are_refused_without_constructing_anything(value: str) -> None:
+    [(code, line, col, path)] = codes(f"a: {value}\n")
+    assert (code, line, col, path) == ("yaml-tag", 1, 4, "$.a")

@@ -26,6 +26,7 @@ MAX_NODES = 100_000
 MAX_DEPTH = 64
 
 PathT = tuple[str | int, ...]
+_PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq"))
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -105,6 +106,11 @@ class _Builder:
             self.error("yaml-too-deep", f"nesting deeper than {MAX_DEPTH} levels", node, path)
             raise LoadFailed(self.errors)
         self.loc.positions.setdefault(path, _mark(node))
+        if node.tag not in _PLAIN_TAGS:
+            # explicit tags (`!!python/name:...`, `!custom`) have no meaning in a policy
+            hint = " (YAML reads it as a date: quote it)" if node.tag.endswith(":timestamp") else ""
+            self.error("yaml-tag", f"YAML tag {node.tag!r} is not allowed in a policy{hint}", node, path)
+            return None
         if isinstance(node, yaml.MappingNode):
             return self.mapping(node, path, depth)
         if isinstance(node, yaml.SequenceNode):

@@ -217,9 +217,9 @@ class Dispatcher:
             timeout = min(provider.timeout_s, remaining)
             started_wall, started = self.clock.time(), loop.time()
             try:
-                # the adapter enforces `timeout` through its SDK; wait_for is the backstop for
-                # an SDK that overruns it, so the request deadline always holds
-                value = await asyncio.wait_for(call(model, timeout), timeout + 1.0)
+                # the adapter enforces `timeout` through its SDK; this is the backstop for an
+                # SDK that overruns it, so the request deadline always holds
+                value = await _bounded(call(model, timeout), timeout + 1.0)
             except (ProviderError, InvalidInput, asyncio.TimeoutError) as e:
                 err = _as_provider_error(e, model, timeout)
                 ms = (loop.time() - started) * 1000
@@ -250,6 +250,15 @@ class Dispatcher:
             # rate limits move on at once; only the last model left is worth waiting for
             return self.backoff_s(n, err.retry_after)
         return None
+
+
+async def _bounded(aw: Awaitable[T], seconds: float) -> T:
+    # asyncio.timeout (3.11+) costs a timer handle; wait_for costs a whole task per call
+    timeout_cm = getattr(asyncio, "timeout", None)
+    if timeout_cm is None:
+        return await asyncio.wait_for(aw, seconds)
+    async with timeout_cm(seconds):
+        return await aw
 
 
 class _Next(Exception):

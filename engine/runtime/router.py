@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import uuid
+import itertools
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,7 @@ class Router:
             AllModelsFailed: every attempt failed.
         """
         started, t0 = self.clock.time(), time.perf_counter()
-        rid = uuid.uuid4().hex
+        rid = _request_id()
         try:
             request = Request.of(prompt, messages=messages, max_tokens=max_tokens, temperature=temperature,
                                  meta=meta, stop=stop)
@@ -154,7 +155,7 @@ class Router:
         after that raises (and is logged).
         """
         started, t0 = self.clock.time(), time.perf_counter()
-        rid = uuid.uuid4().hex
+        rid = _request_id()
         try:
             request = Request.of(prompt, messages=messages, max_tokens=max_tokens, temperature=temperature,
                                  meta=meta, stop=stop, stream=True)
@@ -339,6 +340,15 @@ class Router:
 
     def _on_health(self, event: HealthEvent) -> None:
         self.recorder.health_event(event)
+
+
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def _request_id() -> str:
+    """Unique across processes (random per-process prefix) without a syscall per request."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
 def _who(meta: Mapping[str, Any]) -> tuple[str | None, str | None]:

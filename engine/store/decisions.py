@@ -53,7 +53,7 @@ class DecisionLogError(EngineError):
     """Records could not be written to the decision log.
 
     Attributes:
-        unwritten: records held in memory when the error was raised (see `DecisionLog.unwritten`).
+        unwritten: rows held in memory when the error was raised (see `DecisionLog.unwritten`).
     """
 
     def __init__(self, message: str, *, unwritten: int = 0) -> None:
@@ -318,7 +318,7 @@ class DecisionLog:
     def _raise_failures(self, *, closing: bool = False) -> None:
         with self._state_lock:
             failures, self._failures = self._failures, []
-            held, refused = len(self._held), len(self._refused)
+            held, refused = _count_rows(self._held), _count_rows(self._refused)
         if not failures:
             return
         fate = (
@@ -329,7 +329,7 @@ class DecisionLog:
         first_message, first_exc = failures[0]
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
         raise DecisionLogError(
-            f"decision log {self.path}: {first_message}{more}; {held} record(s) held after database errors, "
+            f"decision log {self.path}: {first_message}{more}; {held} row(s) held after database errors, "
             f"{refused} refused by SQLite; {fate}",
             unwritten=held + refused,
         ) from first_exc
@@ -397,7 +397,7 @@ class DecisionLog:
         if failure is not None:
             with self._state_lock:
                 self._held = items + self._held
-                self._failures.append((f"could not write {len(items)} record(s) after a retry: {failure}", failure))
+                self._failures.append((f"could not write {_count_rows(items)} row(s) after a retry: {failure}", failure))
                 self.errors += 1
 
     def _write_with_retry(self, items: list[_Item]) -> BaseException | None:
@@ -497,6 +497,10 @@ class DecisionLog:
                 self._conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass  # the connection is reopened before the retry; the original error is what matters
+
+
+def _count_rows(items: list[_Item]) -> int:
+    return sum(1 + len(item[1]) if isinstance(item, tuple) else 1 for item in items)
 
 
 def _describe(item: _Item) -> str:
