@@ -51,6 +51,8 @@ class OpenAIAdapter(LLMAdapter):
         timeout_s: Default attempt timeout.
         organization: Optional OpenAI organization id.
         headers: Extra HTTP headers sent with every request.
+        send_temperature: False for models that only accept their default temperature
+            (OpenAI's reasoning models); the temperature is still validated.
     """
 
     kind = "openai"
@@ -68,9 +70,11 @@ class OpenAIAdapter(LLMAdapter):
         timeout_s: float = 30.0,
         organization: str | None = None,
         headers: Mapping[str, str] | None = None,
+        send_temperature: bool = True,
     ) -> None:
         super().__init__(provider, model, price=price, timeout_s=timeout_s)
         _require_sdk(self.kind)
+        self._send_temperature = send_temperature
         self._api_key = api_key
         self._base_url = base_url
         self._organization = organization
@@ -127,9 +131,10 @@ class OpenAIAdapter(LLMAdapter):
             "model": self.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             self._max_tokens_field: request.max_tokens,
-            "temperature": request.temperature,
             "timeout": request.timeout_s,
         }
+        if self._send_temperature:
+            params["temperature"] = request.temperature
         if request.stop:
             params["stop"] = list(request.stop)
         return params

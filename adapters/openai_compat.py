@@ -71,6 +71,7 @@ class OpenAICompatibleAdapter(OpenAIAdapter):
         timeout_s: Default attempt timeout.
         endpoint: A row of `ENDPOINTS` by name, or a `CompatibleEndpoint`.
         headers: Extra HTTP headers sent with every request.
+        send_temperature: False for servers or models that reject a temperature.
     """
 
     kind = "openai_compatible"
@@ -86,6 +87,7 @@ class OpenAICompatibleAdapter(OpenAIAdapter):
         timeout_s: float = 30.0,
         endpoint: str | CompatibleEndpoint = "generic",
         headers: Mapping[str, str] | None = None,
+        send_temperature: bool = True,
     ) -> None:
         if isinstance(endpoint, str):
             if endpoint not in ENDPOINTS:
@@ -97,7 +99,8 @@ class OpenAICompatibleAdapter(OpenAIAdapter):
                 f"provider {provider!r}: the openai_compatible adapter needs base_url (e.g. http://localhost:8000/v1)"
             )
         super().__init__(
-            provider, model, api_key=api_key, base_url=base_url, price=price, timeout_s=timeout_s, headers=headers
+            provider, model, api_key=api_key, base_url=base_url, price=price, timeout_s=timeout_s, headers=headers,
+            send_temperature=send_temperature,
         )
         self.endpoint = endpoint
         self._env_key = endpoint.env_api_key

@@ -16,10 +16,12 @@ __all__ = ["ADAPTER_KINDS", "build_adapter"]
 
 # kind -> (module, class, accepted options)
 _KINDS: dict[str, tuple[str, str, frozenset[str]]] = {
-    "openai": ("adapters.openai", "OpenAIAdapter", frozenset({"organization", "headers"})),
+    "openai": ("adapters.openai", "OpenAIAdapter", frozenset({"organization", "headers", "send_temperature"})),
     "anthropic": ("adapters.anthropic", "AnthropicAdapter", frozenset({"headers", "send_temperature"})),
     "gemini": ("adapters.gemini", "GeminiAdapter", frozenset({"api_version", "headers"})),
-    "openai_compatible": ("adapters.openai_compat", "OpenAICompatibleAdapter", frozenset({"endpoint", "headers"})),
+    "openai_compatible": (
+        "adapters.openai_compat", "OpenAICompatibleAdapter", frozenset({"endpoint", "headers", "send_temperature"}),
+    ),
     "simulated": (
         "adapters.simulated",
         "SimulatedAdapter",

@@ -18,7 +18,7 @@ LATIN_CUES: dict[str, dict[float, str]] = {
         "|segfault|segmentation fault|null pointer|nullpointer*|linked list|time complexity|big o"
         "|big-o|one-liner|oneliner|unit test*|typescript|javascript|powershell|kubectl|kubernetes|django"
         "|fastapi|flexbox|node.js|npm|list comprehension|race condition|deadlock*|memory leak*|borrow checker"
-        "|merge conflict*|git|golang|kotlin|php|awk|bash|zsh|sql|mysql|postgresql|sqlite|pandas|numpy|webpack"
+        "|merge conflict*|git|github|gitlab|bitbucket|ssh key*|publickey|permission denied|golang|kotlin|php|awk|bash|zsh|sql|mysql|postgresql|sqlite|pandas|numpy|webpack"
         "|css|html|jsx|tsx|docker*|compiler|compile*|syntax error|stackoverflow|debug*|linter|eslint|mypy",
         2.5: "stack trace|traceback|python|pyhton|java|js|ts|rust|ruby|swift|scala|haskell|perl|lua|elixir|clojure|dart|flutter|react"
         "|vue|angular|svelte|nextjs|next.js|express|flask|spring boot|laravel|rails|jquery|postgres|mongodb"
@@ -32,7 +32,7 @@ LATIN_CUES: dict[str, dict[float, str]] = {
         "|implement*|algorithm*|data structure*|binary search|sorting algorithm|orm|schema"
         "|index on|useeffect|usestate|component*|props|div|selector*|framework|library|dependency"
         "|dependencies|pip install|virtualenv|venv|conda|jupyter|notebook cell|vscode|vs code|ide|sdk|oauth"
-        "|jwt|cors|websocket*|unittest|jest|mocha|junit|selenium|playwright|programmatically|program|programs"
+        "|jwt|cors|websocket*|ssh|cargo|maven|gradle|rebase|unittest|jest|mocha|junit|selenium|playwright|programmatically|program|programs"
         "|programmer*|loop|loops|for loop|while loop|undefined|nan|null|boolean|int|string|strings"
         "|integer overflow|off-by-one|off by one|indentation|semicolon|bracket*|csv file|parse json|json file"
         "|regex|mutex*|goroutine*|channel*|microcontroller|arduino|raspberry pi|excel formula"
@@ -46,7 +46,8 @@ LATIN_CUES: dict[str, dict[float, str]] = {
     "math": {
         4.0: "bayes*|derivative*|integral*|integrate|antiderivative|differentiate|differential equation*|determinant"
         "|eigenvalue*|eigenvector*|standard deviation|confidence interval|x-intercept*|y-intercept*"
-        "|solve for|quadratic*|polynomial*|logarithm*|binomial theorem|by induction|taylor series"
+        "|solve for|how many different|how many possible|how many distinct|how many combinations"
+        "|how many arrangements|quadratic*|polynomial*|logarithm*|binomial theorem|by induction|taylor series"
         "|maclaurin|without replacement|how many ways|normally distributed|expected value|inequalit*"
         "|inéquation*|ableitung*|dérivée*|derivada*|intégrale*|nullstelle*|ecuación|ecuaciones|équation*"
         "|gleichung*|gleichungssystem",
@@ -68,7 +69,7 @@ LATIN_CUES: dict[str, dict[float, str]] = {
         "|wahrscheinlichkeit*|fläche*|flächeninhalt|volumen|aire|área|raíz|wurzel|racine|cône|kegel|cono"
         "|rayon|límite|grenzwert|porcentaje|prozent|pourcentage",
         1.5: "sum|sums|total|product of|ratio|rate|speed|km/h|mph|m/s|per hour|per second|per year|per month"
-        "|interest|invest*|salary|what percentage|in what year|false positive*|false negative*"
+        "|interest|invest*|salary|what percentage|in what year|false positive*|false negative*|tip on|discount of"
         "|catch up|minimum|maximum|graph|formula|formulas|math|maths|mathematical*|numbers|number of",
     },
     "reasoning": {
@@ -80,7 +81,14 @@ LATIN_CUES: dict[str, dict[float, str]] = {
         "|does it follow|logically|logic puzzle|puzzle*|riddle*|brain teaser*|brainteaser*|knights|knaves"
         "|always lie*|always tells the truth|always tell the truth|tells the truth|week-by-week|day-by-day"
         "|step-by-step plan|prioritized plan|prioritised plan|in what order|what order|which order"
-        "|competing explanations|what else could explain|correlation|causation|help me think|help me decide"
+        "|competing explanations|what else could explain|correlation|causation|help me think|help me figure out|help me decide|conclu*|must be true|necessarily true|logically follow*"
+        "|makes more sense|make more sense|which makes|which option|which one should|what would you choose"
+        "|which would you choose|defend your|defend the|make the case|the case for|the case against"
+        "|stronger argument|strongest argument|better argument|argument for|argument against|arguments for"
+        "|how would you prioriti*|how should we prioriti*|how would you approach|how would you decide"
+        "|how would you handle|main factors|key factors|critique|critically|pour et le contre|le pour et le contre"
+        "|vaut-il mieux|vaut mieux|wie würdest du|würdest du|ursache*|begründe*|lohnt es sich|vale la pena"
+        "|qué conviene|pros and cons"
         "|help me weigh|why is that wrong|why is it wrong|why is this wrong|weigh the|weigh them|weigh it|weigh up|choosing between|choose between|deciding between"
         "|decide between|what factors|which factors|factors should|what are the risks|the risks|dilemma"
         "|razonar|razona|razonamiento|ventajas y desventajas|pros y contras|qué harías|abwägen|abwägung"
@@ -88,14 +96,15 @@ LATIN_CUES: dict[str, dict[float, str]] = {
         "|que ferais-tu|raisonne*|raisonnement|énigme*|acertijo*|rätsel",
         2.0: "compare|comparing|comparison|versus|vs|should i|should we|should a|should our|which should"
         "|which is better|is it better|better choice|better option|better off|worth it|decide|decision*"
-        "|risks|implications|consequences|prioriti*|prioriti*|plan|plans|planning|strategy|strategies"
+        "|risks|implications|consequences|prioriti*|factors|plan|plans|planning|strategy|strategies"
         "|estimate|estimating|assumptions|assume|intuitively|explain why|why or why not|why might|why would"
         "|why did|why do some|argue|evaluate|assess|analyze|analyse|analysis|analyzing|analysing|deduce|sound|scenario*|what if|options"
         "|consider|considering|considerations|recommend*|sequence|order of|dependencies|bottleneck*"
         "|likely cause*|likely causes|how would you|how should we|how should i|how do you"
         "|how can you|how does he|how does she|who owns|who is in"
         "|rank|ranked|fairest|ethical|justify|convince|counterargument*|objection*|weigh|think about"
-        "|angles|what else|most people|debería|deberíamos|conviene|decisión|decidir|analiza*|riesgos|compara*|factores"
+        "|angles|what else|most people|why do|why does|why would|pèse|peser|es mejor|ist es besser"
+        "|vorgehen|überleg*|how they interact|debería|deberíamos|conviene|decisión|decidir|analiza*|riesgos|compara*|factores"
         "|estrategia|entscheid*|sinnvoller|sollte ich|sollten wir|faktoren|risiken|vergleich*|analysier*"
         "|strategie|devrais-je|devrions-nous|décid*|décision|risques|compar*|analyse*|facteurs|stratégie"
         "|principes|équité|équitable|le plus juste|recommandation|logique|lógica|logik",
@@ -140,7 +149,9 @@ LATIN_CUES: dict[str, dict[float, str]] = {
         "|json object|json array|json list|give me json|return json|output json|json format|formato json"
         "|format json|au format json|als json|classify|classif*|categori*|catégoris*|kategorisier*"
         "|klassifizier*|clasifica*|sentiment",
-        3.5: "list of every|list of all|a list of every|a list of all",
+        3.5: "list of every|list of all|a list of every|a list of all|just list|only list|list only|fill in|fill out"
+        "|detect the|which language is|what language is|named in|mentioned in|referenced in|listed in"
+        "|locate all|locate every|erwähnt*|genannt|mencionad*|se mencionan|mentionné*|cité*|citées",
         3.0: "parse|identify the|identify all|identify every|identify each|list all|list every|list each"
         "|list the names|list them|just list|find all|find every|find each|which ones mention*"
         "|mentioned in|are mentioned|is mentioned|referenced in|label each|label whether|tag each"
@@ -151,15 +162,18 @@ LATIN_CUES: dict[str, dict[float, str]] = {
         "|each review|each line|each sentence|each message|each item|every email|every url|every date"
         "|every name|tabla|tableau|tabelle|clasifica|classe ces|identifica*"
         "|identifie*|relève*|relever|saca|sacar|liste alle|auflisten|aufführen|herausfinden",
-        2.0: "each of these|only the|convert this|turn this",
+        2.0: "each of these|only the|convert this|turn this|which of these|which of the following|give me all"
+        "|give me every|nothing else|no explanation|no commentary|reply with|respond with|answer with|answer only"
+        "|numbers only|names only|only the numbers|only the names|just the names|just the numbers|hashtag*",
         1.0: "json|fields|field|columns|table|list|count|counts|names|dates|amounts|numbers from"
         "|from this|from the following|from these|mentioned|label|labels|tag|tags|format|normali*|csv",
     },
     "translate": {
-        4.0: "translat*|traduc*|tradu*|traduz*|übersetz*|übersetzung*|how do you say|how do i say|how would i say"
+        4.0: "translat*|traduc*|tradúc*|tradu*|traduz*|locali*|übersetz*|übersetzung*|how do you say|how do i say|how would i say"
         "|how would you say|how to say|how can i say|how do we say|what's the word for|what is the word for"
         "|cómo se dice|como se dice|comment dit-on|comment on dit|wie sagt man|literally mean*|mean in english"
-        "|means in english|say in english|say it in|in english please",
+        "|means in english|say in english|say it in|in english please|was heißt|wie heißt|que veut dire"
+        "|qu'est-ce que veut dire|qué significa|que significa",
         2.0: "in english|into english|to english|in spanish|into spanish|to spanish|in french|into french"
         "|to french|in german|into german|to german|al inglés|al español|en anglais|en français|ins englische"
         "|ins deutsche|auf englisch|auf deutsch|en inglés|en español|what does it say|what does this say"
@@ -182,7 +196,7 @@ LATIN_CUES: dict[str, dict[float, str]] = {
         "|how do i get rid|how do i keep|how can i keep|how do i stay|how can i stay|do you know|who wrote"
         "|who painted|who invented|who discovered|who is the|who was the|who won|when did|when was"
         "|capital of|how tall|how old|how big|how deep|how many people|what time|time zone|weather"
-        "|best season|nervous|feeling|stay motivated|motivation|bored|lonely|cheer up|consejo*|recomienda*"
+        "|best season|most popular|right now|nowadays|these days|where is the|what year|can dogs|can cats|nervous|feeling|stay motivated|motivation|bored|lonely|cheer up|consejo*|recomienda*"
         "|recomiendas|kennst du|tipps|empfiehl*|empfehlung*|conseil*|recommande*|tu connais|vous connaissez"
         "|quelle est la meilleure|cuál es|quién|wer ist|qui est|wie viele|combien|cuántos|cuántas"
         "|learning to code|learn to code|learn coding|learn programming|what happened",
@@ -209,7 +223,7 @@ CJK_CUES: dict[str, dict[float, str]] = {
     },
     "reasoning": {
         3.0: "利弊|权衡|优缺点|推理|谜题|パズル|推論|メリットとデメリット|デメリット|どう組めば|どう決めれば",
-        2.0: "考えて|どちらが|メリット|判断|比較|計画|順番|論理|リスク|検討|決め|選ぶべき|应该|哪个更好|分析|计划|逻辑"
+        2.0: "考えて|どちらが|理由|メリット|判断|比較|計画|順番|論理|リスク|検討|決め|選ぶべき|应该|哪个更好|分析|计划|逻辑"
         "|风险|考虑|因素|选择|比较|怎么办|安排|为什么|なぜ|どうすれば",
     },
     "creative": {
@@ -221,11 +235,12 @@ CJK_CUES: dict[str, dict[float, str]] = {
         1.5: "まとめ|一句话|三行|3行|简要|簡潔",
     },
     "extract": {
-        4.0: "抜き出|抽出|取り出|分類|提取|抽取|分类",
-        2.0: "一覧|列挙|表に|找出|列出|识别|表格|JSON|json",
+        4.0: "抜き出|抽出|取り出|分類|提取|抽取|分类|ポジティブ|ネガティブ|肯定的|否定的|感情分析|情感|正面还是负面|积极还是消极",
+        2.0: "一覧|列挙|表に|找出|列出|识别|表格|JSON|json|登場する|出てくる|提到|出现的",
     },
     "translate": {
-        4.0: "翻訳|訳して|訳す|翻译|译成|翻成|译为|英訳|和訳|怎么说|何と言|なんて言",
+        4.0: "翻訳|訳して|訳す|翻译|译成|翻成|译为|英訳|和訳|怎么说|何と言|なんて言|語にして|語に直して|語で言うと|語でなんて"
+        "|用英语|用日语|用中文|成英文|成中文|成日文|成日语|成英语",
         2.0: "英語で|英语|日语|中文|英文|日本語で",
     },
     "greeting": {

@@ -231,10 +231,13 @@ async def test_ten_thousand_records_from_an_event_loop(db_path: Path) -> None:
 
 _WRITER = textwrap.dedent(
     """
-    import sys
+    import os, sys, time
     from engine.store.decisions import DecisionLog
     from engine.store.records import AttemptRecord, RequestRecord
     path, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path + ".go") and time.monotonic() < deadline:  # start together
+        time.sleep(0.001)
     # Small batches: many transactions from each process, so their write locks interleave.
     with DecisionLog(path, batch_size=50, max_delay_s=0.001) as log:
         for i in range(n):
@@ -251,6 +254,7 @@ def test_two_processes_writing_one_fresh_file(db_path: Path) -> None:
         subprocess.Popen([sys.executable, "-c", _WRITER, str(db_path), tag, "3000"], env=env, stderr=subprocess.PIPE)
         for tag in ("a", "b")
     ]
+    Path(f"{db_path}.go").touch()  # both migrate the fresh file and write at the same time
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()
@@ -373,7 +377,8 @@ def _dataset(log: DecisionLog) -> None:
                        saved_cost_usd=0.02 if i % 20 == 0 else 0.0, query_type="chat"))  # fmt: skip
     for i in range(1, 11):
         log.record(req(f"c{i}", ts=2000.0 + i, model="claude", route="premium", tenant="beta",
-                       latency_ms=100.0 * i, input_tokens=100, output_tokens=50, cost_usd=0.1, query_type="code"))  # fmt: skip
+                       latency_ms=100.0 * i, input_tokens=100, output_tokens=50, cost_usd=0.1,
+                       query_type="code"))  # fmt: skip
     for i in range(5):
         log.record(req(f"x{i}", ts=3000.0 + i, model=None, provider=None, route="premium", tenant="acme",
                        outcome="refused", latency_ms=None, query_type="code"))  # fmt: skip

@@ -397,7 +397,8 @@ class DecisionLog:
         if failure is not None:
             with self._state_lock:
                 self._held = items + self._held
-                self._failures.append((f"could not write {_count_rows(items)} row(s) after a retry: {failure}", failure))
+                message = f"could not write {_count_rows(items)} row(s) after a retry: {failure}"
+                self._failures.append((message, failure))
                 self.errors += 1
 
     def _write_with_retry(self, items: list[_Item]) -> BaseException | None:

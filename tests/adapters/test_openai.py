@@ -66,6 +66,15 @@ async def test_at_most_four_stop_sequences(adapter: OpenAIAdapter, fake: FakeVen
     assert fake.calls() == 0
 
 
+async def test_reasoning_models_get_no_temperature(fake: FakeVendorServer) -> None:
+    a = adapter_for("openai", fake, model="o4-mini", send_temperature=False)
+    try:
+        await a.generate("think", 100, 0.7)
+    finally:
+        await a.aclose()
+    assert "temperature" not in fake.last_body("openai")
+
+
 _REQ = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
 
 

@@ -6,6 +6,7 @@ Register once in the root conftest: `pytest_plugins = ["tests.fakes.pytest_plugi
 Fixtures:
     fake_vendor_server  one server for the session (background thread)
     fake                the same server, reset before and after each test
+    fake_vendors        alias of `fake` (for suites that already use that name)
 """
 
 from __future__ import annotations
@@ -91,3 +92,9 @@ def fake(fake_vendor_server: FakeVendorServer) -> Iterator[FakeVendorServer]:
     fake_vendor_server.reset()
     yield fake_vendor_server
     fake_vendor_server.reset()
+
+
+@pytest.fixture
+def fake_vendors(fake: FakeVendorServer) -> FakeVendorServer:
+    """Alias of `fake`."""
+    return fake

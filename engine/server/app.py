@@ -1,0 +1,291 @@
+"""The HTTP service: an OpenAI-compatible API over the router, with auth, reload and ops pages.
+
+    create_app(ServeConfig(policy="policies/default.yaml", keys_db="keys.db"))   # an ASGI app
+
+`engine serve` runs it on uvicorn (uvloop, httptools); with several workers each imports
+`engine.server.app:create_app` as a factory and reads its config from `ENGINE_SERVE_*`.
+
+Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `POST /v1/explain`, `GET /healthz`,
+`GET /readyz`, `GET /metrics`, `GET /dashboard` (+ its data and static files).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from engine.errors import QuotaExceeded
+from engine.policy.model import Policy
+from engine.runtime.router import Router
+from engine.server.auth import Authenticator, KeyQuotas, Principal
+from engine.server.config import ServeConfig
+from engine.server.errormap import map_error
+from engine.server.keystore import KeyStore
+from engine.server.livestats import LiveStats
+from engine.server.openai_wire import (
+    ChatRequest,
+    StreamEncoder,
+    WireError,
+    completion_body,
+    models_body,
+    parse_chat_request,
+)
+from engine.server.ops import OpsPages
+from engine.server.reload import Live, PolicyHolder
+from engine.server.streaming import ServedModel, TaggingPool, stream_events
+
+__all__ = ["Service", "create_app"]
+
+log = logging.getLogger("engine.server")
+
+_JSON = "application/json"
+_RESERVED = ("tenant", "key", "tier")
+
+
+def _json_error(err: WireError) -> Response:
+    return Response(err.body(), status_code=err.status, media_type=_JSON, headers=err.headers)
+
+
+class Service:
+    """One process's service state: the live router, keys, stats and background tasks.
+
+    Args:
+        config: how to run.
+        metrics: Prometheus metrics for the routers (default: `engine.metrics.RouterMetrics`).
+    """
+
+    def __init__(self, config: ServeConfig, *, metrics: Any = None) -> None:
+        self.config = config
+        self.stats = LiveStats(metrics if metrics is not None else _default_metrics())
+        store = KeyStore(config.keys_db) if config.keys_db else None
+        self.auth = Authenticator(store, refresh_s=config.keys_refresh_s)
+        self.key_quotas = KeyQuotas(config.keys_db)
+        self.holder = PolicyHolder(config.policy, self._build, interval_s=config.reload_interval_s)
+        self.ops = OpsPages(self)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _build(self, policy: Policy) -> Router:
+        kwargs: dict[str, Any] = {"log_path": self.config.log_db} if self.config.log_db else {}
+        router = Router(policy, metrics=self.stats, **kwargs)
+        # a pool that tells a stream which model is serving it (the router's stream API does not)
+        router.adapters = TaggingPool(policy)
+        return router
+
+    async def start(self) -> None:
+        """Load the policy and start the file and key watchers."""
+        await self.holder.start()
+        self.holder.install_sighup()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self.holder.watch())]
+        if self.auth.enabled:
+            self._tasks.append(loop.create_task(self.auth.watch()))
+        live = self.holder.live
+        assert live is not None
+        log.info("serving policy %s (%s); auth %s", self.config.policy, live.version[:12],
+                 "on" if self.auth.enabled else "OFF")
+
+    async def stop(self) -> None:
+        """Stop the watchers, then close every router (flushing the decision log)."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.holder.aclose()
+        self.key_quotas.close()
+        if self.auth.store is not None:
+            self.auth.store.close()
+
+    # -- request helpers --------------------------------------------------------------------
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.config.max_body_bytes
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise WireError(400, f"Invalid Content-Length header: {length!r}.")
+            if int(length) > limit:
+                raise WireError(413, f"Request body of {length} bytes exceeds the limit of {limit} bytes.",
+                                code="request_too_large")
+            return await request.body()
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise WireError(413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _meta(chat: ChatRequest, who: Principal) -> dict[str, Any]:
+        meta: dict[str, Any] = {k: v for k, v in chat.metadata.items() if k not in _RESERVED}
+        if chat.user is not None:
+            meta["user"] = chat.user
+        meta.update(who.metadata)
+        meta["tenant"], meta["key"], meta["tier"] = who.tenant, who.key_id, who.tier
+        return meta
+
+    @staticmethod
+    def _pin(chat: ChatRequest, live: Live) -> str | None:
+        if chat.model == "auto":
+            return None
+        policy = live.router.policy
+        if chat.model in policy.models or any(r.name == chat.model for r in policy.routes):
+            return chat.model
+        raise WireError(404, f"The model `{chat.model}` does not exist. Use \"auto\", a model or a route name of "
+                        "the policy (GET /v1/models lists them).", param="model", code="model_not_found")
+
+    async def _settle(self, who: Principal, reservation: Any, tokens: int, cost: float) -> None:
+        if reservation is not None:
+            try:
+                await self.key_quotas.settle(who, reservation, tokens, cost)
+            except Exception:
+                log.exception("could not settle the quota of key %s", who.key_id)
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    async def chat_completions(self, request: Request) -> Response:
+        """`POST /v1/chat/completions`."""
+        try:
+            who = self.auth.authenticate(request.headers)
+            chat = parse_chat_request(await self._body(request), default_max_tokens=self.config.default_max_tokens)
+            reservation = await self.key_quotas.admit(who) if who.quota is not None else None
+        except WireError as e:
+            return _json_error(e)
+        except QuotaExceeded as e:
+            return _json_error(map_error(e, self.stats))
+        live = self.holder.acquire()
+        if chat.stream:
+            return await self._stream(live, chat, who, reservation)
+        tokens, cost = 0, 0.0
+        try:
+            pinned = self._pin(chat, live)
+            result = await live.router.generate(
+                messages=chat.messages, max_tokens=chat.max_tokens, temperature=chat.temperature,
+                stop=chat.stop or None, meta=self._meta(chat, who), model=pinned)
+            tokens, cost = result.input_tokens + result.output_tokens, result.cost_usd
+        except Exception as e:
+            return _json_error(map_error(e, self.stats))
+        finally:
+            self.holder.release(live)
+            if reservation is not None:
+                await self._settle(who, reservation, tokens, cost)
+        headers = {"x-request-id": result.request_id, "x-router-model": result.model,
+                   "x-router-provider": result.provider, "x-router-route": result.route or "",
+                   "x-router-cached": "true" if result.cached else "false",
+                   "x-router-policy": live.version[:12]}
+        return Response(completion_body(result, int(time.time())), media_type=_JSON, headers=headers)
+
+    async def _stream(self, live: Live, chat: ChatRequest, who: Principal, reservation: Any) -> Response:
+        served = ServedModel()
+        try:
+            pinned = self._pin(chat, live)
+            events = stream_events(live.router, served, messages=chat.messages, max_tokens=chat.max_tokens,
+                                   temperature=chat.temperature, stop=chat.stop or None,
+                                   meta=self._meta(chat, who), model=pinned)
+            # wait for the first token before answering: a failure until then is a real HTTP error
+            first = await events.__anext__()
+        except Exception as e:
+            self.holder.release(live)
+            await self._settle(who, reservation, 0, 0.0)
+            return _json_error(map_error(e, self.stats))
+        enc = StreamEncoder(f"chatcmpl-{served.completion_id}", int(time.time()), served.model or chat.model,
+                            include_usage=chat.include_usage)
+
+        async def body() -> AsyncIterator[bytes]:
+            tokens, cost = 0, 0.0
+            try:
+                async for chunk in events.encode(enc, first, lambda e: map_error(e, self.stats)):
+                    yield chunk
+                if events.result is not None:
+                    tokens = events.result.input_tokens + events.result.output_tokens
+                    cost = events.result.cost_usd
+            finally:
+                self.holder.release(live)
+                await events.aclose()
+                if reservation is not None:
+                    await self._settle(who, reservation, tokens, cost)
+
+        headers = {"cache-control": "no-cache", "x-router-model": served.model or "",
+                   "x-router-policy": live.version[:12]}
+        return StreamingResponse(body(), media_type="text/event-stream; charset=utf-8", headers=headers)
+
+    async def models(self, request: Request) -> Response:
+        """`GET /v1/models`: `auto`, the routes and the models of the live policy."""
+        try:
+            self.auth.authenticate(request.headers)
+        except WireError as e:
+            return _json_error(e)
+        live = self.holder.acquire()
+        try:
+            policy = live.router.policy
+            body = models_body({m.name: m.provider for m in policy.models.values()},
+                               tuple(r.name for r in policy.routes), int(live.loaded_at))
+        finally:
+            self.holder.release(live)
+        return Response(body, media_type=_JSON)
+
+    async def explain(self, request: Request) -> Response:
+        """`POST /v1/explain`: the decision for a chat completions body, without calling any vendor."""
+        try:
+            who = self.auth.authenticate(request.headers)
+            chat = parse_chat_request(await self._body(request), default_max_tokens=self.config.default_max_tokens)
+        except WireError as e:
+            return _json_error(e)
+        live = self.holder.acquire()
+        try:
+            pinned = self._pin(chat, live)
+            decision = live.router.explain(messages=chat.messages, max_tokens=chat.max_tokens,
+                                           temperature=chat.temperature, stream=chat.stream,
+                                           meta=self._meta(chat, who))
+            out = decision.as_dict()
+        except Exception as e:
+            return _json_error(map_error(e, self.stats))
+        finally:
+            self.holder.release(live)
+        out["policy_version"] = live.version
+        if pinned is not None:
+            out["pinned"] = pinned
+        return Response(json.dumps(out, default=str), media_type=_JSON)
+
+
+def _default_metrics() -> Any:
+    try:
+        from engine.metrics import RouterMetrics
+    except ImportError:
+        from engine.server.prom import FallbackMetrics
+
+        return FallbackMetrics()
+    return RouterMetrics(tenant_label=True)
+
+
+def create_app(config: ServeConfig | None = None, *, metrics: Any = None) -> Starlette:
+    """The ASGI app (uvicorn factory: `engine.server.app:create_app`, config from `ENGINE_SERVE_*`)."""
+    service = Service(config or ServeConfig.from_env(), metrics=metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[Mapping[str, Any]]:
+        await service.start()
+        try:
+            yield {}
+        finally:
+            await service.stop()
+
+    routes = [
+        Route("/v1/chat/completions", service.chat_completions, methods=["POST"]),
+        Route("/chat/completions", service.chat_completions, methods=["POST"]),
+        Route("/v1/models", service.models, methods=["GET"]),
+        Route("/v1/explain", service.explain, methods=["POST"]),
+        *service.ops.routes(),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.service = service
+    return app
