@@ -144,6 +144,11 @@ _MATH = re.compile(
     r"|-(?<=\d -)\s+\(?\d|\+(?<=[\d)a-z] \+)\s+\(?\d|/(?<=\d /)\s+\(?\d|/(?<=d[a-z]/)d[a-z]\b"
     r"|%(?<=\d%)\s*(?:of|de|von|du|des)\s+\$?\d|sin\s*\(|cos\s*\(|tan\s*\(|log\w*\s*\(|ln\s*\(|exp\s*\(|sqrt\s*\(|\[\[|\|(?=\s*-?\d+\s+-?\d+)"
 )
+_SQL = re.compile(
+    r"SELECT\s[\s\S]{1,300}?\bFROM\s+\w|select\s+[\w.*]+(?:\s*,\s*[\w.*()]+)*\s+from\s+\w|INSERT INTO\s|insert into\s+\w+\s*\("
+    r"|CREATE TABLE\s|create table\s+\w+\s*\(|UPDATE\s+\w+\s+SET\s|DELETE FROM\s"
+)
+_MONEY_OR_PERCENT = re.compile(r"\d\s?%|[$€£¥]\s?\d|\d\s?(?:€|eur|euros?|usd|dollars?)\b")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _QUANTITY_Q = re.compile(
     r"\b(?:how (?:many|much|long|far|fast|high|old|big|tall)|what (?:is|are|was|'s) the (?:probability|chance|odds"
@@ -158,10 +163,8 @@ _CONVERT_VERB = re.compile(
     r"\b(?:translat\w*|convert\w*|port|porting|rewrite|re-write|turn|traduc\w*|übersetz\w*|tradui\w*|traduz\w*"
     r"|put|render|write|say)\b"
 )
-_INTO = re.compile(
-    r"\b(?:in|into|to|en|a|al|nach|ins)\s+(?:idiomatic\s+|modern\s+|clean\s+|formal\s+|plain\s+|simple\s+"
-    r"|polite\s+|informal\s+|casual\s+|simplified\s+|traditional\s+)?([\w+#]+)"
-)
+_INTO = re.compile(r"\b(in|into|to|en|a|al|nach|ins|auf|vers)\s+([\w+#'-]+(?:\s+[\w+#'-]+){0,2})")
+_SHORT_QUOTE = re.compile(r"(?:^|[\s:(])['\"«「“„][^'\"»」”\n]{1,60}['\"»」”]")
 _SENTENCE_END = re.compile(r"[.?!\n]")
 _LANG_PAIR = re.compile(
     r"\b(?:en|es|fr|de|it|pt|ja|jp|zh|cn|ko|ru|nl|pl|english|spanish|french|german|italian|japanese|chinese)"
@@ -193,22 +196,83 @@ def _words(spec: str) -> frozenset[str]:
 
 
 _PROG_WORDS = _words(PROGRAMMING_LANGUAGES)
+_TARGET_WORDS = _PROG_WORDS | _LANG_WORDS
 _CODE_NOUNS = _words(CODE_NOUNS)
 _NOT_A_PORT = frozenset({"put", "say", "write", "render"})  # "write it in Python" is not a port of given code
 _CREATIVE_NOUNS = _words(CREATIVE_NOUNS)
 _LANG_WORDS = _words(LANGUAGES)
+_LANG_NOUN = re.compile(rf"\b(?:{LANGUAGES}) (?:version|translation|equivalent|word for|term for|for)\b")
 _WRITE_VERBS = _words(
     "write compose create implement build make generate give code draft craft pen come escribe escríbeme escribir"
     " crea écris écrivez écrire crée schreib schreibe erstelle erfinde invente inventa"
 )
-_DOC_DEIXIS = frozenset({"this", "that", "these", "each"})
+_DOC_DEIXIS = frozenset({"this", "that", "these", "each", "the"})
 _NEGATORS = frozenset({"no", "not", "don't", "dont", "doesn't", "without", "never"})
 _IS_THIS_DOC = re.compile(
-    r"\b(?:is|does|are) (?:this|the|that|each|these) (?:\w+ )?(?:tweets?|e-?mails?|messages?|reviews?|comments?|posts?"
+    r"\b(?:is|does|are|which of) (?:this|the|that|each|these) (?:\w+ )?(?:tweets?|e-?mails?|messages?|reviews?|comments?|posts?"
     r"|tickets?|texts?|sentences?|headlines?|requests?|quer(?:y|ies)|feedback|complaints?|notes?|replies|reply"
     r"|paragraphs?|articles?|sms|chats?) (?:about|a|an|positive|negative|neutral|spam|sarcastic|urgent|related"
     r"|relevant|written|in|more|likely|asking|mentions?|contains?|talking|complaining|expressing|toxic|offensive)\b"
 )
+_DOC_NOUNS = (
+    r"(?:text|passage|article|e-?mails?|messages?|paragraph|document|report|transcript|notes|reviews?|tweets?|post"
+    r"|chat|thread|log|letter|memo|abstract|clause|section|page|listing|invoice|receipt|resume|cv|label|excerpt"
+    r"|essay|chapter|announcement|newsletter|minutes|conversation|changelog|press release|posting|description"
+    r"|bio|sentences?|statement|contract|comments|feedback|survey|lines|data|table|list|caption|form|menu|ticket"
+    r"|bill|schedule|itinerary|confirmation|records?|file|poem|song|verse|story|lyrics|quote|snippet|config)"
+)
+_ASK_DOC = re.compile(
+    r"\b(?:what|what's|which|who|when|where|how many|how much|list|give me|find|get|show me)\b[^.?!]{0,80}?"
+    rf"\b(?:in|on|from|within) (?:this|these|the following|the above|the below|the attached|that|the)\s+"
+    rf"(?:[\w-]+\s+){{0,2}}?{_DOC_NOUNS}\b"
+)
+_CREATIVE_MATERIAL = re.compile(
+    r"\b(?:this|these|the following|that|the above|the below|the)\s+(?:[\w-]+\s+)?(?:poem|song|verse|story|lyrics"
+    r"|joke|haiku|limerick|speech|letter|novel|tale|fable|dialogue|scene|slogan|caption)\b"
+)
+_PULL_OUT = re.compile(
+    r"\b(?:pull|get|grab|fish|dig|pick|take)\b(?:\s+\S+){0,4}?\s+out\s+(?:of\s+)?(?:this|the|these|that|my|from)\b"
+)
+_LEAD_VERB = re.compile(
+    r"(?:^|[.!?:;]\s+)(?:(?:please|pls|plz|just|now|also|then|kindly|can you|could you|would you|will you|can u"
+    r"|hey|hi|ok|okay|so|quick|bitte|por favor|s'il te plaît|stp)\s+)*([^\W\d_]+)"
+)
+_MAIN_VERBS: dict[str, str] = {
+    **dict.fromkeys(
+        "extract list classify categorize categorise tag label parse identify detect pull fill extrae extraer"
+        " extrahiere extrahieren extrais extrayez clasifica klassifiziere classe liste".split(),
+        "extract",
+    ),
+    **dict.fromkeys(
+        "summarize summarise condense shorten recap tldr tl resume resumen resúmelo résume résumez résumer fasse"
+        " fass zusammenfassen sintetiza".split(),
+        "summarize",
+    ),
+    **dict.fromkeys(
+        "translate traduce tradúceme traducir traduis traduisez traduire übersetze übersetz übersetzen localize"
+        " localise".split(),
+        "translate",
+    ),
+    **dict.fromkeys("fix debug refactor implement optimize optimise port".split(), "code"),
+    **dict.fromkeys(
+        "solve calculate compute prove simplify differentiate integrate factor derive resuelve calcula calcule"
+        " berechne löse résous démontre beweise".split(),
+        "math",
+    ),
+    **dict.fromkeys("compose imagine pretend roleplay invent invente inventa erfinde brainstorm".split(), "creative"),
+    **dict.fromkeys("compare weigh assess analyze analyse critique prioritize prioritise decide argue".split(), "reasoning"),
+}
+
+
+def _main_verb(instr: str) -> str | None:
+    """Label of the first imperative verb that starts one of the first sentences, if it is telling."""
+    for k, m in enumerate(_LEAD_VERB.finditer(instr)):
+        label = _MAIN_VERBS.get(m.group(1))
+        if label or k >= 2:
+            return label
+    return None
+
+
 _FASSE_ZUSAMMEN = re.compile(r"\bfass\w*\b[^.?!\n]{0,80}\bzusammen\b")
 _RESUME_ES_FR = re.compile(
     r"\bresume\s+(?:este|esta|estos|estas|el|la|los|las|lo|en|brevemente|ce|cet|cette|ces|le|les)\b"
@@ -357,18 +421,27 @@ def _cue_scores(toks: list[str], instr: str) -> tuple[dict[str, float], dict[str
 
 
 def _conversion_target(instr: str) -> str | None:
-    """"code" for "translate/convert/port X into <programming language>", "translate" for a human language."""
+    """What "translate/convert/put X into Y" asks for.
+
+    Returns "code" when Y is a programming language ("translate this into idiomatic Python"),
+    "translate" when Y is a human language after a conversion verb, "language" when a human
+    language is only named as a target ("I need this in Japanese"), else None.
+    """
     for verb in _CONVERT_VERB.finditer(instr):
-        window = instr[verb.end() : verb.end() + 70]
+        window = instr[verb.end() : verb.end() + 80]
         stop = _SENTENCE_END.search(window)
         if stop:
             window = window[: stop.start()]
         for into in _INTO.finditer(window):
-            word = into.group(1)
-            if word in _PROG_WORDS and verb.group() not in _NOT_A_PORT:
-                return "code"
-            if word in _LANG_WORDS:
+            words = into.group(2).split()
+            if words[0] in _PROG_WORDS or (len(words) > 1 and words[1] in _PROG_WORDS):
+                if verb.group() not in _NOT_A_PORT:
+                    return "code"
+            if any(word in _LANG_WORDS for word in words):
                 return "translate"
+    for into in _INTO.finditer(instr):
+        if into.group(1) != "a" and any(word in _LANG_WORDS for word in into.group(2).split()):
+            return "language"
     return None
 
 
@@ -384,15 +457,22 @@ def _requested_artefact(instr: str) -> str | None:
     return None
 
 
-def _phrase_scores(instr: str, words: frozenset[str], acc: dict[str, float], code_struct: float) -> None:
+def _phrase_scores(
+    instr: str, words: frozenset[str], acc: dict[str, float], peak: Mapping[str, float], code_struct: float, given: int
+) -> None:
     # each pattern only runs when a word it needs is present: most prompts skip most of them
-    if words & (_PROG_WORDS | _LANG_WORDS):
+    if words & _TARGET_WORDS:
         target = _conversion_target(instr)
         if target == "code":
             _add(acc, "code", 4.0)
             _add(acc, "translate", -4.0)
         elif target == "translate":
             _add(acc, "translate", 2.5)
+        elif target == "language":
+            # "I need this in Japanese: '...'", "what's 'good luck' in Hebrew?"
+            _add(acc, "translate", 3.5 if given or _SHORT_QUOTE.search(instr) or ":" in instr else 2.0)
+        if words & _LANG_WORDS and _LANG_NOUN.search(instr):
+            _add(acc, "translate", 3.5)  # "the French version of", "the Spanish word for"
     if (">" in instr or "→" in instr) and _LANG_PAIR.search(instr):
         _add(acc, "translate", 4.0)
     if words & _WRITE_VERBS:
@@ -407,8 +487,19 @@ def _phrase_scores(instr: str, words: frozenset[str], acc: dict[str, float], cod
             _add(acc, "code" if m.group("code") else "math", -3.0)
     if code_struct and "what" in words and _WHAT_CODE_DOES.search(instr):
         _add(acc, "code", 3.0)
-    if words & _DOC_DEIXIS and _IS_THIS_DOC.search(instr):
-        _add(acc, "extract", 3.5)  # "is this tweet about X or Y?": classify the given text
+    if words & _DOC_DEIXIS:
+        if _IS_THIS_DOC.search(instr):
+            _add(acc, "extract", 3.5)  # "is this tweet about X or Y?": classify the given text
+        elif given and _ASK_DOC.search(instr):
+            _add(acc, "extract", 2.0)  # "what's the due date on this invoice?"
+        if max(peak.get("summarize", 0.0), peak.get("extract", 0.0), peak.get("translate", 0.0)) >= 3.0:
+            if _CREATIVE_MATERIAL.search(instr):
+                _add(acc, "creative", -3.0)  # "which places are named in this poem": the poem is material
+    if "out" in words and _PULL_OUT.search(instr):
+        _add(acc, "extract", 3.5)
+    verb = _main_verb(instr)
+    if verb:
+        _add(acc, verb, 1.5)
     if ("zusammen" in words and _FASSE_ZUSAMMEN.search(instr)) or ("resume" in words and _RESUME_ES_FR.search(instr)):
         _add(acc, "summarize", 4.0)
 
@@ -425,14 +516,21 @@ def _structure(sp: _Split, instr: str) -> tuple[float, float]:
         code += 3.0
     elif lines >= 3:
         code += 2.0
+    if _SQL.search(sample) or _SQL.search(sp.instr):
+        code += 2.5
     if "`" in instr and _INLINE_CODE.search(instr):
         code += 1.5
         instr = _INLINE_CODE.sub(" ", instr)
+    numbers = len(_NUMBER.findall(instr))
+    math = 0.0
+    if numbers >= 2:
+        if _QUANTITY_Q.search(instr):
+            math += 1.5
+        if _MONEY_OR_PERCENT.search(instr):
+            math += 1.5  # "what's a 15% tip on $64.80"
     if not lines and not sp.blocks and sp.size < _SHORT_PROMPT:
         instr = instr + "\n" + sp.passage.lower()  # "Solve the system:\n\n2x + y = 5 ..." keeps its maths
-    math = min(4.0, 1.0 * len(_MATH.findall(instr)))
-    if len(_NUMBER.findall(instr)) >= 2 and _QUANTITY_Q.search(instr):
-        math += 1.5
+    math += min(4.0, 1.0 * len(_MATH.findall(instr)))
     return code, math
 
 
@@ -455,7 +553,7 @@ def scores(text: str) -> dict[str, float]:
         code_struct *= 0.4  # "translate the comments in this code": the code is the material, not the task
     _add(acc, "code", code_struct)
     _add(acc, "math", math_struct)
-    _phrase_scores(instr, frozenset(toks), acc, code_struct)
+    _phrase_scores(instr, frozenset(toks), acc, peak, code_struct, sp.size)
 
     n = len(instr)
     greeting = acc.pop("greeting", 0.0)

@@ -164,7 +164,7 @@ def build_workload(n: int, *, seed: int = 7, reviews: int | None = None) -> list
             out.append(_burst(rng, i, t))
         elif i in review_slots:
             out.append(DemoRequest(index=i, at_s=t, tenant="acme", kind="review", max_tokens=8000, temperature=0.3,
-                                   size=40_000))
+                                   size=50_000))
         else:
             out.append(_everyday(rng, i, t))
     return out

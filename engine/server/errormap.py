@@ -1,0 +1,85 @@
+"""Engine errors as HTTP answers in OpenAI's error format (the table is in docs/service.md).
+
+| engine error | status | type / code |
+|---|---|---|
+| RequestError (bad input) | 400 | invalid_request_error |
+| QuotaExceeded (policy or key quota) | 429 + Retry-After (window reset) | insufficient_quota |
+| AllModelsFailed, every attempt rate limited | 429 + Retry-After (vendor's, else 1 s) | rate_limit_exceeded |
+| AllModelsFailed, every attempt the input's fault (context length, content filter) | 400 | context_length_exceeded / content_filter |
+| AllModelsFailed, otherwise | 503 | all_models_failed |
+| RoutingRefused, some model only held back by an open circuit | 503 + Retry-After | no_model_available |
+| RoutingRefused, held back only by rate limits | 429 + Retry-After | rate_limit_exceeded |
+| RoutingRefused, the policy allows no model for this request | 422 | routing_refused |
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from engine.errors import AllModelsFailed, QuotaExceeded, RequestError, RoutingRefused
+from engine.server.livestats import RATE_LIMIT_CLASSES, LiveStats
+from engine.server.openai_wire import WireError
+
+__all__ = ["map_error"]
+
+log = logging.getLogger("engine.server")
+
+_INPUT_FAULTS = {"ContextTooLong": "context_length_exceeded", "ContentFiltered": "content_filter"}
+
+
+def _seconds(value: float | None, default: int = 1) -> str:
+    if value is None or not math.isfinite(value):
+        return str(default)
+    return str(max(1, math.ceil(value)))
+
+
+def map_error(e: Exception, stats: LiveStats) -> WireError:
+    """The HTTP error for an exception raised while serving a request."""
+    if isinstance(e, WireError):
+        return e
+    if isinstance(e, RequestError):
+        return WireError(400, str(e))
+    if isinstance(e, QuotaExceeded):
+        return WireError(429, f"{e} (quota of this {'key' if e.quota.startswith('key-') else 'deployment'})",
+                         type="insufficient_quota", code="insufficient_quota",
+                         headers={"retry-after": _seconds(e.resets_at - time.time())})
+    if isinstance(e, AllModelsFailed):
+        return _all_failed(e, stats)
+    if isinstance(e, RoutingRefused):
+        return _refused(e)
+    log.exception("unexpected error while serving a request", exc_info=e)
+    return WireError(500, f"The router failed unexpectedly: {type(e).__name__}. The error is logged.",
+                     type="server_error", code="internal_error")
+
+
+def _all_failed(e: AllModelsFailed, stats: LiveStats) -> WireError:
+    limited, hint = stats.take_retry_after(e.request_id)
+    tried = [cls for _, cls, _ in e.attempts if cls != "Skipped"]
+    if not limited and tried and all(cls in RATE_LIMIT_CLASSES for cls in tried):
+        limited = True  # a stream's mid-flight failure is not in the hints; the classes still tell
+    if limited:
+        return WireError(429, f"Every model of the plan is rate limited; retry later. {e}", type="rate_limit_error",
+                         code="rate_limit_exceeded", headers={"retry-after": _seconds(hint)})
+    codes = {_INPUT_FAULTS.get(cls) for cls in tried}
+    if tried and len(codes) == 1 and None not in codes:
+        code = codes.pop()
+        assert code is not None
+        return WireError(400, str(e), code=code)
+    return WireError(503, str(e), type="server_error", code="all_models_failed")
+
+
+def _refused(e: RoutingRefused) -> WireError:
+    decision: Any = e.decision
+    reasons = [c.reason or "" for c in getattr(decision, "candidates", ()) if not c.eligible]
+    circuits = [r for r in reasons if r.startswith("circuit open")]
+    limits = [r for r in reasons if r.startswith("unavailable: rate limit")]
+    if circuits:
+        return WireError(503, f"No model is available right now: {e}", type="server_error",
+                         code="no_model_available", headers={"retry-after": "5"})
+    if limits:
+        return WireError(429, f"Every eligible model is at its rate limit: {e}", type="rate_limit_error",
+                         code="rate_limit_exceeded", headers={"retry-after": "1"})
+    return WireError(422, f"The routing policy allows no model for this request: {e}", code="routing_refused")
