@@ -277,7 +277,10 @@ class LLMAdapter(ABC):
 
     @contextmanager
     def _map_errors(self) -> Iterator[None]:
-        """The adapter's one choke point: every exception leaves as an `AdapterError`."""
+        """The adapter's one choke point: every vendor exception leaves as a `ProviderError` (cause kept).
+
+        Exceptions that are not the vendor's (bugs, cancellation) pass through unchanged.
+        """
         try:
             yield
         except AdapterError:
@@ -308,7 +311,7 @@ class LLMAdapter(ABC):
                 continue
             if isinstance(exc, mod.TimeoutException):
                 return self._error(Timeout, f"timed out: {type(exc).__name__}")
-            if isinstance(exc, (mod.TransportError, mod.StreamError)):
+            if isinstance(exc, mod.RequestError):  # transport failures, undecodable bodies
                 return self._error(ServerError, f"connection failed or was cut: {type(exc).__name__}: {exc}")
         if isinstance(exc, TimeoutError):
             return self._error(Timeout, "timed out")

@@ -7,7 +7,7 @@ off, same timeout) and a call through our adapter, on the same loopback fake (la
 Reported: p50 wall time of each, the added p50 (adapter - raw), the ratio, and the client-side
 CPU per call (process time over the batch, which excludes the fake's own work). Streaming adds
 the time to the first text chunk. The simulated adapter (time_scale 0) shows the base flow's
-own cost. Results go to stdout and to the "Adapters" section of benchmarks/RESULTS.md.
+own cost. Results go to stdout and to the adapters section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from adapters import LLMAdapter, Price, SimulatedAdapter, TextDelta  # noqa: E402
+from benchmarks._results import machine, write_section  # noqa: E402
 from tests.fakes import RemoteFake, spawn_fake  # noqa: E402
 from tests.fakes.clients import TEST_KEYS, TEST_MODELS, adapter_for  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-START, END = "<!-- adapters:start -->", "<!-- adapters:end -->"
 PROMPT = "Summarise the benefits of policy-driven routing in one line."
 Call = Callable[[], Awaitable[Any]]
 
@@ -199,16 +198,11 @@ def render(rows: dict[str, dict[str, float]], sim_us: float, n: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(body: str) -> None:
-    """Replace (or append) the Adapters section of RESULTS.md between its markers."""
-    section = f"{START}\n## Adapters\n\n{body}\n\nRun: `PYTHONPATH=. python benchmarks/adapters.py`\n{END}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
+def write_results(table: str) -> None:
+    """Replace the adapters section of RESULTS.md (between its markers), leaving the others alone."""
+    run = "Run: `PYTHONPATH=. python benchmarks/adapters.py`"
+    body = f"## Adapters (benchmarks/adapters.py)\n\n{machine()}\n\n{table}\n\n{run}"
+    write_section("adapters", body)
 
 
 async def amain(n: int) -> str:
@@ -235,7 +229,7 @@ def main() -> None:
         table = asyncio.run(amain(args.n))
     print(table)
     if not args.no_write:
-        write_section(table)
+        write_results(table)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ typical prompts take tens of microseconds and long ones stay well under a millis
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from engine.classify_cues import CJK_CUES, CODE_NOUNS, CREATIVE_NOUNS, LANGUAGES, LATIN_CUES, PROGRAMMING_LANGUAGES
@@ -61,10 +61,10 @@ class _LatinIndex:
 
     __slots__ = ("heads", "loose", "pair_heads", "pairs", "singles", "stems")
 
-    def __init__(self, cues: Mapping[str, Mapping[float, str]]) -> None:
+    def __init__(self, cues: Mapping[str, Sequence[tuple[float, str]]]) -> None:
         merged: dict[_Phrase, dict[str, float]] = {}
         for label, tiers in cues.items():
-            for weight, spec in tiers.items():
+            for weight, spec in tiers:
                 for raw in spec.split("|"):
                     per_label = merged.setdefault(_phrase(raw.lower()), {})
                     per_label[label] = max(weight, per_label.get(label, weight))
@@ -93,10 +93,10 @@ class _LatinIndex:
         self.heads = self.pair_heads | self.singles.keys() | self.loose.keys()
 
 
-def _cjk_table(cues: Mapping[str, Mapping[float, str]]) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
+def _cjk_table(cues: Mapping[str, Sequence[tuple[float, str]]]) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
     merged: dict[str, dict[str, float]] = {}
     for label, tiers in cues.items():
-        for weight, spec in tiers.items():
+        for weight, spec in tiers:
             for key in spec.split("|"):
                 per_label = merged.setdefault(key.lower(), {})
                 per_label[label] = max(weight, per_label.get(label, weight))
@@ -107,6 +107,7 @@ _STEM = 4
 _WEAK = 2.0  # cues below this weight are generic words ...
 _WEAK_CAP = 2.0  # ... and together add at most this much to a label
 _EXPLICIT = 3.5  # a cue this strong is an explicit task verb ("summarize", "extract", "translate")
+_MATERIAL_CAP = 4.0  # code words that only name the material of such a task add at most this much
 _INDEX = _LatinIndex(LATIN_CUES)
 _CJK = _cjk_table(CJK_CUES)
 _CJK_FIRST = "\u3040"  # hiragana start; kanji/hanzi and katakana sit above it
@@ -117,9 +118,11 @@ _FENCE = re.compile(r"```[^\n`]*\n?(.*?)(?:```|\Z)", re.S)
 _PARA = re.compile(r"\n\s*\n")
 _QUOTE = re.compile(
     r"'(?<![^\s:(\[]')[^'\n]{30,}?'(?=[\s.,;:!?)\]]|$)"
-    r'|"[^"\n]{30,}?"|“[^”]{30,}?”|«[^»]{30,}?»|„[^“”]{30,}?[“”]|「[^」]{12,}?」|『[^』]{12,}?』'
+    r'|"[^"\n]{30,}?"|“[^”]{30,}?”|«[^»]{30,}?»|„[^“”]{30,}?[“”]|「[^」]{2,}?」|『[^』]{2,}?』'
 )
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
+# a first paragraph that only presents what follows ("Here's the text:"): the request may come after it
+_PRESENTS = re.compile(r"\s*(?:here(?:'s| is| are)|this is|these are|below|i got|i have|i've got|i received|my |the following)", re.I)
 # a paragraph that starts like data (list, heading, table, quote, "Name: ...", a number) is passage
 _PAYLOADISH = re.compile(r"\s*(?:[-*#>|{\[(\d\"'“«„「•★]|[\w.-]+(?: [\w.()-]+){0,3}: )")
 
@@ -148,7 +151,9 @@ _SQL = re.compile(
     r"SELECT\s[\s\S]{1,300}?\bFROM\s+\w|select\s+[\w.*]+(?:\s*,\s*[\w.*()]+)*\s+from\s+\w|INSERT INTO\s|insert into\s+\w+\s*\("
     r"|CREATE TABLE\s|create table\s+\w+\s*\(|UPDATE\s+\w+\s+SET\s|DELETE FROM\s"
 )
-_MONEY_OR_PERCENT = re.compile(r"\d\s?%|[$€£¥]\s?\d|\d\s?(?:€|eur|euros?|usd|dollars?)\b")
+_MONEY_OR_PERCENT = re.compile(
+    r"\d\s?%|[$€£¥]\s?\d|\d\s?(?:€|eur|euros?|usd|dollars?|km|kg|cm|mm|m|g|mg|l|ml|mph|km/h|m/s|°c?|°f?)(?![\w/])"
+)
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _QUANTITY_Q = re.compile(
     r"\b(?:how (?:many|much|long|far|fast|high|old|big|tall)|what (?:is|are|was|'s) the (?:probability|chance|odds"
@@ -191,22 +196,23 @@ _WHAT_CODE_DOES = re.compile(
     r"|\bwhat (?:exactly )?(?:does|do) (?:this|that|it)(?: \w+)? (?:do|return|print|output)\b"
 )
 
+
 def _words(spec: str) -> frozenset[str]:
     return frozenset(tok for tok in _TOKEN.findall(spec.lower()) if tok[0].isalnum())
 
 
 _PROG_WORDS = _words(PROGRAMMING_LANGUAGES)
+_LANG_WORDS = _words(LANGUAGES)
 _TARGET_WORDS = _PROG_WORDS | _LANG_WORDS
 _CODE_NOUNS = _words(CODE_NOUNS)
 _NOT_A_PORT = frozenset({"put", "say", "write", "render"})  # "write it in Python" is not a port of given code
 _CREATIVE_NOUNS = _words(CREATIVE_NOUNS)
-_LANG_WORDS = _words(LANGUAGES)
-_LANG_NOUN = re.compile(rf"\b(?:{LANGUAGES}) (?:version|translation|equivalent|word for|term for|for)\b")
+_LANG_NOUN = re.compile(rf"\b(?:{LANGUAGES}) (?:version|translation|equivalent|word for|term for)\b")
 _WRITE_VERBS = _words(
     "write compose create implement build make generate give code draft craft pen come escribe escríbeme escribir"
     " crea écris écrivez écrire crée schreib schreibe erstelle erfinde invente inventa"
 )
-_DOC_DEIXIS = frozenset({"this", "that", "these", "each", "the"})
+_DOC_DEIXIS = frozenset({"this", "that", "these", "each"})
 _NEGATORS = frozenset({"no", "not", "don't", "dont", "doesn't", "without", "never"})
 _IS_THIS_DOC = re.compile(
     r"\b(?:is|does|are|which of) (?:this|the|that|each|these) (?:\w+ )?(?:tweets?|e-?mails?|messages?|reviews?|comments?|posts?"
@@ -226,8 +232,14 @@ _ASK_DOC = re.compile(
     rf"\b(?:in|on|from|within) (?:this|these|the following|the above|the below|the attached|that|the)\s+"
     rf"(?:[\w-]+\s+){{0,2}}?{_DOC_NOUNS}\b"
 )
+_FROM_DOC_ASK = re.compile(
+    rf"\bfrom (?:this|these|the following|the above|the below|that|the)\s+(?:[\w-]+\s+){{0,2}}?(?:{_DOC_NOUNS[3:-1]}"
+    r"|query|code|file|script|function|class|diff|output|json|xml|html|csv)\b(?: below| above)?,?\s*(?:please\s+)?"
+    r"(?:tell me|give me|list|find|get|show|what|which|who|how many|pull|return|output|identify|return)\b"
+)
+_GERMAN_COMPOUND = re.compile(r"\w(?:geschichte|gedicht|märchen|liedtext)\b")
 _CREATIVE_MATERIAL = re.compile(
-    r"\b(?:this|these|the following|that|the above|the below|the)\s+(?:[\w-]+\s+)?(?:poem|song|verse|story|lyrics"
+    r"\b(?:this|these|the following|that|the above|the below|the)\s+(?:[\w-]+\s+){0,2}(?:poem|song|verse|story|lyrics"
     r"|joke|haiku|limerick|speech|letter|novel|tale|fable|dialogue|scene|slogan|caption)\b"
 )
 _PULL_OUT = re.compile(
@@ -259,7 +271,7 @@ _MAIN_VERBS: dict[str, str] = {
         " berechne löse résous démontre beweise".split(),
         "math",
     ),
-    **dict.fromkeys("compose imagine pretend roleplay invent invente inventa erfinde brainstorm".split(), "creative"),
+    **dict.fromkeys("write compose pretend roleplay escribe escríbeme schreib schreibe écris écrivez invent invente inventa erfinde brainstorm".split(), "creative"),
     **dict.fromkeys("compare weigh assess analyze analyse critique prioritize prioritise decide argue".split(), "reasoning"),
 }
 
@@ -314,13 +326,16 @@ def _split(text: str) -> _Split:
         head = first_line if len(first_line) <= _HEAD_CHARS else head[:250]
     parts = [head]
     rest = paras[1:] if len(text) <= _SHORT_PROMPT else paras[-1:] if len(paras) > 1 else []
+    ending = head.rstrip()[-1:]
+    if ending in "?？" or (ending in ":：" and not _PRESENTS.match(head)):
+        rest = []  # "What's the due date on this invoice?\n\n<invoice>": what follows is material
     for para in rest:
         if len(para) <= _TAIL_CHARS and "\n" not in para and not _PAYLOADISH.match(para):
             parts.append(para)
     instr = "\n".join(parts)
     passage = _passage(text, parts) if len(parts) < len(paras) or head is not paras[0] else ""
     quoted = 0
-    if len(instr) > 30 and ("'" in instr or '"' in instr or not instr.isascii()):
+    if (len(instr) > 30 and ("'" in instr or '"' in instr or not instr.isascii())) or "「" in instr or "『" in instr:
         bare = _QUOTE.sub(" «…» ", instr)
         quoted, instr = max(0, len(instr) - len(bare)), bare
     return _Split(instr, passage, len(passage) + quoted + sum(map(len, blocks)), blocks)
@@ -458,9 +473,17 @@ def _requested_artefact(instr: str) -> str | None:
 
 
 def _phrase_scores(
-    instr: str, words: frozenset[str], acc: dict[str, float], peak: Mapping[str, float], code_struct: float, given: int
-) -> None:
+    instr: str, words: frozenset[str], peak: dict[str, float], code_struct: float, given: int
+) -> dict[str, float]:
+    """Evidence from phrases a word list cannot express; strong ones also raise `peak`."""
     # each pattern only runs when a word it needs is present: most prompts skip most of them
+    acc: dict[str, float] = {}
+
+    def strong(label: str, weight: float) -> None:
+        _add(acc, label, weight)
+        if weight > peak.get(label, 0.0):
+            peak[label] = weight
+
     if words & _TARGET_WORDS:
         target = _conversion_target(instr)
         if target == "code":
@@ -468,13 +491,16 @@ def _phrase_scores(
             _add(acc, "translate", -4.0)
         elif target == "translate":
             _add(acc, "translate", 2.5)
-        elif target == "language":
+        elif target == "language" and max(peak.get("summarize", 0.0), peak.get("extract", 0.0)) < _EXPLICIT:
             # "I need this in Japanese: '...'", "what's 'good luck' in Hebrew?"
-            _add(acc, "translate", 3.5 if given or _SHORT_QUOTE.search(instr) or ":" in instr else 2.0)
+            if given or _SHORT_QUOTE.search(instr) or ":" in instr:
+                strong("translate", 3.5)
+            else:
+                _add(acc, "translate", 2.0)
         if words & _LANG_WORDS and _LANG_NOUN.search(instr):
-            _add(acc, "translate", 3.5)  # "the French version of", "the Spanish word for"
+            strong("translate", 3.5)  # "the French version of", "the Spanish word for"
     if (">" in instr or "→" in instr) and _LANG_PAIR.search(instr):
-        _add(acc, "translate", 4.0)
+        strong("translate", 4.0)
     if words & _WRITE_VERBS:
         kind = _requested_artefact(instr)
         if kind:
@@ -487,21 +513,25 @@ def _phrase_scores(
             _add(acc, "code" if m.group("code") else "math", -3.0)
     if code_struct and "what" in words and _WHAT_CODE_DOES.search(instr):
         _add(acc, "code", 3.0)
-    if words & _DOC_DEIXIS:
-        if _IS_THIS_DOC.search(instr):
-            _add(acc, "extract", 3.5)  # "is this tweet about X or Y?": classify the given text
-        elif given and _ASK_DOC.search(instr):
-            _add(acc, "extract", 2.0)  # "what's the due date on this invoice?"
-        if max(peak.get("summarize", 0.0), peak.get("extract", 0.0), peak.get("translate", 0.0)) >= 3.0:
-            if _CREATIVE_MATERIAL.search(instr):
-                _add(acc, "creative", -3.0)  # "which places are named in this poem": the poem is material
+    if words & _DOC_DEIXIS and _IS_THIS_DOC.search(instr):
+        strong("extract", 3.5)  # "is this tweet about X or Y?": classify the given text
+    elif given and _FROM_DOC_ASK.search(instr):
+        strong("extract", 3.5)  # "from this SQL query, tell me which columns ..."
+    elif given and _ASK_DOC.search(instr):
+        _add(acc, "extract", 2.0)  # "what's the due date on this invoice?"
     if "out" in words and _PULL_OUT.search(instr):
-        _add(acc, "extract", 3.5)
+        strong("extract", 3.5)
     verb = _main_verb(instr)
     if verb:
         _add(acc, verb, 1.5)
     if ("zusammen" in words and _FASSE_ZUSAMMEN.search(instr)) or ("resume" in words and _RESUME_ES_FR.search(instr)):
-        _add(acc, "summarize", 4.0)
+        strong("summarize", 4.0)
+    if ("geschichte" in instr or "gedicht" in instr or "märchen" in instr) and _GERMAN_COMPOUND.search(instr):
+        _add(acc, "creative", 2.5)  # "Gruselgeschichte", "Liebesgedicht"
+    if max(peak.get("summarize", 0.0), peak.get("extract", 0.0), peak.get("translate", 0.0)) >= 3.0:
+        if _CREATIVE_MATERIAL.search(instr):
+            _add(acc, "creative", -3.0)  # "which places are named in this poem": the poem is material
+    return acc
 
 
 def _structure(sp: _Split, instr: str) -> tuple[float, float]:
@@ -525,7 +555,7 @@ def _structure(sp: _Split, instr: str) -> tuple[float, float]:
     math = 0.0
     if numbers >= 2:
         if _QUANTITY_Q.search(instr):
-            math += 1.5
+            math += 2.5  # "... in 6 hours and ... in 4 hours. How long with both open?"
         if _MONEY_OR_PERCENT.search(instr):
             math += 1.5  # "what's a 15% tip on $64.80"
     if not lines and not sp.blocks and sp.size < _SHORT_PROMPT:
@@ -549,25 +579,31 @@ def scores(text: str) -> dict[str, float]:
     toks = _TOKEN.findall(instr)
     acc, peak = _cue_scores(toks, instr)
     code_struct, math_struct = _structure(sp, instr)
+    phrases = _phrase_scores(instr, frozenset(toks), peak, code_struct, sp.size)
     if max(peak.get("summarize", 0.0), peak.get("extract", 0.0), peak.get("translate", 0.0)) >= _EXPLICIT:
-        code_struct *= 0.4  # "translate the comments in this code": the code is the material, not the task
+        # "translate the comments in this code", "list the functions in this file": the code is the
+        # material the explicit task works on, so its shape and the words naming it count less
+        code_struct *= 0.4
+        acc["code"] = min(acc.get("code", 0.0), _MATERIAL_CAP)
     _add(acc, "code", code_struct)
     _add(acc, "math", math_struct)
-    _phrase_scores(instr, frozenset(toks), acc, peak, code_struct, sp.size)
+    for label, weight in phrases.items():
+        _add(acc, label, weight)
 
-    n = len(instr)
+    # CJK packs more meaning per character: UTF-8 bytes are a cheap, script-neutral length
+    n = len(instr.encode())
     greeting = acc.pop("greeting", 0.0)
     acc.pop("_", None)
     # a greeting in front of a real request does not make it small talk
     _add(acc, "chat", greeting if n <= 80 else greeting * 0.3)
-    if n < 80 and acc.get("reasoning", 0.0) > 0:
+    if n < 80 and acc.get("reasoning", 0.0) > 0 and peak.get("reasoning", 0.0) < 3.0:
         acc["reasoning"] *= 0.6  # "should I ...?" in one line is a request for advice, not analysis
     given = sp.size
     if given >= 200 and not sp.blocks:
         for label, delta in (("chat", -1.5), ("creative", -1.0), ("reasoning", -1.0), ("math", -0.5)):
             _add(acc, label, delta)
         _add(acc, "summarize", 0.5 if given < 800 else 1.0)
-    elif not sp.passage and (acc.get("summarize", 0.0) > 0 or acc.get("extract", 0.0) > 0):
+    elif not given and (acc.get("summarize", 0.0) > 0 or acc.get("extract", 0.0) > 0):
         if not _DOC_REF.search(instr):  # "summarize/extract" with nothing given to work on
             for label in ("summarize", "extract"):
                 if acc.get(label, 0.0) > 0:

@@ -214,7 +214,9 @@ def _plan(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: Runti
     refusal = None
     quota_refused = False
     if not plan:
-        why = "; ".join(f"{r[0].name}: {r[3]}" for r in rows if r[3]) or "the route has no models"
+        reasons = {r[0].name: r[3] for r in reversed(rows) if r[3]}  # a model listed twice: its first reason
+        why = "; ".join(f"{name}: {reasons[name]}" for name in dict.fromkeys(r[0].name for r in rows)
+                        if name in reasons) or "the route has no models"
         refusal = f"route {route.name!r} leaves no model for this request ({why})"
         # a quota is the one exclusion the caller can act on (wait for the reset): name it
         quota_refused = bool(quota_blocked)

@@ -22,7 +22,7 @@ from typing import Any
 from engine.policy.model import Policy
 from engine.store.query import GROUP_BY, GroupBy, open_readonly, percentile, summary
 
-__all__ = ["GROUP_BY", "StatsReport", "collect", "parse_since"]
+__all__ = ["GROUP_BY", "StatsReport", "collect", "log_digests", "parse_since"]
 
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
@@ -257,3 +257,18 @@ def _events(conn: sqlite3.Connection, since: float | None) -> list[dict[str, Any
     where, params = _where(since)
     return [{"kind": kind, "model": model, "count": n, "last_ts": last} for kind, model, n, last in conn.execute(
         f"select kind, model, count(*), max(ts) from events{where} group by 1, 2 order by 1, 2", params)]
+
+
+def log_digests(db_path: str | Path) -> list[str]:
+    """Policy digests found in the log, the most recently used first.
+
+    Raises:
+        FileNotFoundError: no file at `db_path`.
+    """
+    db = open_readonly(db_path)
+    try:
+        return [r[0] for r in db.conn.execute(
+            "select policy_digest, max(ts) from requests where policy_digest is not null "
+            "group by policy_digest order by 2 desc")]
+    finally:
+        db.close()

@@ -5,7 +5,7 @@
 | RequestError (bad input) | 400 | invalid_request_error |
 | QuotaExceeded (policy or key quota) | 429 + Retry-After (window reset) | insufficient_quota |
 | AllModelsFailed, every attempt rate limited | 429 + Retry-After (vendor's, else 1 s) | rate_limit_exceeded |
-| AllModelsFailed, every attempt the input's fault (context length, content filter) | 400 | context_length_exceeded / content_filter |
+| AllModelsFailed, every attempt too long / filtered | 400 | context_length_exceeded / content_filter |
 | AllModelsFailed, otherwise | 503 | all_models_failed |
 | RoutingRefused, some model only held back by an open circuit | 503 + Retry-After | no_model_available |
 | RoutingRefused, held back only by rate limits | 429 + Retry-After | rate_limit_exceeded |

@@ -289,7 +289,7 @@ class DecisionLog:
         await asyncio.to_thread(self.close, timeout)
 
     def unwritten(self) -> list[RequestRecord | AttemptRecord | EventRecord | FeedbackRecord]:
-        """Records the writer holds because they could not be written, oldest first."""
+        """Records the writer holds because they could not be written: refused ones, then held ones."""
         with self._state_lock:
             items = self._refused + self._held
         out: list[RequestRecord | AttemptRecord | EventRecord | FeedbackRecord] = []

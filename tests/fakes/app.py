@@ -4,7 +4,7 @@ Routes (any path prefix before `/v1...` names a separate channel, e.g. `/mistral
 
     POST {prefix}/v1/chat/completions                             OpenAI (and OpenAI-compatible)
     POST {prefix}/v1/messages                                     Anthropic
-    POST {prefix}/v1beta/models/{model}:generateContent           Gemini
+    POST {prefix}/v1beta/models/{model}:generateContent           Gemini (v1 and v1alpha too; the SDK picks)
     POST {prefix}/v1beta/models/{model}:streamGenerateContent     Gemini, SSE with ?alt=sse
 
 Control (used by tests and benchmarks when the fake runs in another process):

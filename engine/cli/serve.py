@@ -1,0 +1,149 @@
+"""`engine serve`: the OpenAI-compatible HTTP service on uvicorn."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import os
+import signal
+import socket
+from typing import Any
+
+import click
+
+from engine.cli.common import EXIT_INVALID, EXIT_USAGE, policy_option, resolve_policy
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    from uvicorn.config import LOGGING_CONFIG
+
+    cfg = copy.deepcopy(LOGGING_CONFIG)
+    cfg["loggers"]["engine"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return cfg
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+@click.command("serve")
+@policy_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="Port (0 picks a free one; the URL is printed).")
+@click.option("--workers", "-w", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Worker processes sharing the port.")
+@click.option("--db", "--keys-db", "keys_db", type=click.Path(dir_okay=False), envvar="ENGINE_KEYS_DB",
+              help="Client keys (`engine keys create --db FILE`); requests then need a key. [env: ENGINE_KEYS_DB]")
+@click.option("--no-auth", is_flag=True, help="Serve without keys even on a non-loopback address.")
+@click.option("--log-db", type=click.Path(dir_okay=False), help="Decision log file (default: the policy's log.sqlite).")
+@click.option("--max-body", "max_body", default=1 << 20, show_default=True, type=click.IntRange(1024),
+              help="Largest request body in bytes (larger: 413).")
+@click.option("--reload-interval", default=1.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds between checks of the policy file for changes (0: on SIGHUP only).")
+@click.option("--grace", default=30.0, show_default=True, type=click.FloatRange(0),
+              help="On SIGTERM/SIGINT, seconds in-flight requests get to finish.")
+@click.option("--default-max-tokens", default=1000, show_default=True, type=click.IntRange(1),
+              help="Output budget of requests that give none.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: str | None, no_auth: bool,
+              log_db: str | None, max_body: int, reload_interval: float, grace: float, default_max_tokens: int,
+              log_level: str) -> None:
+    """Serve the policy as an OpenAI-compatible API.
+
+    \b
+    Endpoints: POST /v1/chat/completions (model "auto", a model or a route name; stream: true
+    for SSE), GET /v1/models, POST /v1/explain, GET /healthz, /readyz, /metrics, /dashboard.
+
+    \b
+    Example:
+      engine keys create --db keys.db --tenant acme --tier premium   # prints the key once
+      engine serve --policy policies/default.yaml --db keys.db
+      OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_API_KEY=sk-rt-... python my_app.py
+
+    The policy file is watched: a valid change is swapped in without dropping requests, an
+    invalid one is refused (diagnostics logged) and the old policy keeps serving. SIGHUP
+    reloads at once.
+    """
+    import uvicorn
+
+    from engine.server.config import ServeConfig
+    from engine.server.reload import load_checked
+
+    path = resolve_policy(policy)
+    from engine.errors import PolicyError
+
+    try:
+        load_checked(path)
+    except PolicyError as e:
+        click.echo(e.report(), err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    except OSError as e:
+        click.echo(f"error: cannot read the policy {path}: {e}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    if keys_db is None:
+        if not no_auth and not _loopback(host):
+            click.echo(f"error: refusing to serve {host} without client keys: give --db FILE (create keys with "
+                       "`engine keys create`), or --no-auth to accept anyone.", err=True)
+            raise SystemExit(EXIT_USAGE)
+        click.echo("warning: no --db given: authentication is OFF, every request is tenant 'anonymous'.", err=True)
+    config = ServeConfig(policy=str(path), keys_db=keys_db, log_db=log_db, max_body_bytes=max_body,
+                         reload_interval_s=reload_interval, default_max_tokens=default_max_tokens)
+    sock = _bind(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"engine serve: listening on http://{shown}:{sock.getsockname()[1]} (policy {path}, "
+               f"{workers} worker{'s' if workers > 1 else ''})", err=True)
+    common: dict[str, Any] = dict(loop="uvloop", http="httptools", ws="none", access_log=False,
+                                  log_config=_log_config(log_level), log_level=log_level,
+                                  timeout_graceful_shutdown=grace, server_header=False, lifespan="on")
+    if workers == 1:
+        from engine.server.app import create_app
+
+        server = uvicorn.Server(uvicorn.Config(create_app(config), **common))
+        server.run(sockets=[sock])
+        if not server.started:
+            raise SystemExit(EXIT_INVALID)
+        return
+    os.environ.update(config.to_env())
+    uv_config = uvicorn.Config("engine.server.app:create_app", factory=True, workers=workers, **common)
+    _supervisor(uv_config, [sock]).run()
+
+
+def _supervisor_class() -> Any:
+    from uvicorn.supervisors.multiprocess import Multiprocess
+
+    class Supervisor(Multiprocess):
+        """uvicorn's worker supervisor, except that SIGHUP reloads the policy in every worker
+        (each swaps it in place, keeping its cache, health and in-flight requests) instead of
+        restarting the processes."""
+
+        def handle_hup(self) -> None:
+            for process in self.processes:
+                pid = process.pid
+                if pid is not None:
+                    try:
+                        os.kill(pid, signal.SIGHUP)
+                    except ProcessLookupError:
+                        continue
+
+    return Supervisor
+
+
+def _supervisor(config: Any, sockets: list[socket.socket]) -> Any:
+    return _supervisor_class()(config, sockets=sockets)

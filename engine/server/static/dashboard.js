@@ -1,0 +1,122 @@
+// Live dashboard of one `engine serve` process: polls /dashboard/data and redraws with plotly.js.
+"use strict";
+
+const EVERY_S = 5;
+const CONFIG = { displaylogo: false, responsive: true };
+const LAYOUT = { margin: { t: 40, r: 20, b: 60, l: 60 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff" };
+
+function layout(title, extra) {
+  return Object.assign({}, LAYOUT, { title: { text: title, font: { size: 14 } } }, extra || {});
+}
+
+function bar(x, y, name, extra) {
+  return Object.assign({ type: "bar", x: x, y: y, name: name }, extra || {});
+}
+
+const OUTCOMES = ["ok", "error", "refused", "quota_exceeded", "bad_request"];
+const COLORS = { ok: "#2e7d32", error: "#c62828", refused: "#6a1b9a", quota_exceeded: "#ef6c00", bad_request: "#757575" };
+
+const CHARTS = {
+  timeline(d) {
+    const x = d.minutes.map((m) => new Date(m.t * 1000));
+    const traces = OUTCOMES.map((o) => bar(x, d.minutes.map((m) => m[o] || 0), o, { marker: { color: COLORS[o] } }));
+    return [traces, layout("Requests per minute by outcome", { barmode: "stack", xaxis: { type: "date" } })];
+  },
+  models(d) {
+    const names = Object.keys(d.models);
+    return [[bar(names, names.map((n) => d.models[n].requests), "requests"),
+             bar(names, names.map((n) => d.models[n].errors), "failed attempts", { marker: { color: "#c62828" } })],
+            layout("Requests served per model", { barmode: "group" })];
+  },
+  latency(d) {
+    const names = Object.keys(d.models);
+    return [[bar(names, names.map((n) => d.models[n].p50_ms), "p50"),
+             bar(names, names.map((n) => d.models[n].p95_ms), "p95")],
+            layout("Latency per model (ms)", { barmode: "group" })];
+  },
+  tenants(d) {
+    const names = Object.keys(d.tenants);
+    return [[bar(names, names.map((n) => d.tenants[n].cost_usd), "cost (USD)")],
+            layout("Spend per tenant (USD)")];
+  },
+  routes(d) {
+    const names = Object.keys(d.routes);
+    const values = names.map((n) => d.routes[n]);
+    return [[{ type: "pie", labels: names, values: values, hole: 0.4 }], layout("Requests per route")];
+  },
+  errors(d) {
+    const names = Object.keys(d.attempt_errors);
+    return [[bar(names, names.map((n) => d.attempt_errors[n]), "attempts", { marker: { color: "#c62828" } })],
+            layout("Failed attempts by error class")];
+  },
+};
+
+function tile(label, value) {
+  const div = document.createElement("div");
+  div.className = "tile";
+  const b = document.createElement("b");
+  b.textContent = value;
+  const span = document.createElement("span");
+  span.textContent = label;
+  div.append(b, span);
+  return div;
+}
+
+function drawTiles(d) {
+  const total = Object.values(d.outcomes).reduce((a, b) => a + b, 0);
+  const cost = Object.values(d.tenants).reduce((a, t) => a + t.cost_usd, 0);
+  const hits = Object.values(d.tenants).reduce((a, t) => a + t.cache_hits, 0);
+  const ok = d.outcomes.ok || 0;
+  const tiles = document.getElementById("tiles");
+  tiles.replaceChildren(
+    tile("requests", String(total)),
+    tile("success rate", total ? (100 * ok / total).toFixed(1) + " %" : "-"),
+    tile("spend (USD)", cost.toFixed(4)),
+    tile("cache hits", String(hits)),
+    tile("policy", d.readiness.ready ? d.readiness.policy.version : "none"),
+  );
+}
+
+function drawProviders(d) {
+  const body = document.querySelector("#providers tbody");
+  const rows = [];
+  const providers = (d.readiness && d.readiness.providers) || {};
+  for (const [name, p] of Object.entries(providers)) {
+    const tr = document.createElement("tr");
+    const models = Object.entries(p.models).map(([m, s]) => m + ": " + s).join(", ");
+    for (const [text, cls] of [[name, ""], [p.state, p.state], [models, ""]]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (cls) td.className = cls;
+      tr.append(td);
+    }
+    rows.push(tr);
+  }
+  body.replaceChildren(...rows);
+}
+
+async function refresh() {
+  const status = document.getElementById("status");
+  try {
+    const resp = await fetch("/dashboard/data", { cache: "no-store" });
+    if (!resp.ok) throw new Error("HTTP " + resp.status);
+    const d = await resp.json();
+    drawTiles(d);
+    drawProviders(d);
+    for (const div of document.querySelectorAll("[data-chart]")) {
+      const [data, lay] = CHARTS[div.dataset.chart](d);
+      await Plotly.react(div, data, lay, CONFIG);
+      div.dataset.rendered = "1";
+    }
+    status.className = "status";
+    status.textContent = "updated " + new Date(d.generated_at * 1000).toLocaleTimeString();
+    document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
+  } catch (err) {
+    status.className = "status bad";
+    status.textContent = "cannot refresh: " + err.message;
+  }
+}
+
+document.getElementById("every").textContent = String(EVERY_S);
+refresh();
+setInterval(refresh, EVERY_S * 1000);
