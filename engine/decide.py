@@ -7,6 +7,7 @@ same function, so what ops see in a dry run is what traffic gets. The steps are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -187,18 +188,7 @@ def _plan(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: Runti
     plan = _rank(route.strategy, eligible, state)
     if plan and on:
         t("select", f"{node}.strategy", f"{route.strategy}: {', '.join(plan)}")
-    for m in cr.fallback:
-        if m.name in plan:
-            continue
-        cost = (pt * m.price.input + mt * m.price.output) / 1_000_000
-        reason = _runtime_miss(m, need, cost, f, state, quota_blocked)
-        rows.append((m, m.score(f.query_type), cost, reason, "fallback"))
-        if reason is None:
-            plan.append(m.name)
-            if on:
-                t("fallback", f"{node}.fallback", f"{m.name} appended")
-        elif on:
-            t("skip", f"{node}.fallback", f"{m.name}: {reason}")
+    _fallbacks(cr, f, state, plan, rows, quota_blocked, t, node)
     if state.demoted and plan:
         kept = [p for p in plan if p not in state.demoted]
         demoted = [p for p in plan if p in state.demoted]
@@ -224,6 +214,24 @@ def _plan(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: Runti
     return Decision(route=route.name, query_type=f.query_type, plan=tuple(plan), rows=tuple(rows), features=f,
                     trace=tuple(t.events), refusal=refusal, quota_refused=quota_refused, downgraded=downgraded,
                     policy_digest=compiled.policy.digest)
+
+
+def _fallbacks(cr: CompiledRoute, f: Features, state: RuntimeState, plan: list[str], rows: list[_Row],
+               quota_blocked: list[tuple[str, bool]], t: _Tracer, node: str) -> None:
+    """Append the route's fallbacks that still fit (window, circuit, limits, quota) to `plan`."""
+    pt, mt = f.prompt_tokens, f.max_tokens
+    for m in cr.fallback:
+        if m.name in plan:
+            continue
+        cost = (pt * m.price.input + mt * m.price.output) / 1_000_000
+        reason = _runtime_miss(m, pt + mt, cost, f, state, quota_blocked)
+        rows.append((m, m.score(f.query_type), cost, reason, "fallback"))
+        if reason is None:
+            plan.append(m.name)
+            if t.on:
+                t("fallback", f"{node}.fallback", f"{m.name} appended")
+        elif t.on:
+            t("skip", f"{node}.fallback", f"{m.name}: {reason}")
 
 
 def _runtime_miss(m: Model, need: int, cost: float, f: Features, state: RuntimeState,
@@ -256,14 +264,17 @@ def _latency(m: Model, state: RuntimeState) -> tuple[float | None, float | None]
 def _rank(strategy: str, eligible: list[tuple[Model, float, int]], state: RuntimeState) -> list[str]:
     if strategy == "ordered":
         return [m.name for m, _, _ in eligible]
+    key: Callable[[tuple[Model, float, int]], tuple[float, ...]]
     if strategy == "cheapest":
-        key = lambda e: (e[1], e[0].order)  # noqa: E731
+        def key(e: tuple[Model, float, int]) -> tuple[float, ...]:
+            return (e[1], e[0].order)
     elif strategy == "fastest":
-        def key(e: tuple[Model, float, int]) -> tuple[float, float, int]:
+        def key(e: tuple[Model, float, int]) -> tuple[float, ...]:
             p50 = _latency(e[0], state)[0]
             return (p50 if p50 is not None else float("inf"), e[1], e[0].order)
     else:  # best
-        key = lambda e: (-e[2], e[1], e[0].order)  # noqa: E731
+        def key(e: tuple[Model, float, int]) -> tuple[float, ...]:
+            return (-e[2], e[1], e[0].order)
     return [m.name for m, _, _ in sorted(eligible, key=key)]
 
 

@@ -208,5 +208,5 @@ def safe_truth(expr: Expr, env: Mapping[str, Any]) -> bool:
     """Truth of `expr`; an evaluation error (e.g. `None > 3`) counts as false."""
     try:
         return bool(expr.evaluate(env))
-    except Exception:  # noqa: BLE001 - any runtime type error in a user expression means "no match"
+    except Exception:
         return False

@@ -122,7 +122,7 @@ def _matches(expected: Any, actual: Any) -> bool:
     if isinstance(expected, Mapping):
         return isinstance(actual, Mapping) and all(k in actual and _matches(v, actual[k]) for k, v in expected.items())
     if isinstance(expected, list) and isinstance(actual, list):
-        return len(expected) == len(actual) and all(_matches(e, a) for e, a in zip(expected, actual))
+        return len(expected) == len(actual) and all(_matches(e, a) for e, a in zip(expected, actual, strict=True))
     if isinstance(expected, float) or isinstance(actual, float):
         try:
             return abs(float(expected) - float(actual)) <= 1e-9 * max(1.0, abs(float(expected)))

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-
 QuotaProbe = Callable[[str, int, float], "tuple[str, bool] | None"]
 """(model name, estimated tokens, estimated cost USD) -> None when quotas leave room, else
 (reason naming the quota, whether that quota says `on_exceed: downgrade`)."""

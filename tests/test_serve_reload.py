@@ -152,6 +152,8 @@ def test_sighup_reloads_single_and_multi_worker(fake: FakeVendorServer, tmp_path
         with ServeProcess("--policy", str(policy), "--reload-interval", "0", "--workers", workers) as serve:
             assert serve.proc is not None
             assert wait_until(lambda: _ok(serve.url), 30)
+            assert wait_until(lambda: sum("Application startup complete" in line for line in serve.output)
+                              == int(workers), 30)
             before = ready(serve.url)["digest"]
             write_policy(policy, fake_policy(fake, routes=TO_CLAUDE))
             time.sleep(0.3)  # no watcher (--reload-interval 0): nothing may change without a signal

@@ -82,7 +82,8 @@ def render_pretty(d: dict[str, Any]) -> str:
             mark = "+" if c["eligible"] else "-"
             role = " (fallback)" if c["role"] == "fallback" else ""
             tail = f"  {c['reason']}" if c.get("reason") else ""
-            lines.append(f"  {mark} {c['model']:<{width}}  score {c['score']}  est ${c['est_cost_usd']:.6f}{role}{tail}")
+            cost = f"est ${c['est_cost_usd']:.6f}"
+            lines.append(f"  {mark} {c['model']:<{width}}  score {c['score']}  {cost}{role}{tail}")
     if d["trace"]:
         lines.append("")
         lines.append("trace")

@@ -67,23 +67,7 @@ def test_cmd(testfiles: tuple[str, ...], policy: str | None, explain_mode: str, 
                 click.echo(f"{r.outcome:<5} {tf_path}: {case.name}")
     failures = [(f, r) for f, r in results if r.outcome != "PASS"]
     if failures or explain_mode == "full":
-        click.echo("")
-        click.echo("FAILURES" if failures else "TRACES")
-        click.echo("-" * 80)
-        shown = failures if explain_mode != "full" else results
-        for f, r in shown:
-            click.echo(f"{r.outcome} {f}: {r.case.name}")
-            if r.error:
-                click.echo(f"  error: {r.error}")
-            for key, want, got in r.mismatches:
-                click.echo(f"  {key}:")
-                click.echo(f"    - expected: {_fmt(want)}")
-                click.echo(f"    + actual:   {_fmt(got)}")
-            if r.decision is not None and explain_mode != "none":
-                click.echo("  trace:")
-                for t in r.decision.trace:
-                    click.echo(f"  | {t.format()}")
-            click.echo("")
+        _print_details(failures if explain_mode != "full" else results, bool(failures), explain_mode)
     passed = sum(1 for _, r in results if r.outcome == "PASS")
     total = len(results) + errors
     click.echo("-" * 80)
@@ -91,3 +75,23 @@ def test_cmd(testfiles: tuple[str, ...], policy: str | None, explain_mode: str, 
     if failures or errors:
         click.echo(f"FAIL: {len(failures) + errors}/{total}")
     raise SystemExit(1 if failures or errors or total == 0 else 0)
+
+
+def _print_details(shown: list[tuple[str, Any]], failed: bool, explain_mode: str) -> None:
+    """The FAILURES section: each mismatch as expected/actual, then the decision trace."""
+    click.echo("")
+    click.echo("FAILURES" if failed else "TRACES")
+    click.echo("-" * 80)
+    for f, r in shown:
+        click.echo(f"{r.outcome} {f}: {r.case.name}")
+        if r.error:
+            click.echo(f"  error: {r.error}")
+        for key, want, got in r.mismatches:
+            click.echo(f"  {key}:")
+            click.echo(f"    - expected: {_fmt(want)}")
+            click.echo(f"    + actual:   {_fmt(got)}")
+        if r.decision is not None and explain_mode != "none":
+            click.echo("  trace:")
+            for t in r.decision.trace:
+                click.echo(f"  | {t.format()}")
+        click.echo("")

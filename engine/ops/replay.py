@@ -120,7 +120,7 @@ class ReplayReport:
         runtime_shaped: logged decisions that differ from the baseline's re-decision (open
             circuits, demotions, limits or downgrades at the time); None without a baseline.
         transitions: (old model, new model) -> [count, old cost, new cost] for changed rows.
-        examples: a few changed or refused requests, for the reader to check.
+        examples: the first request of each kind of change (most frequent kinds first), to check by hand.
     """
 
     db: str
@@ -201,7 +201,7 @@ def replay(db_path: str | Path, policy: Policy, *, baseline: Policy | None = Non
     refused: Counter[str] = Counter()
     uncosted: Counter[str] = Counter()
     trans: dict[tuple[str | None, str | None], list[float]] = {}
-    picked: list[dict[str, Any]] = []
+    first_of: dict[tuple[str | None, str | None], dict[str, Any]] = {}  # one example per kind of change
     old_cost = new_cost = logged_cost = 0.0
     shaped = 0
     for row in rows:
@@ -244,10 +244,12 @@ def replay(db_path: str | Path, policy: Policy, *, baseline: Policy | None = Non
             t[0] += 1
             t[1] += oc or 0.0
             t[2] += nc or 0.0
-            if len(picked) < examples:
-                picked.append(_example(row, old, got, oc, nc))
+            if (old.model, got.model) not in first_of:
+                first_of[(old.model, got.model)] = _example(row, old, got, oc, nc)
+    ordered = sorted(trans.items(), key=lambda kv: (-kv[1][0], str(kv[0])))
     transitions = [{"old_model": o, "new_model": n, "count": int(v[0]), "old_cost_usd": v[1], "new_cost_usd": v[2]}
-                   for (o, n), v in sorted(trans.items(), key=lambda kv: (-kv[1][0], str(kv[0])))]
+                   for (o, n), v in ordered]
+    picked = [first_of[k] for k, _ in ordered][:examples]
     return ReplayReport(
         db=str(db_path), policy=policy.source, baseline=baseline.source if baseline is not None else None,
         rows=len(rows), replayed=c["replayed"], skipped=dict(skipped), inexact=dict(inexact),

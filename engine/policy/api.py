@@ -7,13 +7,14 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.errors import PolicyError
 from engine.policy.build import build_policy
 from engine.policy.check import check_policy
 from engine.policy.compile import CompiledPolicy, compile_policy
 from engine.policy.diagnostics import Diagnostic, sort_diagnostics
-from engine.policy.load import Located, LoadFailed, load_yaml, read_policy_text
+from engine.policy.load import LoadFailed, Located, load_yaml, read_policy_text
 from engine.policy.model import Policy
 from engine.policy.schema import error_locations, validate_schema
 

@@ -142,10 +142,11 @@ class CompiledPolicy:
         """The first route whose `when` holds, by walking the tree."""
         node = self.tree
         while isinstance(node, Branch):
+            branch = node
             try:
-                node = node.branches.get(env.get(node.var), node.default)
+                node = branch.branches.get(env.get(branch.var), branch.default)
             except TypeError:  # unhashable meta value: equals no literal
-                node = node.default
+                node = branch.default
         for cr, pending in node.entries:
             if pending and not _tests_hold(pending, env):
                 continue

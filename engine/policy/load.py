@@ -146,18 +146,18 @@ class _Builder:
             if key is None:
                 continue
             if key in own_keys:
-                line, _ = self.loc.key_positions[(*path, key)]
+                line, _ = self.loc.key_positions[path + (key,)]
                 self.error("yaml-duplicate-key", f"duplicate key {key!r} (first defined on line {line})", k,
-                           (*path, key))
+                           path + (key,))
                 continue
             own_keys.add(key)
-            self.loc.key_positions[(*path, key)] = _mark(k)
-            out[key] = self.build(v, (*path, key), depth + 1)
+            self.loc.key_positions[path + (key,)] = _mark(k)
+            out[key] = self.build(v, path + (key,), depth + 1)
         for k, v in merged:
             key = self.key(k, path)
             if key is not None and key not in out:
                 self.loc.key_positions.setdefault((*path, key), _mark(k))
-                out[key] = self.build(v, (*path, key), depth + 1)
+                out[key] = self.build(v, path + (key,), depth + 1)
         return out
 
     def key(self, k: yaml.Node, path: PathT) -> str | None:

@@ -101,7 +101,7 @@ class Dispatcher:
         """Capped exponential backoff with full jitter, never shorter than Retry-After."""
         r = self.policy.retry
         cap = min(r.max_backoff_ms, r.backoff_ms * (2 ** (attempt - 1))) / 1000
-        delay = cap * (0.5 + self._rng.random() / 2)
+        delay: float = cap * (0.5 + self._rng.random() / 2)
         return max(delay, retry_after or 0.0)
 
     async def run(self, walk: Walk, plan: tuple[str, ...],

@@ -16,7 +16,7 @@ from engine.policy.model import Policy
 from engine.runtime.dispatch import Walk
 from engine.runtime.health import HealthEvent
 from engine.runtime.result import RoutedCompletion
-from engine.store.records import AttemptRecord, EventRecord, FeedbackRecord, RequestRecord
+from engine.store.records import AttemptRecord, EventRecord, FeedbackRecord, Outcome, RequestRecord
 
 
 class Recorder:
@@ -84,7 +84,7 @@ class Recorder:
     def failed(self, rid: str, started: float, t0: float, request: Request, decision: Decision, walk: Walk,
                error: Exception) -> None:
         """Log a request that ended in an error (refused, over quota, every model failed)."""
-        outcome = "quota_exceeded" if isinstance(error, QuotaExceeded) else (
+        outcome: Outcome = "quota_exceeded" if isinstance(error, QuotaExceeded) else (
             "refused" if isinstance(error, RoutingRefused) else "error")
         rec = RequestRecord(
             **self._base(rid, started, request, decision, walk), attempts=sum(
@@ -100,9 +100,9 @@ class Recorder:
         meta = {str(k): v for k, v in (meta or {}).items()}
         tenant, key = meta.get("tenant"), meta.get("key")
         rec = RequestRecord(id=rid, ts=started, policy_digest=self.policy.digest,
-                            tenant=None if tenant is None else str(tenant), api_key_id=None if key is None else str(key),
-                            outcome="bad_request", error_class=type(error).__name__, error_message=str(error)[:2000],
-                            meta=meta)
+                            tenant=None if tenant is None else str(tenant),
+                            api_key_id=None if key is None else str(key), outcome="bad_request",
+                            error_class=type(error).__name__, error_message=str(error)[:2000], meta=meta)
         self._emit(rec, [])
 
     def _emit(self, rec: RequestRecord, attempts: list[AttemptRecord]) -> None:

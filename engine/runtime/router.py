@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 import itertools
 import os
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,16 @@ from engine.runtime.result import RoutedCompletion, StreamDone
 from engine.state import RuntimeState
 
 
+class _FromPolicy:
+    """Marker: take this setting from the policy file."""
+
+    def __repr__(self) -> str:
+        return "FROM_POLICY"
+
+
+FROM_POLICY = _FromPolicy()
+
+
 class Router:
     """Routes requests by policy, with fallback, limits, quotas, cache, health and logging.
 
@@ -54,21 +64,23 @@ class Router:
             `engine.metrics`), or None.
     """
 
-    def __init__(self, policy: Policy, *, log_path: str | Path | None = ..., quota_path: str | Path | None = ...,  # type: ignore[assignment]
+    def __init__(self, policy: Policy, *, log_path: str | Path | None | _FromPolicy = FROM_POLICY,
+                 quota_path: str | Path | None | _FromPolicy = FROM_POLICY,
                  adapters: Mapping[str, LLMAdapter] | None = None, clock: Clock | None = None,
                  metrics: Any = None) -> None:
         self.policy = policy
         self.compiled: CompiledPolicy = compile_policy(policy)
         self.clock = clock or SystemClock()
-        log = policy.log.sqlite if log_path is ... else log_path
-        qpath = (log if log and log != ":memory:" else None) if quota_path is ... else quota_path
+        log = policy.log.sqlite if isinstance(log_path, _FromPolicy) else log_path
+        shared = str(log) if log and str(log) != ":memory:" else None
+        qpath = shared if isinstance(quota_path, _FromPolicy) else quota_path
         self.recorder = Recorder(log, policy, metrics=metrics, clock=self.clock)
         self.health = HealthTracker(policy.health, policy.models, clock=self.clock, on_event=self._on_health)
         has_limits = any(p.limits.rpm or p.limits.tpm or p.limits.concurrency for p in policy.providers.values()) or \
             any(m.limits.rpm or m.limits.tpm or m.limits.concurrency for m in policy.models.values())
         self.limits = RateLimits(policy.providers, policy.models) if has_limits else None
         self.quotas = QuotaManager(policy.quotas, path=qpath, clock=self.clock) if policy.quotas else None
-        cache_path = policy.cache.path or (log if log and log != ":memory:" else None)
+        cache_path = policy.cache.path or shared
         self.cache = ResponseCache(policy.cache, clock=self.clock, path=cache_path) if (
             policy.cache.enabled and (policy.cache.backend == "memory" or cache_path)) else None
         self.adapters = AdapterPool(policy, overrides=adapters)
