@@ -207,7 +207,9 @@ _TARGET_WORDS = _PROG_WORDS | _LANG_WORDS
 _CODE_NOUNS = _words(CODE_NOUNS)
 _NOT_A_PORT = frozenset({"put", "say", "write", "render"})  # "write it in Python" is not a port of given code
 _CREATIVE_NOUNS = _words(CREATIVE_NOUNS)
-_LANG_NOUN = re.compile(rf"\b(?:{LANGUAGES}) (?:version|translation|equivalent|word for|term for)\b")
+_LANG_NOUN = re.compile(
+    rf"\b(?:{LANGUAGES}) (?:version|translation|equivalent|word for|term for)\b|\bthe (?:{LANGUAGES}) for\b"
+)
 _WRITE_VERBS = _words(
     "write compose create implement build make generate give code draft craft pen come escribe escríbeme escribir"
     " crea écris écrivez écrire crée schreib schreibe erstelle erfinde invente inventa"
@@ -241,6 +243,10 @@ _GERMAN_COMPOUND = re.compile(r"\w(?:geschichte|gedicht|märchen|liedtext)\b")
 _CREATIVE_MATERIAL = re.compile(
     r"\b(?:this|these|the following|that|the above|the below|the)\s+(?:[\w-]+\s+){0,2}(?:poem|song|verse|story|lyrics"
     r"|joke|haiku|limerick|speech|letter|novel|tale|fable|dialogue|scene|slogan|caption)\b"
+)
+_INTO_FORMAT = re.compile(
+    r"\b(?:turn|convert|put|format|organi[sz]e|reformat|transform|parse|structure)\b[^.?!]{0,50}?\binto (?:an? )?"
+    r"(?:json|csv|tables?|key[/ -]value|spreadsheet|yaml|xml|structured|fields|columns|rows|records|bullet list)"
 )
 _PULL_OUT = re.compile(
     r"\b(?:pull|get|grab|fish|dig|pick|take)\b(?:\s+\S+){0,4}?\s+out\s+(?:of\s+)?(?:this|the|these|that|my|from)\b"
@@ -327,8 +333,11 @@ def _split(text: str) -> _Split:
     parts = [head]
     rest = paras[1:] if len(text) <= _SHORT_PROMPT else paras[-1:] if len(paras) > 1 else []
     ending = head.rstrip()[-1:]
-    if ending in "?？" or (ending in ":：" and not _PRESENTS.match(head)):
-        rest = []  # "What's the due date on this invoice?\n\n<invoice>": what follows is material
+    if rest and not _PRESENTS.match(head):
+        if (ending and ending in "?？:：") or (len(paras[0]) <= _HEAD_CHARS and _DOC_REF.search(head.lower())):
+            # "What's the due date on this invoice?\n\n<invoice>", "Turn this confirmation into ...\n\n<it>":
+            # the request is complete and names its material, so what follows is that material
+            rest = []
     for para in rest:
         if len(para) <= _TAIL_CHARS and "\n" not in para and not _PAYLOADISH.match(para):
             parts.append(para)
@@ -504,7 +513,8 @@ def _phrase_scores(
     if words & _WRITE_VERBS:
         kind = _requested_artefact(instr)
         if kind:
-            _add(acc, kind, 3.0)
+            # "write a Python function to compute the area of ...": the deliverable is code, whatever it computes
+            _add(acc, kind, 4.0 if kind == "code" else 3.0)
     if "extract" in instr and _REFACTOR_EXTRACT.search(instr):
         _add(acc, "code", 3.0)
         _add(acc, "extract", -4.0)
@@ -521,6 +531,8 @@ def _phrase_scores(
         _add(acc, "extract", 2.0)  # "what's the due date on this invoice?"
     if "out" in words and _PULL_OUT.search(instr):
         strong("extract", 3.5)
+    if "into" in words and _INTO_FORMAT.search(instr):
+        strong("extract", 3.5)  # "turn this confirmation into key/value pairs"
     verb = _main_verb(instr)
     if verb:
         _add(acc, verb, 1.5)

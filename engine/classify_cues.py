@@ -21,7 +21,7 @@ LATIN_CUES: dict[str, tuple[tuple[float, str], ...]] = {
         "|merge conflict*|git|github|gitlab|bitbucket|ssh key*|publickey|permission denied|golang|kotlin|php|awk|bash|zsh|sql|mysql|postgresql|sqlite|pandas|numpy|webpack"
         "|css|html|jsx|tsx|docker*|compiler|compile*|syntax error|stackoverflow|debug*|linter|eslint|mypy"),
         (2.5, "stack trace|traceback|python|pyhton|java|js|ts|rust|ruby|swift|scala|haskell|perl|lua|elixir|clojure|dart|flutter|react"
-        "|vue|angular|svelte|nextjs|next.js|express|flask|spring boot|laravel|rails|jquery|postgres|mongodb"
+        "|vue|angular|svelte|nextjs|next.js|express.js|expressjs|flask|spring boot|laravel|rails|jquery|postgres|mongodb"
         "|redis|graphql|api endpoint*|endpoint*|rest api|http request*|json schema|yaml|terraform|ansible|nginx"
         "|k8s|helm|ci pipeline|github actions|gitlab|repo|repository|commit*|branch*|pull request|snippet*"
         "|script*|code|coding|codebase|function*|method*|variable*|array*|struct*|pointer*|recursion|recursive"
@@ -62,7 +62,7 @@ LATIN_CUES: dict[str, tuple[tuple[float, str], ...]] = {
         "|odd integer*|even integer*|consecutive|remainder|modulo|gcd|lcm|greatest common|least common"
         "|cos|ln|sqrt|pi|radians|dice|marbles|lottery|odds of|chance that"
         "|chance of|expected number|mean of|average of|rate of change|maximi*|minimi*"
-        "|maximum value|minimum value|local max*|local min*|vertex|parabola|asymptote*|statistic*"
+        "|maximum value|minimum value|local max*|local min*|vertex|parabola|asymptote*"
         "|regression line|correlation coefficient|sample size|margin of error|estimat* the probability"
         "|resuelve|resolver|resuelva|calcula|calcular|calcule*|calculer|berechne*|berechnen|beweise*"
         "|bestimme|löse|résous|résoudre|démontre*|demuestra*|demostrar|probabilidad*|probabilité*"
@@ -87,7 +87,8 @@ LATIN_CUES: dict[str, tuple[tuple[float, str], ...]] = {
         "|which would you choose|defend your|defend the|make the case|the case for|the case against"
         "|stronger argument|strongest argument|better argument|argument for|argument against|arguments for"
         "|how would you prioriti*|how should we prioriti*|how would you approach|how would you decide"
-        "|how would you handle|main factors|key factors|critique|critically|intuitively|why or why not|the order|what was the order"
+        "|how would you handle|main factors|key factors|critique|critically|intuitively|why or why not|the order|best order|right order|make a case"
+        "|what questions should|what was the order"
         "|who is lying|who lied|who is telling the truth|which one is lying|possible causes|what are the causes"
         "|both sides|consider both|if you were|if you had to|suppose you|can we say|can we infer|does that mean"
         "|does this mean|peut-on dire|peut-on conclure|peut-on en déduire|en déduire|explique pourquoi"
@@ -101,7 +102,7 @@ LATIN_CUES: dict[str, tuple[tuple[float, str], ...]] = {
         "|que ferais-tu|raisonne*|raisonnement|énigme*|acertijo*|rätsel"),
         (2.0, "compare|comparing|comparison|versus|vs|should i|should we|should a|should our|which should"
         "|which is better|is it better|better choice|better option|better off|worth it|decide|decision*"
-        "|risks|implications|consequences|prioriti*|factors|plan|plans|planning|strategy|strategies"
+        "|risks|implications|consequences|prioriti*|factors|decid*|argument|arguments|rigorous|plan|plans|planning|strategy|strategies"
         "|estimate|estimating|assumptions|assume|explain why|why might|why would"
         "|why did|why do some|argue|evaluate|assess|analyze|analyse|analysis|analyzing|analysing|deduce|sound|scenario*|what if|options"
         "|consider|considering|considerations|recommend*|sequence|order of|dependencies|bottleneck*"
@@ -126,7 +127,9 @@ LATIN_CUES: dict[str, tuple[tuple[float, str], ...]] = {
         "|rima*|relato*|invente*|inventa*|erfinde*|geschichte über|histoire sur|historia sobre|story opening"
         "|in the voice of|breakup text|breakup letter"
         "|opening paragraph|opening line*|knock-knock|dad joke*|pickup line*|tongue twister*|acrostic"
-        "|mnemonic*|catchphrase*"),
+        "|mnemonic*|catchphrase*|lullab*|nursery rhyme*|anthem|hymn|serenade|elegy|epitaph|wedding vows"
+        "|diary entry|journal entry|folktale*|folk tale*|parable*|allegor*|satir*|parod*|skit|sketch comedy"
+        "|plot twist|cliffhanger|voiceover|trailer|couplet*|stanza*|quatrain*|tanka|free verse|ghost story"),
         (2.5, "story|stories|tale|novel|verse|rhyme*|rhyming|song|rap|speech|toast|dialogue|scene|in character"
         "|villain*|hero|heroine|backstory|plot|fiction|character|clever|describe a|fantasy|sci-fi|noir|epic|creative|imaginative|imagine a|imagine an"
         "|whimsical|funny|humorous|witty|playful|catchy|heartfelt|creepy|spooky|dramatic|poetic"
@@ -159,7 +162,7 @@ LATIN_CUES: dict[str, tuple[tuple[float, str], ...]] = {
         (3.5, "list of every|list of all|a list of every|a list of all|just list|only list|list only|fill in|fill out"
         "|detect the|which language is|what language is|named in|mentioned in|referenced in|listed in"
         "|locate all|locate every|erwähnt*|genannt|mencionad*|se mencionan|mentionné*|cité*|citées"),
-        (3.0, "parse|identify the|identify all|identify every|identify each|list all|list every|list each"
+        (3.0, "parse|key/value|key value|key-value pairs|key value pairs|identify the|identify all|identify every|identify each|list all|list every|list each"
         "|list the names|list them|just list|find all|find every|find each|which ones mention*"
         "|mentioned in|are mentioned|is mentioned|referenced in|label each|label whether|tag each"
         "|which category|what category|what type of|spam or|is this spam|positive or negative"
@@ -207,7 +210,8 @@ LATIN_CUES: dict[str, tuple[tuple[float, str], ...]] = {
         "|best season|most popular|right now|nowadays|these days|where is the|what year|can dogs|can cats|nervous|feeling|stay motivated|motivation|bored|lonely|cheer up|consejo*|recomienda*"
         "|recomiendas|kennst du|tipps|empfiehl*|empfehlung*|conseil*|recommande*|tu connais|vous connaissez"
         "|quelle est la meilleure|learning to code|learn to code|learn coding|learn programming"
-        "|what happened|how hard is it"),
+        "|what happened|how hard is it|in simple terms|simple terms|layman's terms|in plain words|eli5"
+        "|explain like i'm five"),
         (1.0, "cuál es|quién|wer ist|qui est|wie viele|combien|cuántos|cuántas|to learn|learning"
         "|how long does it take|how long will it take"),
     ),
@@ -292,6 +296,8 @@ CREATIVE_NOUNS = (
     "|verse|verses|story|stories|tale|tales|fable|novel|scene|dialogue|monologue|screenplay|joke|jokes"
     "|pun|puns|riddle|slogan|slogans|tagline|taglines|jingle|toast|speech|letter|eulogy|myth|legend"
     "|prologue|epilogue|chapter|opening|character|villain|backstory|caption|captions|blurb|ad|advert"
-    "|commercial|greeting|invitation|auto-reply|bio|poema|cuento|historia|chiste|canción|gedicht"
-    "|geschichte|märchen|witz|lied|poème|histoire|conte|blague|chanson"
+    "|commercial|greeting|invitation|auto-reply|bio|lullaby|anthem|hymn|serenade|elegy|epitaph|vows|diary"
+    "|folktale|parable|allegory|satire|parody|skit|sketch|trailer|voiceover|couplet|couplets|stanza"
+    "|poema|cuento|historia|chiste|canción|gedicht|geschichte|märchen|witz|lied|poème|histoire|conte|blague"
+    "|chanson"
 )

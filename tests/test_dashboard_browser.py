@@ -29,10 +29,8 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is n
 class DevTools:
     """A minimal Chrome DevTools Protocol client over the page's websocket."""
 
-    def __init__(self, ws_url: str) -> None:
-        from websockets.sync.client import connect
-
-        self.ws = connect(ws_url, max_size=None, open_timeout=20)
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
         self.events: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
 
@@ -50,9 +48,6 @@ class DevTools:
 
     def evaluate(self, expression: str) -> Any:
         return self.send("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-
-    def close(self) -> None:
-        self.ws.close()
 
 
 @pytest.fixture
@@ -79,9 +74,10 @@ def browser() -> Iterator[DevTools]:
         assert port is not None, "chromium did not open its DevTools port"
         pages = httpx.get(f"http://127.0.0.1:{port}/json/list").json()
         page = next(p for p in pages if p["type"] == "page")
-        tools = DevTools(page["webSocketDebuggerUrl"])
-        yield tools
-        tools.close()
+        from websockets.sync.client import connect
+
+        with connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=20) as ws:
+            yield DevTools(ws)
     finally:
         proc.terminate()
         try:
@@ -135,8 +131,10 @@ def test_dashboard_renders_its_charts(fake: FakeVendorServer, tmp_path: Path, br
         assert "5" in tiles and "requests" in tiles
         providers = browser.evaluate("document.querySelector('#providers tbody').innerText")
         assert "openai" in providers and "anthropic" in providers
-        bars = browser.evaluate("JSON.stringify(document.getElementById('chart-models').data.map(t => t.y))")
-        assert json.loads(bars)[0] == [4, 1]  # gpt-mini served 4, claude 1 (after the scripted failure)
+        served = json.loads(browser.evaluate(
+            "JSON.stringify((t => Object.fromEntries(t.x.map((x, i) => [x, t.y[i]])))"
+            "(document.getElementById('chart-models').data[0]))"))
+        assert served == {"claude": 1, "gpt-mini": 4}  # the first request fell back to claude
         shot = browser.send("Page.captureScreenshot", format="png")["data"]
         assert len(shot) > 1000
         browser.send("Runtime.evaluate", expression="0")  # drain pending events

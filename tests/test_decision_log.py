@@ -326,6 +326,23 @@ def test_a_locked_database_surfaces_at_flush_then_recovers(db_path: Path) -> Non
     assert log.errors == 1
 
 
+def test_flush_timeout_leaves_the_records_queued(db_path: Path) -> None:
+    log = DecisionLog(db_path, busy_timeout_s=60)
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # the writer waits on this lock, far longer than the flush
+    try:
+        log.record(req("r1"))
+        with pytest.raises(TimeoutError):
+            log.flush(timeout=0.05)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    log.flush()
+    log.close()
+    assert count(db_path) == 1
+    assert log.errors == 0
+
+
 def test_close_raises_when_records_could_not_be_written(db_path: Path) -> None:
     log = DecisionLog(db_path)
     admin = sqlite3.connect(db_path, isolation_level=None)

@@ -124,7 +124,7 @@ class Dispatcher:
             ok, permit = await self._acquire(walk, model)
             if not ok:
                 continue
-            ok, reservation = self._reserve(walk, model)
+            ok, reservation = await self._reserve(walk, model)
             if not ok:
                 if permit is not None:
                     permit.release()
@@ -134,7 +134,7 @@ class Dispatcher:
             try:
                 value = await self._attempts(walk, model, call, loop, last)
             except _Next as nxt:
-                self.abandon(Served(None, model, permit, reservation))
+                await self.abandon(Served(None, model, permit, reservation))
                 if nxt.provider_failed:
                     failed_providers[model.provider] = nxt.reason
                 if nxt.context_too_long:
@@ -143,7 +143,7 @@ class Dispatcher:
                     break
                 continue
             except BaseException:
-                self.abandon(Served(None, model, permit, reservation))
+                await self.abandon(Served(None, model, permit, reservation))
                 raise
             return Served(value, model, permit, reservation)
         if walk.quota_errors and not walk.models_tried:
@@ -151,19 +151,19 @@ class Dispatcher:
         raise AllModelsFailed([(a.model, a.error_class or "", a.error_message or "") for a in walk.attempts],
                               request_id=walk.request_id)
 
-    def finish(self, served: Served[Any], tokens: int, cost: float) -> None:
+    async def finish(self, served: Served[Any], tokens: int, cost: float) -> None:
         """Release the permit and settle the quota reservation with actual usage."""
         if served.permit is not None:
             served.permit.release()
         if served.reservation is not None and self.quotas is not None:
-            self.quotas.settle(served.reservation, tokens, cost)
+            await self.quotas.asettle(served.reservation, tokens, cost)
 
-    def abandon(self, served: Served[Any]) -> None:
+    async def abandon(self, served: Served[Any]) -> None:
         """Release what a served attempt holds when its stream failed part way."""
         if served.permit is not None:
             served.permit.release()
         if served.reservation is not None and self.quotas is not None:
-            self.quotas.release(served.reservation)
+            await self.quotas.arelease(served.reservation)
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -191,13 +191,14 @@ class Dispatcher:
             self._skip(walk, model, str(e), "RateLimitedLocally")
             return False, None
 
-    def _reserve(self, walk: Walk, model: Model) -> tuple[bool, Reservation | None]:
+    async def _reserve(self, walk: Walk, model: Model) -> tuple[bool, Reservation | None]:
         """(may proceed, reservation to settle); a full quota skips the model."""
         if self.quotas is None:
             return True, None
         ctx = QuotaContext(walk.tenant, walk.key, model.name, model.provider)
         try:
-            return True, self.quotas.reserve(ctx, walk.est_tokens, walk.est_cost_of(model))
+            # the async forms only leave the loop for a thread when another process holds the lock
+            return True, await self.quotas.areserve(ctx, walk.est_tokens, walk.est_cost_of(model))
         except QuotaExceeded as e:
             walk.quota_errors.append(e)
             self._skip(walk, model, str(e), "QuotaExceeded")

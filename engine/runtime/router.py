@@ -200,16 +200,16 @@ class Router:
                 event = await it.__anext__()
         except Exception as e:
             # after the first token there is no fallback: the caller already has part of a reply
-            self.dispatcher.abandon(served)
+            await self.dispatcher.abandon(served)
             mark_stream_failure(walk, e)
             err = AllModelsFailed([(a.model, a.error_class or "", a.error_message or "") for a in walk.attempts
                                    if a.outcome == "error"], request_id=rid)
             self.recorder.failed(rid, started, t0, request, decision, walk, err)
             raise err from e
         except BaseException:  # the consumer went away (cancelled, closed): settle nothing
-            self.dispatcher.abandon(served)
+            await self.dispatcher.abandon(served)
             raise
-        result = self._result(event.completion, served, walk, rid, decision, t0)
+        result = await self._result(event.completion, served, walk, rid, decision, t0)
         self.recorder.served(rid, started, request, decision, walk, result)
         yield StreamDone(result)
 
@@ -320,7 +320,7 @@ class Router:
                                                        stop=request.stop or None, timeout_s=timeout)
 
         served = await self.dispatcher.run(walk, decision.plan, call)
-        return self._result(served.value, served, walk, walk.request_id, decision, None)
+        return await self._result(served.value, served, walk, walk.request_id, decision, None)
 
     async def _serve_for_cache(self, walk: Walk, request: Request, decision: Decision,
                                leader: list[RoutedCompletion]) -> tuple[dict[str, Any], float]:
@@ -330,10 +330,10 @@ class Router:
         value["cost_usd"] = result.cost_usd
         return value, result.cost_usd
 
-    def _result(self, c: Completion, served: Served[Any], walk: Walk, rid: str, decision: Decision,
+    async def _result(self, c: Completion, served: Served[Any], walk: Walk, rid: str, decision: Decision,
                 t0: float | None) -> RoutedCompletion:
         record_attempt_cost(walk, c.input_tokens, c.output_tokens, c.cost_usd)
-        self.dispatcher.finish(served, c.input_tokens + c.output_tokens, c.cost_usd)
+        await self.dispatcher.finish(served, c.input_tokens + c.output_tokens, c.cost_usd)
         return RoutedCompletion(
             text=c.text, model=served.model.name, model_id=c.model, provider=served.model.provider,
             finish_reason=c.finish_reason, input_tokens=c.input_tokens, output_tokens=c.output_tokens,

@@ -2,7 +2,7 @@
 "use strict";
 
 const EVERY_S = 5;
-const CONFIG = { displaylogo: false, responsive: true };
+const CONFIG = { displayModeBar: false, responsive: true };
 const LAYOUT = { margin: { t: 40, r: 20, b: 60, l: 60 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff" };
 
 function layout(title, extra) {
@@ -46,8 +46,10 @@ const CHARTS = {
   },
   errors(d) {
     const names = Object.keys(d.attempt_errors);
+    const empty = names.length ? {} : { annotations: [{ text: "no failed attempts", showarrow: false }],
+                                         xaxis: { visible: false }, yaxis: { visible: false } };
     return [[bar(names, names.map((n) => d.attempt_errors[n]), "attempts", { marker: { color: "#c62828" } })],
-            layout("Failed attempts by error class")];
+            layout("Failed attempts by error class", empty)];
   },
 };
 
