@@ -17,7 +17,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from engine.classify_cues import CJK_CUES, CODE_NOUNS, CREATIVE_NOUNS, LANGUAGES, LATIN_CUES, PROGRAMMING_LANGUAGES
+from engine import classify_cues as cues
+from engine.classify_cues import CJK_CUES, LATIN_CUES
 
 __all__ = ["LABELS", "classify", "scores"]
 
@@ -113,199 +114,6 @@ _CJK = _cjk_table(CJK_CUES)
 _CJK_FIRST = "\u3040"  # hiragana start; kanji/hanzi and katakana sit above it
 
 
-# --- splitting a prompt into instruction and passage -------------------------------------------
-_FENCE = re.compile(r"```[^\n`]*\n?(.*?)(?:```|\Z)", re.S)
-_PARA = re.compile(r"\n\s*\n")
-_QUOTE = re.compile(
-    r"'(?<![^\s:(\[]')[^'\n]{30,}?'(?=[\s.,;:!?)\]]|$)"
-    r'|"[^"\n]{30,}?"|“[^”]{30,}?”|«[^»]{30,}?»|„[^“”]{30,}?[“”]|「[^」]{2,}?」|『[^』]{2,}?』'
-)
-_INLINE_CODE = re.compile(r"`[^`\n]+`")
-# a first paragraph that only presents what follows ("Here's the text:"): the request may come after it
-_PRESENTS = re.compile(r"\s*(?:here(?:'s| is| are)|this is|these are|below|i got|i have|i've got|i received|my |the following)", re.I)
-# a paragraph that starts like data (list, heading, table, quote, "Name: ...", a number) is passage
-_PAYLOADISH = re.compile(r"\s*(?:[-*#>|{\[(\d\"'“«„「•★]|[\w.-]+(?: [\w.()-]+){0,3}: )")
-
-# --- structure ---------------------------------------------------------------------------------
-# Every alternative of the scanning patterns below starts with a literal character, which lets `re`
-# skip to candidate positions in C instead of trying each alternative at every position.
-_TRACE = re.compile(
-    r"Traceback \(most recent call last\)|\n[ \t]+at [\w$.<>/]+ ?\(|error\[E\d+\]|Error(?<=[A-Za-z]Error)(?::|\s+in\b)"
-    r"|Exception(?<=[A-Za-z]Exception)(?::|\s+in\b)|Segmentation fault|panicked at|npm ERR!|fatal: |Uncaught \w+"
-    r"|undefined reference|cannot find symbol|File \"[^\"\n]+\", line \d+|--> [\w./]+:\d+:\d+"
-)
-_CODE_LINE = re.compile(
-    r"^\s*(?:def |class |import |from [\w.]+ import |function\b|const |let |var |public |private |protected "
-    r"|static |return\b|if\s*\(|for\s*\(|while\s*\(|#include|using |package |fn |func |async |await |try:"
-    r"|except\b|elif |else:|SELECT\b|INSERT\b|UPDATE\b|DELETE\b|CREATE\b|FROM\b|WHERE\b|(?:LEFT |INNER )?JOIN\b"
-    r"|GROUP BY\b|ORDER BY\b|\$ |sudo |<\w+[^>]*>|[\w.\[\]]+\s*(?:=|\+=|:=|==)\s*\S)|[;{}]\s*$",
-    re.M,
-)
-_MATH = re.compile(
-    r"\^(?<=[a-z0-9)]\^)\s*\(?-?[\da-z]|²(?<=[a-z0-9)]²)|³(?<=[a-z0-9)]³)|∫|∑|∏|√|π|∞|≤|≥|≠|±|÷|∂"
-    r"|=(?:(?<=[\w)]=)|(?<=[\w)] =))\s*[-\w(]|\*(?<=\d\*)\s*\(?\d|\*(?<=\d \*)\s*\(?\d|×(?<=\d×)\s*\d|×(?<=\d ×)\s*\d"
-    r"|-(?<=\d -)\s+\(?\d|\+(?<=[\d)a-z] \+)\s+\(?\d|/(?<=\d /)\s+\(?\d|/(?<=d[a-z]/)d[a-z]\b"
-    r"|%(?<=\d%)\s*(?:of|de|von|du|des)\s+\$?\d|sin\s*\(|cos\s*\(|tan\s*\(|log\w*\s*\(|ln\s*\(|exp\s*\(|sqrt\s*\(|\[\[|\|(?=\s*-?\d+\s+-?\d+)"
-)
-_SQL = re.compile(
-    r"SELECT\s[\s\S]{1,300}?\bFROM\s+\w|select\s+[\w.*]+(?:\s*,\s*[\w.*()]+)*\s+from\s+\w|INSERT INTO\s|insert into\s+\w+\s*\("
-    r"|CREATE TABLE\s|create table\s+\w+\s*\(|UPDATE\s+\w+\s+SET\s|DELETE FROM\s"
-)
-_MONEY_OR_PERCENT = re.compile(
-    r"\d\s?%|[$€£¥]\s?\d|\d\s?(?:€|eur|euros?|usd|dollars?|km|kg|cm|mm|m|g|mg|l|ml|mph|km/h|m/s|°c?|°f?)(?![\w/])"
-)
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_QUANTITY_Q = re.compile(
-    r"\b(?:how (?:many|much|long|far|fast|high|old|big|tall)|what (?:is|are|was|'s) the (?:probability|chance|odds"
-    r"|percentage|total|average|area|volume|value|sum|expected|interest)|what percent|in what year"
-    r"|when (?:does|will|do|did) (?:the|it|he|she|they)\b|find the|calculate|compute|what's the"
-    r" (?:probability|chance|area|volume|value|sum|total)|% of)"
-)
-
-# --- intent phrases that need more than a word list --------------------------------------------
-# "translate/convert/put ... into X": the target word decides between a translation and a code port
-_CONVERT_VERB = re.compile(
-    r"\b(?:translat\w*|convert\w*|port|porting|rewrite|re-write|turn|traduc\w*|übersetz\w*|tradui\w*|traduz\w*"
-    r"|put|render|write|say)\b"
-)
-_INTO = re.compile(r"\b(in|into|to|en|a|al|nach|ins|auf|vers)\s+([\w+#'-]+(?:\s+[\w+#'-]+){0,2})")
-_SHORT_QUOTE = re.compile(r"(?:^|[\s:(])['\"«「“„][^'\"»」”\n]{1,60}['\"»」”]")
-_SENTENCE_END = re.compile(r"[.?!\n]")
-_LANG_PAIR = re.compile(
-    r"\b(?:en|es|fr|de|it|pt|ja|jp|zh|cn|ko|ru|nl|pl|english|spanish|french|german|italian|japanese|chinese)"
-    r"\s*(?:->|→|=>|>)\s*(?:en|es|fr|de|it|pt|ja|jp|zh|cn|ko|ru|nl|pl|english|spanish|french|german|italian"
-    r"|japanese|chinese)\b"
-)
-_WRITE_WHAT = re.compile(
-    r"\b(?:write|compose|create|implement|build|make|generate|give me|code up|draft|craft|pen|come up with"
-    r"|escribe|escríbeme|escribir|crea|écris|écrivez|écrire|crée|schreib|schreibe|erstelle|erfinde|invente|inventa)"
-    r"\b((?:\s+[^\s.?!]+){1,6})"
-)
-_REFACTOR_EXTRACT = re.compile(
-    r"\bextract\w*\b[^.?!\n]{0,50}?\b(?:logic|code|method|function|class|component|hook|helper|module|constant"
-    r"|variable|interface|into (?:a|its own|a separate|separate))\b"
-)
-_NEGATION = re.compile(
-    r"\b(?:no|not|don't|dont|do not|doesn't|without|never|no need for|don't need|dont need|no actual)\b"
-    r"(?:\s+\S+){0,3}?\s+(?:(?P<code>code|sql|coding|programming|fix anything|fix it)|(?P<math>math|maths|formula"
-    r"|formulas|calculation|calculations|equations?|exact numbers|the numbers|proof))\b"
-)
-_WHAT_CODE_DOES = re.compile(
-    r"\bwhat (?:exactly )?(?:this|the|my|that) (?:function|code|script|query|regex|regexp|class|snippet|command"
-    r"|method|program|line|loop|expression|pipeline|one-liner|sql|component|hook|error)\b"
-    r"|\bwhat (?:exactly )?(?:does|do) (?:this|that|it)(?: \w+)? (?:do|return|print|output)\b"
-)
-
-
-def _words(spec: str) -> frozenset[str]:
-    return frozenset(tok for tok in _TOKEN.findall(spec.lower()) if tok[0].isalnum())
-
-
-_PROG_WORDS = _words(PROGRAMMING_LANGUAGES)
-_LANG_WORDS = _words(LANGUAGES)
-_TARGET_WORDS = _PROG_WORDS | _LANG_WORDS
-_CODE_NOUNS = _words(CODE_NOUNS)
-_NOT_A_PORT = frozenset({"put", "say", "write", "render"})  # "write it in Python" is not a port of given code
-_CREATIVE_NOUNS = _words(CREATIVE_NOUNS)
-_LANG_NOUN = re.compile(
-    rf"\b(?:{LANGUAGES}) (?:version|translation|equivalent|word for|term for)\b|\bthe (?:{LANGUAGES}) for\b"
-)
-_WRITE_VERBS = _words(
-    "write compose create implement build make generate give code draft craft pen come escribe escríbeme escribir"
-    " crea écris écrivez écrire crée schreib schreibe erstelle erfinde invente inventa"
-)
-_DOC_DEIXIS = frozenset({"this", "that", "these", "each"})
-_NEGATORS = frozenset({"no", "not", "don't", "dont", "doesn't", "without", "never"})
-_IS_THIS_DOC = re.compile(
-    r"\b(?:is|does|are|which of) (?:this|the|that|each|these) (?:\w+ )?(?:tweets?|e-?mails?|messages?|reviews?|comments?|posts?"
-    r"|tickets?|texts?|sentences?|headlines?|requests?|quer(?:y|ies)|feedback|complaints?|notes?|replies|reply"
-    r"|paragraphs?|articles?|sms|chats?) (?:about|a|an|positive|negative|neutral|spam|sarcastic|urgent|related"
-    r"|relevant|written|in|more|likely|asking|mentions?|contains?|talking|complaining|expressing|toxic|offensive)\b"
-)
-_DOC_NOUNS = (
-    r"(?:text|passage|article|e-?mails?|messages?|paragraph|document|report|transcript|notes|reviews?|tweets?|post"
-    r"|chat|thread|log|letter|memo|abstract|clause|section|page|listing|invoice|receipt|resume|cv|label|excerpt"
-    r"|essay|chapter|announcement|newsletter|minutes|conversation|changelog|press release|posting|description"
-    r"|bio|sentences?|statement|contract|comments|feedback|survey|lines|data|table|list|caption|form|menu|ticket"
-    r"|bill|schedule|itinerary|confirmation|records?|file|poem|song|verse|story|lyrics|quote|snippet|config)"
-)
-_ASK_DOC = re.compile(
-    r"\b(?:what|what's|which|who|when|where|how many|how much|list|give me|find|get|show me)\b[^.?!]{0,80}?"
-    rf"\b(?:in|on|from|within) (?:this|these|the following|the above|the below|the attached|that|the)\s+"
-    rf"(?:[\w-]+\s+){{0,2}}?{_DOC_NOUNS}\b"
-)
-_FROM_DOC_ASK = re.compile(
-    rf"\bfrom (?:this|these|the following|the above|the below|that|the)\s+(?:[\w-]+\s+){{0,2}}?(?:{_DOC_NOUNS[3:-1]}"
-    r"|query|code|file|script|function|class|diff|output|json|xml|html|csv)\b(?: below| above)?,?\s*(?:please\s+)?"
-    r"(?:tell me|give me|list|find|get|show|what|which|who|how many|pull|return|output|identify|return)\b"
-)
-_GERMAN_COMPOUND = re.compile(r"\w(?:geschichte|gedicht|märchen|liedtext)\b")
-_CREATIVE_MATERIAL = re.compile(
-    r"\b(?:this|these|the following|that|the above|the below|the)\s+(?:[\w-]+\s+){0,2}(?:poem|song|verse|story|lyrics"
-    r"|joke|haiku|limerick|speech|letter|novel|tale|fable|dialogue|scene|slogan|caption)\b"
-)
-_INTO_FORMAT = re.compile(
-    r"\b(?:turn|convert|put|format|organi[sz]e|reformat|transform|parse|structure)\b[^.?!]{0,50}?\binto (?:an? )?"
-    r"(?:json|csv|tables?|key[/ -]value|spreadsheet|yaml|xml|structured|fields|columns|rows|records|bullet list)"
-)
-_PULL_OUT = re.compile(
-    r"\b(?:pull|get|grab|fish|dig|pick|take)\b(?:\s+\S+){0,4}?\s+out\s+(?:of\s+)?(?:this|the|these|that|my|from)\b"
-)
-_LEAD_VERB = re.compile(
-    r"(?:^|[.!?:;]\s+)(?:(?:please|pls|plz|just|now|also|then|kindly|can you|could you|would you|will you|can u"
-    r"|hey|hi|ok|okay|so|quick|bitte|por favor|s'il te plaît|stp)\s+)*([^\W\d_]+)"
-)
-_MAIN_VERBS: dict[str, str] = {
-    **dict.fromkeys(
-        "extract list classify categorize categorise tag label parse identify detect pull fill extrae extraer"
-        " extrahiere extrahieren extrais extrayez clasifica klassifiziere classe liste".split(),
-        "extract",
-    ),
-    **dict.fromkeys(
-        "summarize summarise condense shorten recap tldr tl resume resumen resúmelo résume résumez résumer fasse"
-        " fass zusammenfassen sintetiza".split(),
-        "summarize",
-    ),
-    **dict.fromkeys(
-        "translate traduce tradúceme traducir traduis traduisez traduire übersetze übersetz übersetzen localize"
-        " localise".split(),
-        "translate",
-    ),
-    **dict.fromkeys("fix debug refactor implement optimize optimise port".split(), "code"),
-    **dict.fromkeys(
-        "solve calculate compute prove simplify differentiate integrate factor derive resuelve calcula calcule"
-        " berechne löse résous démontre beweise".split(),
-        "math",
-    ),
-    **dict.fromkeys("write compose pretend roleplay escribe escríbeme schreib schreibe écris écrivez invent invente inventa erfinde brainstorm".split(), "creative"),
-    **dict.fromkeys("compare weigh assess analyze analyse critique prioritize prioritise decide argue".split(), "reasoning"),
-}
-
-
-def _main_verb(instr: str) -> str | None:
-    """Label of the first imperative verb that starts one of the first sentences, if it is telling."""
-    for k, m in enumerate(_LEAD_VERB.finditer(instr)):
-        label = _MAIN_VERBS.get(m.group(1))
-        if label or k >= 2:
-            return label
-    return None
-
-
-_FASSE_ZUSAMMEN = re.compile(r"\bfass\w*\b[^.?!\n]{0,80}\bzusammen\b")
-_RESUME_ES_FR = re.compile(
-    r"\bresume\s+(?:este|esta|estos|estas|el|la|los|las|lo|en|brevemente|ce|cet|cette|ces|le|les)\b"
-)
-_DOC_REF = re.compile(
-    r"\b(?:this|these|the following|following|below|above|attached|here's|here is|the)\s+(?:\S+\s+){0,2}?"
-    r"(?:text|passage|article|e-?mail|message|paragraph|document|report|transcript|notes|reviews?|tweet|post|chat"
-    r"|thread|log|letter|memo|abstract|clause|section|page|listing|invoice|receipt|resume|cv|label|excerpt"
-    r"|essay|chapter|announcement|newsletter|update|minutes|conversation|release notes|changelog|press release"
-    r"|posting|description|bio|sentences?|statement|contract|comments|feedback|survey|lines|data|table|list)\b"
-    r"|\b(?:siguiente|este texto|este artículo|folgenden|diesen text|diesen artikel|ce texte|cet article|suivant)\b"
-    r"|次の|以下の|下面|这段|这篇|以下"
-)
-
-
 class _Split(NamedTuple):
     instr: str  # what the user asks for
     passage: str  # text given to work on, outside code fences
@@ -322,10 +130,10 @@ def _split(text: str) -> _Split:
     """
     blocks: list[str] = []
     if "```" in text:
-        blocks = _FENCE.findall(text)
-        text = _FENCE.sub("\n\n", text)
+        blocks = cues.FENCE.findall(text)
+        text = cues.FENCE.sub("\n\n", text)
     text = text.strip()
-    paras = _PARA.split(text)
+    paras = cues.PARA.split(text)
     head = paras[0]
     if len(head) > _HEAD_CHARS:
         first_line = head.split("\n", 1)[0]
@@ -333,19 +141,19 @@ def _split(text: str) -> _Split:
     parts = [head]
     rest = paras[1:] if len(text) <= _SHORT_PROMPT else paras[-1:] if len(paras) > 1 else []
     ending = head.rstrip()[-1:]
-    if rest and not _PRESENTS.match(head):
-        if (ending and ending in "?？:：") or (len(paras[0]) <= _HEAD_CHARS and _DOC_REF.search(head.lower())):
+    if rest and not cues.PRESENTS.match(head):
+        if (ending and ending in "?？:：") or (len(paras[0]) <= _HEAD_CHARS and cues.DOC_REF.search(head.lower())):
             # "What's the due date on this invoice?\n\n<invoice>", "Turn this confirmation into ...\n\n<it>":
             # the request is complete and names its material, so what follows is that material
             rest = []
     for para in rest:
-        if len(para) <= _TAIL_CHARS and "\n" not in para and not _PAYLOADISH.match(para):
+        if len(para) <= _TAIL_CHARS and "\n" not in para and not cues.PAYLOADISH.match(para):
             parts.append(para)
     instr = "\n".join(parts)
     passage = _passage(text, parts) if len(parts) < len(paras) or head is not paras[0] else ""
     quoted = 0
     if (len(instr) > 30 and ("'" in instr or '"' in instr or not instr.isascii())) or "「" in instr or "『" in instr:
-        bare = _QUOTE.sub(" «…» ", instr)
+        bare = cues.QUOTE.sub(" «…» ", instr)
         quoted, instr = max(0, len(instr) - len(bare)), bare
     return _Split(instr, passage, len(passage) + quoted + sum(map(len, blocks)), blocks)
 
@@ -444,6 +252,15 @@ def _cue_scores(toks: list[str], instr: str) -> tuple[dict[str, float], dict[str
     return acc, peak
 
 
+def _main_verb(instr: str) -> str | None:
+    """Label of the first imperative verb that starts one of the first sentences, if it is telling."""
+    for k, m in enumerate(cues.LEAD_VERB.finditer(instr)):
+        label = cues.MAIN_VERBS.get(m.group(1))
+        if label or k >= 2:
+            return label
+    return None
+
+
 def _conversion_target(instr: str) -> str | None:
     """What "translate/convert/put X into Y" asks for.
 
@@ -451,32 +268,32 @@ def _conversion_target(instr: str) -> str | None:
     "translate" when Y is a human language after a conversion verb, "language" when a human
     language is only named as a target ("I need this in Japanese"), else None.
     """
-    for verb in _CONVERT_VERB.finditer(instr):
+    for verb in cues.CONVERT_VERB.finditer(instr):
         window = instr[verb.end() : verb.end() + 80]
-        stop = _SENTENCE_END.search(window)
+        stop = cues.SENTENCE_END.search(window)
         if stop:
             window = window[: stop.start()]
-        for into in _INTO.finditer(window):
+        for into in cues.INTO.finditer(window):
             words = into.group(2).split()
-            if words[0] in _PROG_WORDS or (len(words) > 1 and words[1] in _PROG_WORDS):
-                if verb.group() not in _NOT_A_PORT:
+            if words[0] in cues.PROG_WORDS or (len(words) > 1 and words[1] in cues.PROG_WORDS):
+                if verb.group() not in cues.NOT_A_PORT:
                     return "code"
-            if any(word in _LANG_WORDS for word in words):
+            if any(word in cues.LANG_WORDS for word in words):
                 return "translate"
-    for into in _INTO.finditer(instr):
-        if into.group(1) != "a" and any(word in _LANG_WORDS for word in into.group(2).split()):
+    for into in cues.INTO.finditer(instr):
+        if into.group(1) != "a" and any(word in cues.LANG_WORDS for word in into.group(2).split()):
             return "language"
     return None
 
 
 def _requested_artefact(instr: str) -> str | None:
     """After "write/compose/create...", the nearest head noun says whether a program or a text is wanted."""
-    for m in _WRITE_WHAT.finditer(instr):
+    for m in cues.WRITE_WHAT.finditer(instr):
         for word in m.group(1).split():
             word = word.strip(",;:'\"()[]")
-            if word in _CODE_NOUNS:
+            if word in cues.CODE_NOUN_SET:
                 return "code"
-            if word in _CREATIVE_NOUNS:
+            if word in cues.CREATIVE_NOUN_SET:
                 return "creative"
     return None
 
@@ -493,7 +310,7 @@ def _phrase_scores(
         if weight > peak.get(label, 0.0):
             peak[label] = weight
 
-    if words & _TARGET_WORDS:
+    if words & cues.TARGET_WORDS:
         target = _conversion_target(instr)
         if target == "code":
             _add(acc, "code", 4.0)
@@ -502,46 +319,46 @@ def _phrase_scores(
             _add(acc, "translate", 2.5)
         elif target == "language" and max(peak.get("summarize", 0.0), peak.get("extract", 0.0)) < _EXPLICIT:
             # "I need this in Japanese: '...'", "what's 'good luck' in Hebrew?"
-            if given or _SHORT_QUOTE.search(instr) or ":" in instr:
+            if given or cues.SHORT_QUOTE.search(instr) or ":" in instr:
                 strong("translate", 3.5)
             else:
                 _add(acc, "translate", 2.0)
-        if words & _LANG_WORDS and _LANG_NOUN.search(instr):
+        if words & cues.LANG_WORDS and cues.LANG_NOUN.search(instr):
             strong("translate", 3.5)  # "the French version of", "the Spanish word for"
-    if (">" in instr or "→" in instr) and _LANG_PAIR.search(instr):
+    if (">" in instr or "→" in instr) and cues.LANG_PAIR.search(instr):
         strong("translate", 4.0)
-    if words & _WRITE_VERBS:
+    if words & cues.WRITE_VERBS:
         kind = _requested_artefact(instr)
         if kind:
             # "write a Python function to compute the area of ...": the deliverable is code, whatever it computes
             _add(acc, kind, 4.0 if kind == "code" else 3.0)
-    if "extract" in instr and _REFACTOR_EXTRACT.search(instr):
+    if "extract" in instr and cues.REFACTOR_EXTRACT.search(instr):
         _add(acc, "code", 3.0)
         _add(acc, "extract", -4.0)
-    if words & _NEGATORS:
-        for m in _NEGATION.finditer(instr):
+    if words & cues.NEGATORS:
+        for m in cues.NEGATION.finditer(instr):
             _add(acc, "code" if m.group("code") else "math", -3.0)
-    if code_struct and "what" in words and _WHAT_CODE_DOES.search(instr):
+    if code_struct and "what" in words and cues.WHAT_CODE_DOES.search(instr):
         _add(acc, "code", 3.0)
-    if words & _DOC_DEIXIS and _IS_THIS_DOC.search(instr):
+    if words & cues.DOC_DEIXIS and cues.IS_THIS_DOC.search(instr):
         strong("extract", 3.5)  # "is this tweet about X or Y?": classify the given text
-    elif given and _FROM_DOC_ASK.search(instr):
+    elif given and cues.FROM_DOC_ASK.search(instr):
         strong("extract", 3.5)  # "from this SQL query, tell me which columns ..."
-    elif given and _ASK_DOC.search(instr):
+    elif given and cues.ASK_DOC.search(instr):
         _add(acc, "extract", 2.0)  # "what's the due date on this invoice?"
-    if "out" in words and _PULL_OUT.search(instr):
+    if "out" in words and cues.PULL_OUT.search(instr):
         strong("extract", 3.5)
-    if "into" in words and _INTO_FORMAT.search(instr):
+    if "into" in words and cues.INTO_FORMAT.search(instr):
         strong("extract", 3.5)  # "turn this confirmation into key/value pairs"
     verb = _main_verb(instr)
     if verb:
         _add(acc, verb, 1.5)
-    if ("zusammen" in words and _FASSE_ZUSAMMEN.search(instr)) or ("resume" in words and _RESUME_ES_FR.search(instr)):
+    if ("zusammen" in words and cues.FASSE_ZUSAMMEN.search(instr)) or ("resume" in words and cues.RESUME_ES_FR.search(instr)):
         strong("summarize", 4.0)
-    if ("geschichte" in instr or "gedicht" in instr or "märchen" in instr) and _GERMAN_COMPOUND.search(instr):
+    if ("geschichte" in instr or "gedicht" in instr or "märchen" in instr) and cues.GERMAN_COMPOUND.search(instr):
         _add(acc, "creative", 2.5)  # "Gruselgeschichte", "Liebesgedicht"
     if max(peak.get("summarize", 0.0), peak.get("extract", 0.0), peak.get("translate", 0.0)) >= 3.0:
-        if _CREATIVE_MATERIAL.search(instr):
+        if cues.CREATIVE_MATERIAL.search(instr):
             _add(acc, "creative", -3.0)  # "which places are named in this poem": the poem is material
     return acc
 
@@ -551,28 +368,28 @@ def _structure(sp: _Split, instr: str) -> tuple[float, float]:
     code = 3.0 if sp.blocks else 0.0
     material = "\n".join(sp.blocks) + "\n" + sp.passage if sp.blocks else sp.passage
     sample = material[:_SCAN_LIMIT]
-    if _TRACE.search(sample) or _TRACE.search(instr):
+    if cues.TRACE.search(sample) or cues.TRACE.search(instr):
         code += 3.0
-    lines = len(_CODE_LINE.findall(sample)) if sample.count("\n") >= 2 else 0
+    lines = len(cues.CODE_LINE.findall(sample)) if sample.count("\n") >= 2 else 0
     if lines >= 6:
         code += 3.0
     elif lines >= 3:
         code += 2.0
-    if _SQL.search(sample) or _SQL.search(sp.instr):
+    if cues.SQL.search(sample) or cues.SQL.search(sp.instr):
         code += 2.5
-    if "`" in instr and _INLINE_CODE.search(instr):
+    if "`" in instr and cues.INLINE_CODE.search(instr):
         code += 1.5
-        instr = _INLINE_CODE.sub(" ", instr)
-    numbers = len(_NUMBER.findall(instr))
+        instr = cues.INLINE_CODE.sub(" ", instr)
+    numbers = len(cues.NUMBER.findall(instr))
     math = 0.0
     if numbers >= 2:
-        if _QUANTITY_Q.search(instr):
+        if cues.QUANTITY_Q.search(instr):
             math += 2.5  # "... in 6 hours and ... in 4 hours. How long with both open?"
-        if _MONEY_OR_PERCENT.search(instr):
+        if cues.MONEY_OR_PERCENT.search(instr):
             math += 1.5  # "what's a 15% tip on $64.80"
     if not lines and not sp.blocks and sp.size < _SHORT_PROMPT:
         instr = instr + "\n" + sp.passage.lower()  # "Solve the system:\n\n2x + y = 5 ..." keeps its maths
-    math += min(4.0, 1.0 * len(_MATH.findall(instr)))
+    math += min(4.0, 1.0 * len(cues.MATH.findall(instr)))
     return code, math
 
 
@@ -616,7 +433,7 @@ def scores(text: str) -> dict[str, float]:
             _add(acc, label, delta)
         _add(acc, "summarize", 0.5 if given < 800 else 1.0)
     elif not given and (acc.get("summarize", 0.0) > 0 or acc.get("extract", 0.0) > 0):
-        if not _DOC_REF.search(instr):  # "summarize/extract" with nothing given to work on
+        if not cues.DOC_REF.search(instr):  # "summarize/extract" with nothing given to work on
             for label in ("summarize", "extract"):
                 if acc.get(label, 0.0) > 0:
                     acc[label] *= 0.6

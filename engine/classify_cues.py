@@ -10,7 +10,7 @@ Chinese, not topics: the classifier has to generalise to prompts about anything.
 
 from __future__ import annotations
 
-__all__ = ["CJK_CUES", "CODE_NOUNS", "CREATIVE_NOUNS", "LANGUAGES", "LATIN_CUES", "PROGRAMMING_LANGUAGES"]
+import re
 
 LATIN_CUES: dict[str, tuple[tuple[float, str], ...]] = {
     "code": (
@@ -300,4 +300,190 @@ CREATIVE_NOUNS = (
     "|folktale|parable|allegory|satire|parody|skit|sketch|trailer|voiceover|couplet|couplets|stanza"
     "|poema|cuento|historia|chiste|canción|gedicht|geschichte|märchen|witz|lied|poème|histoire|conte|blague"
     "|chanson"
+)
+
+
+# --- intent phrases that need more than a word list ---------------------------------------------
+# Compiled here, once, at import. Patterns run on the lower-cased, whitespace-normalised instruction.
+# "translate/convert/put ... into X": the target word decides between a translation and a code port
+CONVERT_VERB = re.compile(
+    r"\b(?:translat\w*|convert\w*|port|porting|rewrite|re-write|turn|traduc\w*|übersetz\w*|tradui\w*|traduz\w*"
+    r"|put|render|write|say)\b"
+)
+INTO = re.compile(r"\b(in|into|to|en|a|al|nach|ins|auf|vers)\s+([\w+#'-]+(?:\s+[\w+#'-]+){0,2})")
+SHORT_QUOTE = re.compile(r"(?:^|[\s:(])['\"«「“„][^'\"»」”\n]{1,60}['\"»」”]")
+SENTENCE_END = re.compile(r"[.?!\n]")
+LANG_PAIR = re.compile(
+    r"\b(?:en|es|fr|de|it|pt|ja|jp|zh|cn|ko|ru|nl|pl|english|spanish|french|german|italian|japanese|chinese)"
+    r"\s*(?:->|→|=>|>)\s*(?:en|es|fr|de|it|pt|ja|jp|zh|cn|ko|ru|nl|pl|english|spanish|french|german|italian"
+    r"|japanese|chinese)\b"
+)
+WRITE_WHAT = re.compile(
+    r"\b(?:write|compose|create|implement|build|make|generate|give me|code up|draft|craft|pen|come up with"
+    r"|escribe|escríbeme|escribir|crea|écris|écrivez|écrire|crée|schreib|schreibe|erstelle|erfinde|invente|inventa)"
+    r"\b((?:\s+[^\s.?!]+){1,6})"
+)
+REFACTOR_EXTRACT = re.compile(
+    r"\bextract\w*\b[^.?!\n]{0,50}?\b(?:logic|code|method|function|class|component|hook|helper|module|constant"
+    r"|variable|interface|into (?:a|its own|a separate|separate))\b"
+)
+NEGATION = re.compile(
+    r"\b(?:no|not|don't|dont|do not|doesn't|without|never|no need for|don't need|dont need|no actual)\b"
+    r"(?:\s+\S+){0,3}?\s+(?:(?P<code>code|sql|coding|programming|fix anything|fix it)|(?P<math>math|maths|formula"
+    r"|formulas|calculation|calculations|equations?|exact numbers|the numbers|proof))\b"
+)
+WHAT_CODE_DOES = re.compile(
+    r"\bwhat (?:exactly )?(?:this|the|my|that) (?:function|code|script|query|regex|regexp|class|snippet|command"
+    r"|method|program|line|loop|expression|pipeline|one-liner|sql|component|hook|error)\b"
+    r"|\bwhat (?:exactly )?(?:does|do) (?:this|that|it)(?: \w+)? (?:do|return|print|output)\b"
+)
+
+
+def _words(spec: str) -> frozenset[str]:
+    return frozenset(spec.lower().replace("|", " ").split())
+
+
+PROG_WORDS = _words(PROGRAMMING_LANGUAGES)
+LANG_WORDS = _words(LANGUAGES)
+TARGET_WORDS = PROG_WORDS | LANG_WORDS
+CODE_NOUN_SET = _words(CODE_NOUNS)
+NOT_A_PORT = frozenset({"put", "say", "write", "render"})  # "write it in Python" is not a port of given code
+CREATIVE_NOUN_SET = _words(CREATIVE_NOUNS)
+LANG_NOUN = re.compile(
+    rf"\b(?:{LANGUAGES}) (?:version|translation|equivalent|word for|term for)\b|\bthe (?:{LANGUAGES}) for\b"
+)
+WRITE_VERBS = _words(
+    "write compose create implement build make generate give code draft craft pen come escribe escríbeme escribir"
+    " crea écris écrivez écrire crée schreib schreibe erstelle erfinde invente inventa"
+)
+DOC_DEIXIS = frozenset({"this", "that", "these", "each"})
+NEGATORS = frozenset({"no", "not", "don't", "dont", "doesn't", "without", "never"})
+IS_THIS_DOC = re.compile(
+    r"\b(?:is|does|are|which of) (?:this|the|that|each|these) (?:\w+ )?(?:tweets?|e-?mails?|messages?|reviews?|comments?|posts?"
+    r"|tickets?|texts?|sentences?|headlines?|requests?|quer(?:y|ies)|feedback|complaints?|notes?|replies|reply"
+    r"|paragraphs?|articles?|sms|chats?) (?:about|a|an|positive|negative|neutral|spam|sarcastic|urgent|related"
+    r"|relevant|written|in|more|likely|asking|mentions?|contains?|talking|complaining|expressing|toxic|offensive)\b"
+)
+DOC_NOUNS = (
+    r"(?:text|passage|article|e-?mails?|messages?|paragraph|document|report|transcript|notes|reviews?|tweets?|post"
+    r"|chat|thread|log|letter|memo|abstract|clause|section|page|listing|invoice|receipt|resume|cv|label|excerpt"
+    r"|essay|chapter|announcement|newsletter|minutes|conversation|changelog|press release|posting|description"
+    r"|bio|sentences?|statement|contract|comments|feedback|survey|lines|data|table|list|caption|form|menu|ticket"
+    r"|bill|schedule|itinerary|confirmation|records?|file|poem|song|verse|story|lyrics|quote|snippet|config)"
+)
+ASK_DOC = re.compile(
+    r"\b(?:what|what's|which|who|when|where|how many|how much|list|give me|find|get|show me)\b[^.?!]{0,80}?"
+    rf"\b(?:in|on|from|within) (?:this|these|the following|the above|the below|the attached|that|the)\s+"
+    rf"(?:[\w-]+\s+){{0,2}}?{DOC_NOUNS}\b"
+)
+FROM_DOC_ASK = re.compile(
+    rf"\bfrom (?:this|these|the following|the above|the below|that|the)\s+(?:[\w-]+\s+){{0,2}}?(?:{DOC_NOUNS[3:-1]}"
+    r"|query|code|file|script|function|class|diff|output|json|xml|html|csv)\b(?: below| above)?,?\s*(?:please\s+)?"
+    r"(?:tell me|give me|list|find|get|show|what|which|who|how many|pull|return|output|identify|return)\b"
+)
+GERMAN_COMPOUND = re.compile(r"\w(?:geschichte|gedicht|märchen|liedtext)\b")
+CREATIVE_MATERIAL = re.compile(
+    r"\b(?:this|these|the following|that|the above|the below|the)\s+(?:[\w-]+\s+){0,2}(?:poem|song|verse|story|lyrics"
+    r"|joke|haiku|limerick|speech|letter|novel|tale|fable|dialogue|scene|slogan|caption)\b"
+)
+INTO_FORMAT = re.compile(
+    r"\b(?:turn|convert|put|format|organi[sz]e|reformat|transform|parse|structure)\b[^.?!]{0,50}?\binto (?:an? )?"
+    r"(?:json|csv|tables?|key[/ -]value|spreadsheet|yaml|xml|structured|fields|columns|rows|records|bullet list)"
+)
+PULL_OUT = re.compile(
+    r"\b(?:pull|get|grab|fish|dig|pick|take)\b(?:\s+\S+){0,4}?\s+out\s+(?:of\s+)?(?:this|the|these|that|my|from)\b"
+)
+LEAD_VERB = re.compile(
+    r"(?:^|[.!?:;]\s+)(?:(?:please|pls|plz|just|now|also|then|kindly|can you|could you|would you|will you|can u"
+    r"|hey|hi|ok|okay|so|quick|bitte|por favor|s'il te plaît|stp)\s+)*([^\W\d_]+)"
+)
+MAIN_VERBS: dict[str, str] = {
+    **dict.fromkeys(
+        "extract list classify categorize categorise tag label parse identify detect pull fill extrae extraer"
+        " extrahiere extrahieren extrais extrayez clasifica klassifiziere classe liste".split(),
+        "extract",
+    ),
+    **dict.fromkeys(
+        "summarize summarise condense shorten recap tldr tl resume resumen resúmelo résume résumez résumer fasse"
+        " fass zusammenfassen sintetiza".split(),
+        "summarize",
+    ),
+    **dict.fromkeys(
+        "translate traduce tradúceme traducir traduis traduisez traduire übersetze übersetz übersetzen localize"
+        " localise".split(),
+        "translate",
+    ),
+    **dict.fromkeys("fix debug refactor implement optimize optimise port".split(), "code"),
+    **dict.fromkeys(
+        "solve calculate compute prove simplify differentiate integrate factor derive resuelve calcula calcule"
+        " berechne löse résous démontre beweise".split(),
+        "math",
+    ),
+    **dict.fromkeys("write compose pretend roleplay escribe escríbeme schreib schreibe écris écrivez invent invente inventa erfinde brainstorm".split(), "creative"),
+    **dict.fromkeys("compare weigh assess analyze analyse critique prioritize prioritise decide argue".split(), "reasoning"),
+}
+
+
+FASSE_ZUSAMMEN = re.compile(r"\bfass\w*\b[^.?!\n]{0,80}\bzusammen\b")
+RESUME_ES_FR = re.compile(
+    r"\bresume\s+(?:este|esta|estos|estas|el|la|los|las|lo|en|brevemente|ce|cet|cette|ces|le|les)\b"
+)
+DOC_REF = re.compile(
+    r"\b(?:this|these|the following|following|below|above|attached|here's|here is|the)\s+(?:\S+\s+){0,2}?"
+    r"(?:text|passage|article|e-?mail|message|paragraph|document|report|transcript|notes|reviews?|tweet|post|chat"
+    r"|thread|log|letter|memo|abstract|clause|section|page|listing|invoice|receipt|resume|cv|label|excerpt"
+    r"|essay|chapter|announcement|newsletter|update|minutes|conversation|release notes|changelog|press release"
+    r"|posting|description|bio|sentences?|statement|contract|comments|feedback|survey|lines|data|table|list)\b"
+    r"|\b(?:siguiente|este texto|este artículo|folgenden|diesen text|diesen artikel|ce texte|cet article|suivant)\b"
+    r"|次の|以下の|下面|这段|这篇|以下"
+)
+
+
+# --- splitting a prompt into instruction and passage -------------------------------------------
+FENCE = re.compile(r"```[^\n`]*\n?(.*?)(?:```|\Z)", re.S)
+PARA = re.compile(r"\n\s*\n")
+QUOTE = re.compile(
+    r"'(?<![^\s:(\[]')[^'\n]{30,}?'(?=[\s.,;:!?)\]]|$)"
+    r'|"[^"\n]{30,}?"|“[^”]{30,}?”|«[^»]{30,}?»|„[^“”]{30,}?[“”]|「[^」]{2,}?」|『[^』]{2,}?』'
+)
+INLINE_CODE = re.compile(r"`[^`\n]+`")
+# a first paragraph that only presents what follows ("Here's the text:"): the request may come after it
+PRESENTS = re.compile(r"\s*(?:here(?:'s| is| are)|this is|these are|below|i got|i have|i've got|i received|my |the following)", re.I)
+# a paragraph that starts like data (list, heading, table, quote, "Name: ...", a number) is passage
+PAYLOADISH = re.compile(r"\s*(?:[-*#>|{\[(\d\"'“«„「•★]|[\w.-]+(?: [\w.()-]+){0,3}: )")
+
+# --- structure ---------------------------------------------------------------------------------
+# Every alternative of the scanning patterns below starts with a literal character, which lets `re`
+# skip to candidate positions in C instead of trying each alternative at every position.
+TRACE = re.compile(
+    r"Traceback \(most recent call last\)|\n[ \t]+at [\w$.<>/]+ ?\(|error\[E\d+\]|Error(?<=[A-Za-z]Error)(?::|\s+in\b)"
+    r"|Exception(?<=[A-Za-z]Exception)(?::|\s+in\b)|Segmentation fault|panicked at|npm ERR!|fatal: |Uncaught \w+"
+    r"|undefined reference|cannot find symbol|File \"[^\"\n]+\", line \d+|--> [\w./]+:\d+:\d+"
+)
+CODE_LINE = re.compile(
+    r"^\s*(?:def |class |import |from [\w.]+ import |function\b|const |let |var |public |private |protected "
+    r"|static |return\b|if\s*\(|for\s*\(|while\s*\(|#include|using |package |fn |func |async |await |try:"
+    r"|except\b|elif |else:|SELECT\b|INSERT\b|UPDATE\b|DELETE\b|CREATE\b|FROM\b|WHERE\b|(?:LEFT |INNER )?JOIN\b"
+    r"|GROUP BY\b|ORDER BY\b|\$ |sudo |<\w+[^>]*>|[\w.\[\]]+\s*(?:=|\+=|:=|==)\s*\S)|[;{}]\s*$",
+    re.M,
+)
+MATH = re.compile(
+    r"\^(?<=[a-z0-9)]\^)\s*\(?-?[\da-z]|²(?<=[a-z0-9)]²)|³(?<=[a-z0-9)]³)|∫|∑|∏|√|π|∞|≤|≥|≠|±|÷|∂"
+    r"|=(?:(?<=[\w)]=)|(?<=[\w)] =))\s*[-\w(]|\*(?<=\d\*)\s*\(?\d|\*(?<=\d \*)\s*\(?\d|×(?<=\d×)\s*\d|×(?<=\d ×)\s*\d"
+    r"|-(?<=\d -)\s+\(?\d|\+(?<=[\d)a-z] \+)\s+\(?\d|/(?<=\d /)\s+\(?\d|/(?<=d[a-z]/)d[a-z]\b"
+    r"|%(?<=\d%)\s*(?:of|de|von|du|des)\s+\$?\d|sin\s*\(|cos\s*\(|tan\s*\(|log\w*\s*\(|ln\s*\(|exp\s*\(|sqrt\s*\(|\[\[|\|(?=\s*-?\d+\s+-?\d+)"
+)
+SQL = re.compile(
+    r"SELECT\s[\s\S]{1,300}?\bFROM\s+\w|select\s+[\w.*]+(?:\s*,\s*[\w.*()]+)*\s+from\s+\w|INSERT cues.INTO\s|insert into\s+\w+\s*\("
+    r"|CREATE TABLE\s|create table\s+\w+\s*\(|UPDATE\s+\w+\s+SET\s|DELETE FROM\s"
+)
+MONEY_OR_PERCENT = re.compile(
+    r"\d\s?%|[$€£¥]\s?\d|\d\s?(?:€|eur|euros?|usd|dollars?|km|kg|cm|mm|m|g|mg|l|ml|mph|km/h|m/s|°c?|°f?)(?![\w/])"
+)
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+QUANTITY_Q = re.compile(
+    r"\b(?:how (?:many|much|long|far|fast|high|old|big|tall)|what (?:is|are|was|'s) the (?:probability|chance|odds"
+    r"|percentage|total|average|area|volume|value|sum|expected|interest)|what percent|in what year"
+    r"|when (?:does|will|do|did) (?:the|it|he|she|they)\b|find the|calculate|compute|what's the"
+    r" (?:probability|chance|area|volume|value|sum|total)|% of)"
 )

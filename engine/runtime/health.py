@@ -34,6 +34,10 @@ __all__ = ["NEUTRAL_ERRORS", "CircuitState", "HealthEvent", "HealthEventKind", "
 CircuitState = Literal["closed", "open", "half_open"]
 HealthEventKind = Literal["circuit_open", "circuit_half_open", "circuit_closed", "demoted", "restored"]
 
+SNAPSHOT_MAX_AGE_S = 0.1
+"""How long `snapshot()` may be reused when nothing was recorded: expiries and cooldowns
+are time-driven, and a tenth of a second late is well inside any health window."""
+
 NEUTRAL_ERRORS: frozenset[str] = frozenset({"RateLimited", "ContextTooLong", "ContentFiltered"})
 """Error classes that say nothing about whether the model works, so they count neither as
 failures nor as successes. `RateLimited` is our own traffic exceeding the account's quota at
@@ -163,6 +167,8 @@ class HealthTracker:
         # a window's worth of time is longer than any sane request.
         self._probe_lease = max(self._cooldown, self._window_s)
         self._w: dict[str, _Window] = {name: _Window() for name in models}
+        self._version = 0  # bumped by every record and probe grant: invalidates the snapshot
+        self._snapshot: tuple[int, float, RuntimeState] | None = None
 
     def _get(self, model: str) -> _Window:
         try:
@@ -188,6 +194,7 @@ class HealthTracker:
         Raises:
             KeyError: `model` is not in the policy.
         """
+        self._version += 1
         w = self._get(model)
         now = self._clock.monotonic()
         failure = None if ok else (error_class or "Error")
@@ -286,6 +293,7 @@ class HealthTracker:
             return False
         if w.probe_at is None or now - w.probe_at >= self._probe_lease:
             w.probe_at = now
+            self._version += 1
             return True
         return False
 
@@ -343,6 +351,27 @@ class HealthTracker:
     def snapshot(self) -> RuntimeState:
         """A `RuntimeState` holding the health facts (open circuits, demotions, latencies).
 
-        The runtime adds `unavailable` and `quota_probe` with `dataclasses.replace`.
+        One pass over the models; reused until an outcome is recorded, a circuit changes or
+        `SNAPSHOT_MAX_AGE_S` passes (sample expiry and cooldowns are time-driven). The runtime
+        adds `unavailable` and `quota_probe` with `dataclasses.replace`.
         """
-        return RuntimeState(open_circuits=self.open_circuits(), demoted=self.demoted(), latency_ms=self.latencies())
+        now = self._clock.monotonic()
+        cached = self._snapshot
+        if cached is not None and cached[0] == self._version and now - cached[1] < SNAPSHOT_MAX_AGE_S:
+            return cached[2]
+        open_: dict[str, str] = {}
+        demoted: dict[str, str] = {}
+        latency: dict[str, tuple[float, float]] = {}
+        for model, w in self._w.items():
+            self._refresh(model, w, now)
+            if w.circuit == "open":
+                open_[model] = f"circuit open: {w.open_reason}; probe in {w.open_until - now:.1f}s"
+            elif w.circuit == "half_open" and w.probe_at is not None and now - w.probe_at < self._probe_lease:
+                open_[model] = f"circuit half-open: probe in flight ({w.open_reason})"
+            if w.demoted is not None:
+                demoted[model] = w.demoted
+            if len(w.latencies) >= self._min_latency:
+                latency[model] = (w.percentile(50), w.percentile(95))
+        state = RuntimeState(open_circuits=open_, demoted=demoted, latency_ms=latency)
+        self._snapshot = (self._version, now, state)
+        return state
