@@ -121,3 +121,11 @@ def test_merge_keys_and_anchors_are_supported() -> None:
 def test_tags_and_implicit_dates_are_refused_without_constructing_anything(value: str) -> None:
     [(code, line, col, path)] = codes(f"a: {value}\n")
     assert (code, line, col, path) == ("yaml-tag", 1, 4, "$.a")
+
+
+def test_a_lone_unquoted_reference_takes_the_yaml_type_of_its_value() -> None:
+    text = MINIMAL.replace("  sim: {adapter: simulated, latency_ms: {p50: 1, p95: 2}}\n",
+                           "  sim:\n    adapter: simulated\n    timeout_s: ${T:-30}\n    base_url: \"${T:-30}\"\n")
+    assert load_policy_text(text, env={}).providers["sim"].timeout_s == 30
+    p = load_policy_text(text, env={"T": "2.5"})
+    assert p.providers["sim"].timeout_s == 2.5 and p.providers["sim"].base_url == "2.5"

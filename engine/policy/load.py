@@ -27,6 +27,7 @@ MAX_DEPTH = 64
 
 PathT = tuple[str | int, ...]
 _PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq"))
+_WHOLE_VAR = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}")
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -117,7 +118,12 @@ class _Builder:
             return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         value = self._scalar.construct_object(node)
         if isinstance(value, str):
-            return self.substitute(value, path)
+            out = self.substitute(value, path)
+            if out is not value and node.style is None and _WHOLE_VAR.fullmatch(value):
+                # an unquoted `${VAR}` standing alone takes the YAML type of its value, so
+                # `timeout_s: ${TIMEOUT:-30}` is a number; quote it to keep a string
+                return _typed(out)
+            return out
         if not isinstance(value, (int, float, bool, type(None))):
             # timestamps, binary...: a policy has no use for them and they do not survive JSON
             self.error("yaml-type", f"unsupported YAML value of type {type(value).__name__} (tag {node.tag})",
@@ -190,6 +196,15 @@ class _Builder:
         if missing:
             self.loc.missing_env[path] = missing
         return out
+
+
+def _typed(text: str) -> Any:
+    """`text` as YAML would read an unquoted scalar: int, float, bool, null, else the string."""
+    resolved = yaml.SafeLoader("").resolve(yaml.ScalarNode, text, (True, False))
+    if resolved in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
+                    "tag:yaml.org,2002:null"):
+        return yaml.safe_load(text)
+    return text
 
 
 def read_policy_text(path: str | Path) -> tuple[str, str]:
