@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append((name, measure(url, "/v1/chat/completions", **kw)))
             print(f"{name}: {rows[-1][1]}", file=sys.stderr)
     base = rows[0][1]
-    lines = [f"## engine serve (`python -m benchmarks.serve`)\n",
+    lines = ["## engine serve (`python -m benchmarks.serve`)\n",
              f"{machine()}; {os.cpu_count()} cores shared by the upstream, the service and the load generator; "
              f"{args.connections} keep-alive connections for {args.seconds:g} s; latency at 1 connection is "
              "2000 sequential requests after a warm-up.\n",

@@ -222,6 +222,14 @@ class RouterMetrics:
         """A minimal ASGI app answering every HTTP request with `render()` (mount it at /metrics)."""
 
         async def app(scope: Scope, receive: Callable[[], Awaitable[Any]], send: Send) -> None:
+            if scope["type"] == "lifespan":  # nothing to start or stop; answer so servers carry on
+                while True:
+                    message = await receive()
+                    if message["type"] == "lifespan.startup":
+                        await send({"type": "lifespan.startup.complete"})
+                    elif message["type"] == "lifespan.shutdown":
+                        await send({"type": "lifespan.shutdown.complete"})
+                        return
             if scope["type"] != "http":
                 return
             body = self.render()

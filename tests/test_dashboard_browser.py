@@ -107,7 +107,7 @@ def _problems(events: list[dict[str, Any]]) -> list[str]:
 
 def test_dashboard_renders_its_charts(fake: FakeVendorServer, tmp_path: Path, browser: DevTools) -> None:
     policy = tmp_path / "policy.yaml"
-    policy.write_text(fake_policy(fake))
+    policy.write_text(fake_policy(fake, log=str(tmp_path / "decisions.db")))
     fake.script("openai", "server_error")  # one fallback, so the error chart has data too
     with ServerThread(ServeConfig(policy=str(policy), reload_interval_s=0)) as server:
         for i in range(5):
@@ -121,10 +121,13 @@ def test_dashboard_renders_its_charts(fake: FakeVendorServer, tmp_path: Path, br
         rendered = 0
         while time.monotonic() < deadline:
             rendered = browser.evaluate("document.querySelectorAll('[data-chart][data-rendered=\"1\"]').length") or 0
-            if rendered == 6 and browser.evaluate("Number(document.body.dataset.refreshes || 0)") >= 1:
+            report = browser.evaluate("document.querySelectorAll('[data-report][data-rendered=\"1\"]').length") or 0
+            if rendered == 6 and report >= 5:
                 break
             time.sleep(0.1)
         assert rendered == 6
+        # engine report's charts over the decision log: requests, cost, route and query-type shares, latency...
+        assert report >= 5, browser.evaluate("document.getElementById('report').innerText")
         assert browser.evaluate("document.querySelectorAll('[data-chart] svg.main-svg').length") >= 6
         assert browser.evaluate("typeof Plotly") == "object"
         tiles = browser.evaluate("document.getElementById('tiles').innerText")

@@ -10,13 +10,14 @@ import httpx
 import openai
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from engine.bundled import default_policy_path
 from engine.server.config import ServeConfig
-from tests.fakes import Fault, FakeVendorServer
+from tests.fakes import FakeVendorServer, Fault
 from tests.test_serve_support import ServerThread, fake_policy
 
-MSG = [{"role": "user", "content": "Say hello to the router"}]
+MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello to the router"}]
 
 
 @pytest.fixture
@@ -186,10 +187,9 @@ def test_models_explain_and_ops_endpoints(server: ServerThread) -> None:
     client(server).chat.completions.create(model="auto", messages=MSG)  # type: ignore[arg-type]
     metrics = httpx.get(server.url + "/metrics")
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
-    assert "gpt-mini" in metrics.text and "anonymous" in metrics.text
+    assert 'model="gpt-mini"' in metrics.text and ready["policy"]["version"] in metrics.text
 
 
-@pytest.mark.slow
 def test_default_policy_answers_the_sdk(tmp_path: Path) -> None:
     """The bundled offline policy, as from a fresh clone: JSON and streaming."""
     with ServerThread(ServeConfig(policy=str(default_policy_path()), reload_interval_s=0)) as s:
@@ -200,3 +200,28 @@ def test_default_policy_answers_the_sdk(tmp_path: Path) -> None:
                                                 messages=[{"role": "user", "content": "Tell me a story"}]))
         assert chunks[-1].choices[0].finish_reason in ("stop", "length")
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks).strip()
+
+
+def test_request_no_model_can_take_is_422(server: ServerThread, fake: FakeVendorServer) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as e:
+        client(server).chat.completions.create(model="auto", messages=MSG, max_tokens=1_000_000)
+    assert e.value.code == "routing_refused" and "context window" in e.value.message
+    assert fake.calls() == 0
+
+
+def test_open_circuits_are_503_with_cooldown(fake: FakeVendorServer, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    text = fake_policy(fake).replace("health: {min_requests: 1000}",
+                                     "health: {min_requests: 1, open_circuit: {error_rate: 0.5, cooldown_s: 42}}")
+    policy.write_text(text)
+    fake.set_mode("openai", "server_error")
+    fake.set_mode("anthropic", "server_error")
+    with ServerThread(ServeConfig(policy=str(policy), reload_interval_s=0)) as s:
+        with pytest.raises(openai.InternalServerError) as first:
+            client(s).chat.completions.create(model="auto", messages=MSG)
+        assert first.value.code == "all_models_failed"
+        with pytest.raises(openai.InternalServerError) as e:
+            client(s).chat.completions.create(model="auto", messages=MSG)
+        ready = httpx.get(s.url + "/readyz").json()
+    assert e.value.code == "no_model_available" and e.value.response.headers["retry-after"] == "42"
+    assert ready["providers"]["openai"]["state"] == "open" and fake.calls() == 2

@@ -12,6 +12,7 @@ import openai
 import pytest
 from click.testing import CliRunner
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from engine.cli.app import cli
 from engine.server.config import ServeConfig
@@ -19,7 +20,7 @@ from engine.server.keystore import KeyQuota, KeyStore, hash_key
 from tests.fakes import FakeVendorServer
 from tests.test_serve_support import ServerThread, fake_policy
 
-MSG = [{"role": "user", "content": "What is the capital of France?"}]
+MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is the capital of France?"}]
 
 TENANT_POLICY_EXTRA = """
 cache: {enabled: true, ttl_s: 600, max_entries: 100, scope: tenant, when: "temperature == 0"}
@@ -39,9 +40,9 @@ routes:
 
 
 @pytest.fixture
-def keys(tmp_path: Path) -> KeyStore:
+def keys(tmp_path: Path) -> Iterator[KeyStore]:
     store = KeyStore(tmp_path / "keys.db")
-    yield store  # type: ignore[misc]
+    yield store
     store.close()
 
 

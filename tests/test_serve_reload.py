@@ -10,15 +10,17 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 from openai import AsyncOpenAI, OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from engine.server.config import ServeConfig
 from tests.fakes import FakeVendorServer
 from tests.test_serve_support import ServeProcess, ServerThread, fake_policy, write_policy
 
-MSG = [{"role": "user", "content": "Route me somewhere"}]
+MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Route me somewhere"}]
 TO_CLAUDE = """
 routes:
   - name: default
@@ -42,8 +44,8 @@ def wait_until(check: Callable[[], bool], timeout: float = 15.0) -> bool:
     return False
 
 
-def ready(url: str) -> dict[str, object]:
-    body: dict[str, object] = httpx.get(url + "/readyz").json()["policy"]
+def ready(url: str) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(url + "/readyz").json()["policy"]
     return body
 
 
@@ -148,20 +150,21 @@ def test_in_flight_request_finishes_on_its_policy(fake: FakeVendorServer, tmp_pa
 def test_sighup_reloads_single_and_multi_worker(fake: FakeVendorServer, tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     for workers in ("1", "2"):
+        n = int(workers)
         policy.write_text(fake_policy(fake))
         with ServeProcess("--policy", str(policy), "--reload-interval", "0", "--workers", workers) as serve:
             assert serve.proc is not None
             assert wait_until(lambda: _ok(serve.url), 30)
             assert wait_until(lambda: sum("Application startup complete" in line for line in serve.output)
-                              == int(workers), 30)
-            before = ready(serve.url)["digest"]
+                              == n, 30)  # noqa: B023
+            before = str(ready(serve.url)["digest"])
             write_policy(policy, fake_policy(fake, routes=TO_CLAUDE))
             time.sleep(0.3)  # no watcher (--reload-interval 0): nothing may change without a signal
             assert ready(serve.url)["digest"] == before
             serve.proc.send_signal(signal.SIGHUP)
             # every worker answers with the new policy (each readyz may reach a different worker)
-            assert wait_until(lambda: all(ready(serve.url)["digest"] != before for _ in range(8)), 30)
-            assert wait_until(lambda: sum("policy reloaded" in line for line in serve.output) == int(workers))
+            assert wait_until(lambda: all(ready(serve.url)["digest"] != before for _ in range(8)), 30)  # noqa: B023
+            assert wait_until(lambda: sum("policy reloaded" in line for line in serve.output) == n)  # noqa: B023
             answer = httpx.post(serve.url + "/v1/chat/completions", json={"model": "auto", "messages": MSG}).json()
             assert answer["model"] == "claude"
         assert not any("Child process" in line and "died" in line for line in serve.output)

@@ -351,7 +351,7 @@ def _redecide(side: _Side, row: Mapping[str, Any], baseline: Policy | None) -> t
         return None, _unknown_reason(unknown, row)
     outcomes: set[_Outcome] = set()
     for values in itertools.product((False, True), repeat=len(unknown)):
-        f = _features(side.compiled, row, {**known, **dict(zip(unknown, values))}, row["query_type"] or "")
+        f = _features(side.compiled, row, {**known, **dict(zip(unknown, values, strict=True))}, row["query_type"] or "")
         outcomes.add(_Outcome.of(decide_features(side.compiled, f, state)))
         if len(outcomes) > 1:
             return None, _unknown_reason(unknown, row)

@@ -235,7 +235,8 @@ def _repository(index: int, tokens: int) -> str:
     out: list[str] = []
     size, k = 0, 0
     while size < tokens * 4:
-        block = (f"def handler_{index}_{k}(request, cache, lock):\n    with lock:\n        value = cache.get(request.key)\n"
+        block = (f"def handler_{index}_{k}(request, cache, lock):\n    with lock:\n"
+                 "        value = cache.get(request.key)\n"
                  f"    if value is None:\n        value = compute(request, {k})\n        cache[request.key] = value\n"
                  "    return value\n")
         out.append(block)

@@ -61,12 +61,13 @@ class Service:
 
     Args:
         config: how to run.
-        metrics: Prometheus metrics for the routers (default: `engine.metrics.RouterMetrics`).
+        metrics: Prometheus metrics for the routers (default: an `engine.metrics.RouterMetrics`
+            made with the first policy's `metrics.tenant_label`, kept across reloads).
     """
 
     def __init__(self, config: ServeConfig, *, metrics: Any = None) -> None:
         self.config = config
-        self.stats = LiveStats(metrics if metrics is not None else _default_metrics())
+        self.stats = LiveStats(metrics)
         store = KeyStore(config.keys_db) if config.keys_db else None
         self.auth = Authenticator(store, refresh_s=config.keys_refresh_s)
         self.key_quotas = KeyQuotas(config.keys_db)
@@ -75,6 +76,10 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
 
     def _build(self, policy: Policy) -> Router:
+        if self.stats.metrics is None:  # the first policy decides the labels; reloads keep the registry
+            from engine.metrics import RouterMetrics
+
+            self.stats.metrics = RouterMetrics(tenant_label=policy.metrics_tenant_label)
         kwargs: dict[str, Any] = {"log_path": self.config.log_db} if self.config.log_db else {}
         router = Router(policy, metrics=self.stats, **kwargs)
         # a pool that tells a stream which model is serving it (the router's stream API does not)
@@ -143,6 +148,9 @@ class Service:
         raise WireError(404, f"The model `{chat.model}` does not exist. Use \"auto\", a model or a route name of "
                         "the policy (GET /v1/models lists them).", param="model", code="model_not_found")
 
+    def _map(self, e: Exception, live: Live) -> WireError:
+        return map_error(e, self.stats, cooldown_s=live.router.policy.health.open_circuit.cooldown_s)
+
     async def _settle(self, who: Principal, reservation: Any, tokens: int, cost: float) -> None:
         if reservation is not None:
             try:
@@ -173,7 +181,7 @@ class Service:
                 stop=chat.stop or None, meta=self._meta(chat, who), model=pinned)
             tokens, cost = result.input_tokens + result.output_tokens, result.cost_usd
         except Exception as e:
-            return _json_error(map_error(e, self.stats))
+            return _json_error(self._map(e, live))
         finally:
             self.holder.release(live)
             if reservation is not None:
@@ -196,14 +204,14 @@ class Service:
         except Exception as e:
             self.holder.release(live)
             await self._settle(who, reservation, 0, 0.0)
-            return _json_error(map_error(e, self.stats))
+            return _json_error(self._map(e, live))
         enc = StreamEncoder(f"chatcmpl-{served.completion_id}", int(time.time()), served.model or chat.model,
                             include_usage=chat.include_usage)
 
         async def body() -> AsyncIterator[bytes]:
             tokens, cost = 0, 0.0
             try:
-                async for chunk in events.encode(enc, first, lambda e: map_error(e, self.stats)):
+                async for chunk in events.encode(enc, first, lambda e: self._map(e, live)):
                     yield chunk
                 if events.result is not None:
                     tokens = events.result.input_tokens + events.result.output_tokens
@@ -248,23 +256,13 @@ class Service:
                                            meta=self._meta(chat, who))
             out = decision.as_dict()
         except Exception as e:
-            return _json_error(map_error(e, self.stats))
+            return _json_error(self._map(e, live))
         finally:
             self.holder.release(live)
         out["policy_version"] = live.version
         if pinned is not None:
             out["pinned"] = pinned
         return Response(json.dumps(out, default=str), media_type=_JSON)
-
-
-def _default_metrics() -> Any:
-    try:
-        from engine.metrics import RouterMetrics
-    except ImportError:
-        from engine.server.prom import FallbackMetrics
-
-        return FallbackMetrics()
-    return RouterMetrics(tenant_label=True)
 
 
 def create_app(config: ServeConfig | None = None, *, metrics: Any = None) -> Starlette:

@@ -36,8 +36,14 @@ def _seconds(value: float | None, default: int = 1) -> str:
     return str(max(1, math.ceil(value)))
 
 
-def map_error(e: Exception, stats: LiveStats) -> WireError:
-    """The HTTP error for an exception raised while serving a request."""
+def map_error(e: Exception, stats: LiveStats, *, cooldown_s: float | None = None) -> WireError:
+    """The HTTP error for an exception raised while serving a request.
+
+    Args:
+        e: the exception.
+        stats: where the vendors' Retry-After hints of failed requests are kept.
+        cooldown_s: the policy's circuit cooldown, the Retry-After of a refusal by open circuits.
+    """
     if isinstance(e, WireError):
         return e
     if isinstance(e, RequestError):
@@ -49,7 +55,7 @@ def map_error(e: Exception, stats: LiveStats) -> WireError:
     if isinstance(e, AllModelsFailed):
         return _all_failed(e, stats)
     if isinstance(e, RoutingRefused):
-        return _refused(e)
+        return _refused(e, cooldown_s)
     log.exception("unexpected error while serving a request", exc_info=e)
     return WireError(500, f"The router failed unexpectedly: {type(e).__name__}. The error is logged.",
                      type="server_error", code="internal_error")
@@ -71,14 +77,14 @@ def _all_failed(e: AllModelsFailed, stats: LiveStats) -> WireError:
     return WireError(503, str(e), type="server_error", code="all_models_failed")
 
 
-def _refused(e: RoutingRefused) -> WireError:
+def _refused(e: RoutingRefused, cooldown_s: float | None) -> WireError:
     decision: Any = e.decision
     reasons = [c.reason or "" for c in getattr(decision, "candidates", ()) if not c.eligible]
     circuits = [r for r in reasons if r.startswith("circuit open")]
     limits = [r for r in reasons if r.startswith("unavailable: rate limit")]
     if circuits:
         return WireError(503, f"No model is available right now: {e}", type="server_error",
-                         code="no_model_available", headers={"retry-after": "5"})
+                         code="no_model_available", headers={"retry-after": _seconds(cooldown_s)})
     if limits:
         return WireError(429, f"Every eligible model is at its rate limit: {e}", type="rate_limit_error",
                          code="rate_limit_exceeded", headers={"retry-after": "1"})

@@ -8,6 +8,7 @@ folder plus plotly.js from the installed `plotly` package (never a CDN); it poll
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import time
@@ -48,6 +49,8 @@ class OpsPages:
     def __init__(self, service: Service) -> None:
         self.service = service
         self._plotly = plotly_js()
+        self._report: tuple[float, str, bytes] | None = None  # (computed at, log path, JSON)
+        self._report_lock = asyncio.Lock()
 
     def routes(self) -> Sequence[BaseRoute]:
         """Starlette routes of every ops endpoint."""
@@ -57,6 +60,7 @@ class OpsPages:
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/dashboard", self.dashboard, methods=["GET"]),
             Route("/dashboard/data", self.dashboard_data, methods=["GET"]),
+            Route("/dashboard/report", self.dashboard_report, methods=["GET"]),
             Route("/dashboard/static/{name}", self.static, methods=["GET"]),
         ]
 
@@ -113,6 +117,24 @@ class OpsPages:
         return Response(json.dumps(data, default=str), media_type="application/json",
                         headers={"cache-control": "no-store"})
 
+    async def dashboard_report(self, request: Request) -> Response:
+        """`engine report`'s charts over the last hour of the decision log, as plotly figure JSON.
+
+        Computed in a worker thread (it reads the log), at most once per `REPORT_EVERY_S`.
+        """
+        live = self.service.holder.live
+        log = live.router.recorder.log if live is not None else None
+        if live is None or log is None:
+            return JSONResponse({"available": False, "reason": "no decision log: set log.sqlite in the policy or "
+                                 "start with --log-db FILE"})
+        path = str(log.path)
+        async with self._report_lock:
+            cached = self._report
+            if cached is None or cached[1] != path or time.time() - cached[0] >= REPORT_EVERY_S:
+                body = await asyncio.to_thread(report_figures, path, live.router.policy, time.time() - 3600)
+                self._report = cached = (time.time(), path, body)
+        return Response(cached[2], media_type="application/json", headers={"cache-control": "no-store"})
+
     async def static(self, request: Request) -> Response:
         """The dashboard's script, stylesheet and plotly.js."""
         name = request.path_params["name"]
@@ -125,6 +147,23 @@ class OpsPages:
         if name not in _STATIC_FILES:
             return Response("not found\n", status_code=404, media_type="text/plain")
         return FileResponse(STATIC / name, media_type=_STATIC_FILES[name])
+
+
+REPORT_EVERY_S = 5.0
+"""How often the report's charts are recomputed from the decision log at most."""
+
+
+def report_figures(path: str, policy: Any, since: float) -> bytes:
+    """The charts of `engine report` (`engine.ops.report`) for a decision log, as JSON."""
+    from engine.ops.logstats import collect
+    from engine.ops.report import CHARTS, _figures
+    from engine.ops.timeseries import series
+
+    figures = _figures(collect(path, since=since, by="model", policy=policy), series(path, since), policy)
+    charts = [{"id": div_id, "title": title,
+               "figure": json.loads(figures[div_id].to_json()) if div_id in figures else None}
+              for div_id, title in CHARTS.items()]
+    return json.dumps({"available": True, "since": since, "charts": charts}).encode()
 
 
 def _worst(states: Any) -> str:

@@ -97,6 +97,37 @@ function drawProviders(d) {
   body.replaceChildren(...rows);
 }
 
+async function refreshReport() {
+  const status = document.getElementById("report-status");
+  const resp = await fetch("/dashboard/report", { cache: "no-store" });
+  if (!resp.ok) throw new Error("report: HTTP " + resp.status);
+  const r = await resp.json();
+  if (!r.available) {
+    status.textContent = r.reason;
+    return;
+  }
+  const grid = document.getElementById("report");
+  for (const chart of r.charts) {
+    let div = document.getElementById("report-" + chart.id);
+    if (!div) {
+      div = document.createElement("div");
+      div.id = "report-" + chart.id;
+      div.className = "chart";
+      div.dataset.report = chart.id;
+      grid.append(div);
+    }
+    if (chart.figure) {
+      const lay = Object.assign({}, chart.figure.layout, { title: { text: chart.title, font: { size: 14 } },
+                                                           height: 320, autosize: true });
+      await Plotly.react(div, chart.figure.data, lay, CONFIG);
+      div.dataset.rendered = "1";
+    } else {
+      div.textContent = chart.title + ": no data yet";
+    }
+  }
+  status.textContent = "";
+}
+
 async function refresh() {
   const status = document.getElementById("status");
   try {
@@ -110,6 +141,7 @@ async function refresh() {
       await Plotly.react(div, data, lay, CONFIG);
       div.dataset.rendered = "1";
     }
+    await refreshReport();
     status.className = "status";
     status.textContent = "updated " + new Date(d.generated_at * 1000).toLocaleTimeString();
     document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
