@@ -406,7 +406,7 @@ def _material_phrases(out: _Phrases, instr: str, words: frozenset[str], given: i
         out.add("summarize", 4.0, strong=True)
 
 
-def _task_phrases(out: _Phrases, instr: str, words: frozenset[str], code_struct: float) -> None:
+def _task_phrases(out: _Phrases, instr: str, words: frozenset[str], code_struct: float, given: int) -> None:
     if words & cues.WRITE_VERBS:
         kind = _requested_artefact(instr)
         if kind:  # "write a Python function to compute the area of ...": the deliverable is code
@@ -417,7 +417,7 @@ def _task_phrases(out: _Phrases, instr: str, words: frozenset[str], code_struct:
     if code_struct and "what" in words and cues.WHAT_CODE_DOES.search(instr):
         out.add("code", 3.0)  # "can you summarize what this function does?"
     verb = _main_verb(instr)
-    if verb:
+    if verb and (verb != "extract" or given):  # "list the likely causes" with nothing given is not extraction
         out.add(verb, 1.5)
     if ("geschichte" in instr or "gedicht" in instr or "märchen" in instr) and cues.GERMAN_COMPOUND.search(instr):
         out.add("creative", 2.5)  # "Gruselgeschichte", "Liebesgedicht"
@@ -500,7 +500,7 @@ def scores(text: str) -> dict[str, float]:
     phrases = _Phrases(peak)
     _language_phrases(phrases, instr, toks, words, sp.size)
     _material_phrases(phrases, instr, words, sp.size)
-    _task_phrases(phrases, instr, words, code_struct)
+    _task_phrases(phrases, instr, words, code_struct, sp.size)
     if phrases.peak_of(_GIVEN_TASKS) >= _EXPLICIT:
         # "translate the comments in this code", "list the functions in this file": the code is the
         # material of an explicit task, so its shape and the words naming it count less

@@ -67,10 +67,10 @@ async def _scripted_run(db: Path) -> Policy:
     sims["a"].script(ServerError)
     await router.generate("hello again", meta=t1)                            # a fails, b serves
     r3 = await router.generate("fix ```x```", meta=t1)                       # code route: b
-    for call in (lambda: router.generate("one more", meta=t1),               # quota: 4th request of t1
-                 lambda: router.generate("   ", meta=t2)):                   # bad request
-        with pytest.raises(EngineError):
-            await call()
+    with pytest.raises(EngineError):
+        await router.generate("one more", meta=t1)                           # quota: 4th request of t1
+    with pytest.raises(EngineError):
+        await router.generate("   ", meta=t2)                                # bad request
     await router.generate("support hours?", meta=t2, temperature=0)          # a
     await router.generate("support hours?", meta=t2, temperature=0)          # cache hit
     sims["a"].script(ServerError)
@@ -135,6 +135,7 @@ def test_quota_rows_carry_limits_with_the_policy(scripted_log: tuple[Path, Polic
     report = collect(db, policy=policy)
     t1 = next(q for q in report.quotas if q["scope_key"] == "tenant=t1")
     assert (t1["quota"], t1["requests"], t1["limit_requests"], t1["used_ratio"]) == ("daily", 3, 3, 1.0)
+    assert t1["tenant"] == "t1"
     assert all("used_ratio" not in q for q in collect(db).quotas)  # no policy: no limits to compare with
 
 

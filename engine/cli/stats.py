@@ -207,7 +207,7 @@ def render_quotas(quotas: Sequence[Mapping[str, Any]], refusals: Sequence[Mappin
                "refused")
     for q in quotas:
         used = "-" if q.get("used_ratio") is None else pct(q["used_ratio"])
-        tenant = q["scope_key"].split("tenant=", 1)[1].split("|")[0] if "tenant=" in q["scope_key"] else None
+        tenant = q.get("tenant")
         n = refused.pop((tenant, q["quota"]), 0) if tenant is not None else 0
         t.add_row(q["quota"], q["scope_key"] or "(global)", when(q["window_start"]), f"{q['requests']:,}",
                   f"{q['tokens']:,}", usd(q["cost_usd"]), used, f"{n:,}" if n else "-")

@@ -200,8 +200,8 @@ def _quotas(conn: sqlite3.Connection, policy: Policy | None) -> list[dict[str, A
     limits = {q.name: q for q in policy.quotas} if policy is not None else {}
     out: list[dict[str, Any]] = []
     for (quota, key), (start, requests, tokens, cost) in latest.items():
-        row: dict[str, Any] = {"quota": quota, "scope_key": key, "window_start": start, "requests": requests,
-                               "tokens": tokens, "cost_usd": cost}
+        row: dict[str, Any] = {"quota": quota, "scope_key": key, "tenant": _scope_fields(key).get("tenant"),
+                               "window_start": start, "requests": requests, "tokens": tokens, "cost_usd": cost}
         q = limits.get(quota)
         if q is not None:
             row["window"] = q.window
@@ -215,6 +215,15 @@ def _quotas(conn: sqlite3.Connection, policy: Policy | None) -> list[dict[str, A
             row["used_ratio"] = max(used) if used else None
         out.append(row)
     return sorted(out, key=lambda r: (r["quota"], -(r.get("used_ratio") or 0.0), -r["cost_usd"], r["scope_key"]))
+
+
+def _scope_fields(key: str) -> dict[str, str]:
+    """`tenant=a%2Cb,model=m` -> {"tenant": "a,b", "model": "m"} (the quota ledger's escaping undone)."""
+    out: dict[str, str] = {}
+    for part in key.split(",") if key else ():
+        name, _, value = part.partition("=")
+        out[name] = value.replace("%3D", "=").replace("%2C", ",").replace("%25", "%")
+    return out
 
 
 def _refusals(conn: sqlite3.Connection, since: float | None) -> list[dict[str, Any]]:

@@ -16,6 +16,9 @@ What the log cannot answer is counted and explained, never guessed:
 - a cache hit logs no token counts, so its cost under a policy that would not cache it is not
   estimated.
 
+Requests that are not re-decided exactly are not charged to the replayed quota ledgers either
+(which model, hence which quotas and what cost, is the unknown).
+
 Comparisons are made against a *baseline*: the policy that wrote the log, decided again in the
 same conditions (so runtime effects of the time, such as open circuits, do not count as changes),
 or, without one, against the decisions as logged.

@@ -119,7 +119,8 @@ class _Builder:
         value = self._scalar.construct_object(node)
         if isinstance(value, str):
             out = self.substitute(value, path)
-            if out is not value and node.style is None and _WHOLE_VAR.fullmatch(value):
+            if out is not value and isinstance(node, yaml.ScalarNode) and node.style is None and \
+                    _WHOLE_VAR.fullmatch(value):
                 # an unquoted `${VAR}` standing alone takes the YAML type of its value, so
                 # `timeout_s: ${TIMEOUT:-30}` is a number; quote it to keep a string
                 return _typed(out)
@@ -200,7 +201,7 @@ class _Builder:
 
 def _typed(text: str) -> Any:
     """`text` as YAML would read an unquoted scalar: int, float, bool, null, else the string."""
-    resolved = yaml.SafeLoader("").resolve(yaml.ScalarNode, text, (True, False))
+    resolved = yaml.SafeLoader("").resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
     if resolved in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
                     "tag:yaml.org,2002:null"):
         return yaml.safe_load(text)

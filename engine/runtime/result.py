@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.base import TextDelta
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoutedCompletion:
@@ -51,6 +53,17 @@ class RoutedCompletion:
         return {"text": self.text, "model": self.model, "model_id": self.model_id, "provider": self.provider,
                 "finish_reason": self.finish_reason, "input_tokens": self.input_tokens,
                 "output_tokens": self.output_tokens}
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedDelta(TextDelta):
+    """A piece of streamed text from `Router.stream`, naming the model that produced it.
+
+    It is an `adapters.TextDelta`, so code that only wants `.text` need not care; a service
+    uses `model` to label its first chunk before the stream ends.
+    """
+
+    model: str
 
 
 @dataclass(frozen=True, slots=True)

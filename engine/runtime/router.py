@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Completion, LLMAdapter, Message, StreamEnd, TextDelta
+from adapters.base import Completion, LLMAdapter, Message, StreamEnd
 from engine.clock import Clock, SystemClock
 from engine.decide import Decision, decide_features
 from engine.errors import AllModelsFailed, QuotaExceeded, RequestError, RoutingRefused
@@ -35,7 +35,7 @@ from engine.runtime.health import HealthEvent, HealthTracker
 from engine.runtime.limits import RateLimits
 from engine.runtime.quotas import QuotaManager
 from engine.runtime.recording import Recorder
-from engine.runtime.result import RoutedCompletion, StreamDone
+from engine.runtime.result import RoutedCompletion, RoutedDelta, StreamDone
 from engine.state import RuntimeState
 
 
@@ -160,8 +160,8 @@ class Router:
     async def stream(self, prompt: str | None = None, *, messages: Sequence[Any] | None = None,
                      max_tokens: int = 1000, temperature: float = 0.7, stop: Sequence[str] | None = None,
                      meta: Mapping[str, Any] | None = None,
-                     model: str | None = None) -> AsyncIterator[TextDelta | StreamDone]:
-        """Stream one request: `TextDelta`s, then one `StreamDone` with the whole result.
+                     model: str | None = None) -> AsyncIterator[RoutedDelta | StreamDone]:
+        """Stream one request: `RoutedDelta`s (text and serving model), then one `StreamDone`.
 
         Falls back to the next model only until the first token has been yielded; a failure
         after that raises (and is logged).
@@ -194,9 +194,10 @@ class Router:
             self.recorder.failed(rid, started, t0, request, decision, walk, e)
             raise
         event, it = served.value
+        name = served.model.name
         try:
             while not isinstance(event, StreamEnd):
-                yield event
+                yield RoutedDelta(event.text, name)
                 event = await it.__anext__()
         except Exception as e:
             # after the first token there is no fallback: the caller already has part of a reply

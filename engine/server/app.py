@@ -42,7 +42,7 @@ from engine.server.openai_wire import (
 )
 from engine.server.ops import OpsPages
 from engine.server.reload import Live, PolicyHolder
-from engine.server.streaming import ServedModel, TaggingPool, stream_events
+from engine.server.streaming import ServedModel, stream_events
 
 __all__ = ["Service", "create_app"]
 
@@ -81,10 +81,7 @@ class Service:
 
             self.stats.metrics = RouterMetrics(tenant_label=policy.metrics_tenant_label)
         kwargs: dict[str, Any] = {"log_path": self.config.log_db} if self.config.log_db else {}
-        router = Router(policy, metrics=self.stats, **kwargs)
-        # a pool that tells a stream which model is serving it (the router's stream API does not)
-        router.adapters = TaggingPool(policy)
-        return router
+        return Router(policy, metrics=self.stats, **kwargs)
 
     async def start(self) -> None:
         """Load the policy and start the file and key watchers."""

@@ -1,55 +1,32 @@
-"""A routed stream as OpenAI server-sent events, and which model is serving it.
+"""A routed stream as OpenAI server-sent events.
 
-`Router.stream` yields text and, at the end, the whole result; the first chunk on the wire
-must already name the model, and fallback may have moved past the plan's first model by
-then. `TaggingPool` is the router's adapter pool with one addition: when the dispatcher asks
-it for a model's adapter it notes the model in the `ServedModel` of the request being
-streamed, so by the time the first token arrives the box names the model that produced it.
+The first chunk on the wire must already name the model; `Router.stream` yields
+`RoutedDelta`s that carry it, so fallback before the first token is reflected there.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextvars import ContextVar
 from typing import Any, cast
 
 import anyio
-from typing_extensions import override
 
-from adapters.base import LLMAdapter, TextDelta
-from engine.policy.model import Model
-from engine.runtime.adapters import AdapterPool
+from adapters.base import TextDelta
 from engine.runtime.result import RoutedCompletion, StreamDone
 from engine.runtime.router import Router
 from engine.server.openai_wire import StreamEncoder, WireError
 
-__all__ = ["RouterStream", "ServedModel", "TaggingPool", "stream_events"]
-
-_SERVED: ContextVar[ServedModel | None] = ContextVar("engine_server_served", default=None)
-
+__all__ = ["RouterStream", "ServedModel", "stream_events"]
 
 class ServedModel:
-    """Filled in while a stream starts: the model whose attempt is running, and the completion id."""
+    """What a stream's first chunk names: the completion id, and the model once text arrives."""
 
     __slots__ = ("completion_id", "model")
 
     def __init__(self) -> None:
         self.model: str | None = None
         self.completion_id = uuid.uuid4().hex
-
-
-class TaggingPool(AdapterPool):
-    """The router's adapter pool, telling the current stream which model it asked for."""
-
-    @override
-    def get(self, model: Model) -> LLMAdapter:
-        # The dispatcher runs each attempt in a task of its own (asyncio.wait_for), with a copy
-        # of the context: the box is shared by reference, so the note reaches the caller.
-        box = _SERVED.get()
-        if box is not None:
-            box.model = model.name
-        return super().get(model)
 
 
 class RouterStream:
@@ -65,14 +42,12 @@ class RouterStream:
         self.result: RoutedCompletion | None = None
 
     async def __anext__(self) -> TextDelta | StreamDone:
-        if self._served is None:
-            return await self._events.__anext__()
-        token = _SERVED.set(self._served)  # only the attempts before the first token can change models
-        try:
-            return await self._events.__anext__()
-        finally:
-            _SERVED.reset(token)
+        event = await self._events.__anext__()
+        if self._served is not None:  # the first event names the model serving the stream
+            self._served.model = event.result.model if isinstance(event, StreamDone) else getattr(
+                event, "model", None)
             self._served = None
+        return event
 
     async def encode(self, enc: StreamEncoder, first: TextDelta | StreamDone,
                      on_error: Callable[[Exception], WireError]) -> AsyncIterator[bytes]:
