@@ -222,6 +222,7 @@ def run(rows: int = 50_000) -> dict[str, float]:
     CPU), `offered_records_per_s`, the same with a `baseline_` prefix for a list sink, and with a
     `moderate_` prefix for 10 records/ms.
     """
+    load_before = os.getloadavg()[0]
     records = make_records(rows)
     with tempfile.TemporaryDirectory(prefix="decision-log-bench-") as tmp:
         result = measure_throughput(records, Path(tmp) / "throughput.db")
@@ -231,6 +232,7 @@ def run(rows: int = 50_000) -> dict[str, float]:
         moderate = measure_stall(records[: rows // 2], Path(tmp), chunk=10)
         result.update({f"moderate_{k}": v for k, v in moderate.items()})
     result["records"] = float(rows)
+    result["load_before"], result["load_after"] = load_before, os.getloadavg()[0]
     return result
 
 
@@ -248,7 +250,9 @@ def render(result: dict[str, float]) -> str:
     lines = [
         "## Decision log (benchmarks/decision_log.py)",
         "",
-        f"{machine()}; SQLite {sqlite3.sqlite_version}; {os.cpu_count()} CPUs",
+        f"{machine()}; SQLite {sqlite3.sqlite_version}; {os.cpu_count()} CPUs; 1-minute load average "
+        f"{result['load_before']:.2f} before the run, {result['load_after']:.2f} after (other work on the machine "
+        "shows in every figure, most in the worst-case stalls)",
         "",
         f"{int(result['records']):,} records, {result['rows_per_record']:.2f} rows each (a request row and its "
         "attempt rows); WAL, synchronous=NORMAL. Stall figures: median of 3 runs; \"on CPU\" subtracts "

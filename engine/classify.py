@@ -41,6 +41,7 @@ _WEAK = 2.0  # cues below this weight are generic words ...
 _WEAK_CAP = 2.0  # ... and together add at most this much to a label
 _EXPLICIT = 3.5  # a cue this strong is an explicit task verb ("summarize", "extract", "translate")
 _MATERIAL_CAP = 4.0  # code words that only name the material of such a task add at most this much
+_GREETING_CAP = 3.0  # "hi, thanks, bye" is no more small talk than "hi"
 _CJK_FIRST = "\u3040"  # hiragana start; katakana and CJK ideographs sit above it
 _WIDE_FIRST, _WIDE_LAST = "\u3000", "\uffef"  # CJK punctuation .. fullwidth forms (emoji are above)
 
@@ -418,7 +419,10 @@ def _task_phrases(out: _Phrases, instr: str, words: frozenset[str], code_struct:
         out.add("code", 3.0)  # "can you summarize what this function does?"
     verb = _main_verb(instr)
     if verb and (verb != "extract" or given):  # "list the likely causes" with nothing given is not extraction
+        # an imperative "list/extract/summarize/translate ..." over given material is an explicit task
         out.add(verb, 1.5)
+        if given and verb in _GIVEN_TASKS:
+            out.peak[verb] = max(out.peak.get(verb, 0.0), _EXPLICIT)
     if ("geschichte" in instr or "gedicht" in instr or "märchen" in instr) and cues.GERMAN_COMPOUND.search(instr):
         out.add("creative", 2.5)  # "Gruselgeschichte", "Liebesgedicht"
     if out.peak_of(_GIVEN_TASKS) >= 3.0 and cues.CREATIVE_MATERIAL.search(instr):
@@ -440,11 +444,12 @@ def _structure(sp: _Split, instr: str) -> tuple[float, float]:
         code += 1.5
         instr = cues.INLINE_CODE.sub(" ", instr)
     math = 0.0
-    if len(cues.NUMBER.findall(instr)) >= 2:
-        if cues.QUANTITY_Q.search(instr):
-            math += 2.5  # "... in 6 hours and ... in 4 hours. How long with both open?"
-        if cues.MONEY_OR_PERCENT.search(instr):
-            math += 1.5  # "what's a 15% tip on $64.80"
+    numbers = len(cues.NUMBER.findall(instr))
+    if numbers and cues.QUANTITY_Q.search(instr):
+        # "... in 6 hours and ... in 4 hours. How long with both open?", "how many handshakes among 12 people?"
+        math += 2.5 if numbers >= 2 else 1.5
+    if numbers >= 2 and cues.MONEY_OR_PERCENT.search(instr):
+        math += 1.5  # "what's a 15% tip on $64.80"
     if not lines and not sp.blocks and sp.size < _SHORT_PROMPT:
         instr = instr + "\n" + sp.passage.lower()  # "Solve the system:\n\n2x + y = 5 ..." keeps its maths
     math += min(4.0, 1.0 * len(cues.MATH.findall(instr)))
@@ -460,9 +465,11 @@ def _length(instr: str) -> int:
 
 def _priors(acc: dict[str, float], peak: Mapping[str, float], sp: _Split, instr: str) -> None:
     n = _length(instr)
-    greeting = acc.pop("greeting", 0.0)
+    greeting = min(acc.pop("greeting", 0.0), _GREETING_CAP)
     acc.pop("_", None)
-    _add(acc, "chat", greeting if n <= 80 else greeting * 0.3)  # "hi! can you fix ..." is not small talk
+    if n > 80 or sp.blocks or max(peak.get(label, 0.0) for label in LABELS) >= 3.0:
+        greeting *= 0.3  # "hi! can you fix this?", "hey, translate ...": a greeting in front of a task
+    _add(acc, "chat", greeting)
     if n < 80 and acc.get("reasoning", 0.0) > 0 and peak.get("reasoning", 0.0) < 3.0:
         acc["reasoning"] *= 0.6  # "should I ...?" in one line asks for advice, not analysis
     given = sp.size

@@ -7,8 +7,9 @@ code as `engine stats` (`engine.ops.logstats.collect`), and the same log feeds t
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -99,13 +100,20 @@ def summarise(result: DemoResult, policy: Policy, con: Console, *, report: bool 
               f"{usd(t['saved_cost_usd'])} not spent.")
     for r in stats.quota_refusals:
         con.print(f"Quota: tenant {r['tenant']} refused {r['refused']:,} times by {r['quota'] or 'a quota'}.")
+    at = {e["kind"]: e["last_ts"] for e in stats.events if e["kind"].startswith("demo_")}
+    con.print(f"Outage: every call to {result.outage_provider} ({', '.join(result.outage_models)}) failed from "
+              f"{_hm(at.get('demo_outage_started'))} to {_hm(at.get('demo_outage_ended'))}.")
+    if result.burst_model:
+        con.print(f"Burst: support chat at ten times the rate from {_hm(at.get('demo_burst_started'))} to "
+                  f"{_hm(at.get('demo_burst_ended'))}; {result.burst_model} answered half its calls with 429.")
+    circuits: dict[str, dict[str, Any]] = {}
     for e in stats.events:
         if e["kind"] in ("circuit_open", "circuit_closed") and e["model"]:
-            con.print(f"Health: {e['model']} {e['kind'].replace('_', ' ')} x{e['count']} "
-                      f"(last at {when(e['last_ts'])}).")
-    con.print(f"Outage: every model of {result.outage_provider} ({', '.join(result.outage_models)}) failed from "
-              "40% to 55% of the run" + (f"; burst: {result.burst_model} answered half its calls with 429 "
-                                         "from 70% to 78%." if result.burst_model else "."))
+            circuits.setdefault(e["model"], {})[e["kind"]] = e
+    for model, kinds in circuits.items():
+        opened, closed = kinds.get("circuit_open"), kinds.get("circuit_closed")
+        line = f"Health: {model}'s circuit opened {opened['count'] if opened else 0} time(s)"
+        con.print(line + (f", closed again at {_hm(closed['last_ts'])}." if closed else ", still open at the end."))
     con.print(f"Feedback: {result.feedback:,} simulated grades (label simulated-grader), "
               "see `engine stats` for the per model and query type table.")
     con.print(f"\nDecision log: [bold]{result.db_path}[/bold]")
@@ -118,3 +126,8 @@ def summarise(result: DemoResult, policy: Policy, con: Console, *, report: bool 
     con.print(f"Next: engine stats --db {result.db_path} --by tenant   |   "
               f"engine replay --db {result.db_path} --policy NEW.yaml")
     return stats
+
+
+def _hm(ts: float | None) -> str:
+    """Time of day (UTC) on the router's clock."""
+    return "?" if ts is None else dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).strftime("%H:%M:%S")

@@ -23,7 +23,7 @@ from engine.policy.model import Policy
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-__all__ = ["CHARTS", "build_report", "write_report"]
+__all__ = ["CHARTS", "build_report", "figures", "write_report"]
 
 CHARTS: dict[str, str] = {
     "requests-over-time": "Requests over time, by outcome",
@@ -66,10 +66,10 @@ def build_report(db_path: str | Path, *, since: float | None = None, policy: Pol
 
     stats = collect(db_path, since=since, by="model", policy=policy)
     ts = series(db_path, since)
-    figures = _figures(stats, ts, policy)
+    drawn = figures(stats, ts, policy)
     parts = []
     for div_id, chart_title in CHARTS.items():
-        fig = figures.get(div_id)
+        fig = drawn.get(div_id)
         parts.append(f'<section><h2>{html.escape(chart_title)}</h2>')
         if fig is None:
             parts.append(f'<p class="empty" data-chart="{div_id}">{html.escape(_why_empty(div_id))}</p>')
@@ -98,7 +98,14 @@ def _why_empty(div_id: str) -> str:
     return "No requests in this window."
 
 
-def _figures(stats: StatsReport, s: Series, policy: Policy | None) -> dict[str, go.Figure]:
+def figures(stats: StatsReport, s: Series, policy: Policy | None) -> dict[str, go.Figure]:
+    """The plotly figures of the report by chart id (`CHARTS`); charts without data are absent.
+
+    Args:
+        stats: `logstats.collect(..., by="model")` of the log.
+        s: `timeseries.series` of the same log and window.
+        policy: the policy that wrote the log, for quota limits (optional).
+    """
     figs: dict[str, go.Figure] = {}
     if s.starts:
         x = [_t(v) for v in s.starts]
@@ -119,6 +126,9 @@ def _figures(stats: StatsReport, s: Series, policy: Policy | None) -> dict[str, 
     if any(f["mean"] is not None for f in stats.feedback):
         figs["feedback"] = _feedback(stats.feedback)
     return figs
+
+
+_figures = figures  # the name `engine.server.ops` imported first
 
 
 def _layout(fig: go.Figure, y: str, *, pct: bool = False, money: bool = False) -> go.Figure:

@@ -1,0 +1,260 @@
+"""Benchmark of the built-in query-type classifier (`engine.classify`).
+
+Prints accuracy on the labelled dev set and on the project's own extra prompts (overall, per
+label, per language, hard items, per extra batch), the cost of one `classify` call (p50/p99 in
+microseconds for short and for long prompts) and the import time, then writes the same tables to
+the ``classify`` section of ``benchmarks/RESULTS.md``.
+
+Run from the project root::
+
+    PYTHONPATH=. /work/venv/bin/python benchmarks/classify.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks._results import machine, write_section  # noqa: E402  (needs ROOT on sys.path)
+from engine.classify import LABELS, classify  # noqa: E402
+
+DEV_CANDIDATES = (
+    ROOT / "tests" / "data" / "query-types-dev.jsonl",  # the copy kept in the repository
+    ROOT.parent / "shared" / "data" / "query-types-dev.jsonl",
+)
+EXTRA = ROOT / "tests" / "data" / "classify_extra.jsonl"
+LANGS = ("en", "es", "de", "fr", "ja", "zh")
+
+Row = dict[str, object]
+
+# --- instruction language of a dev prompt (the dev set does not label it) ---------------------
+_KANA = re.compile(r"[\u3040-\u30ff]")
+_HAN = re.compile(r"[\u4e00-\u9fff]")
+_QUOTED = re.compile(r"'[^'\n]{8,}'|\"[^\"\n]{8,}\"|«[^»]*»|“[^”]*”|„[^“]*“")
+_WORD = re.compile(r"[a-zà-öø-ÿß]+")
+_STOP = {
+    "es": frozenset("el los las por para una del al con qué cómo este esta estos mi más pero puedo hola".split()),
+    "de": frozenset("der die das und ist nicht ich ein eine einen zu mit den dem bitte wie was sie für auf".split()),
+    "fr": frozenset("le les des et est une pour vous je ce cette du au ne pas qui sur avec peux stp quelle".split()),
+    "en": frozenset("the and is to of in that for you this what with my can how it me on be are do".split()),
+}
+_MARKS = {"es": "¿¡ñáíóú", "de": "äöüß", "fr": "çèêàâôû"}
+
+
+def guess_language(prompt: str) -> str:
+    """Language of the first line without quoted text: kana -> ja, hanzi -> zh, else stop words."""
+    head = _QUOTED.sub(" ", prompt.strip().split("\n", 1)[0][:300])
+    if _KANA.search(head):
+        return "ja"
+    if _HAN.search(head):
+        return "zh"
+    low = head.lower()
+    counts = {lang: sum(w in stop for w in _WORD.findall(low)) for lang, stop in _STOP.items()}
+    for lang, marks in _MARKS.items():
+        counts[lang] += sum(low.count(m) for m in marks)
+    best = max(("es", "de", "fr"), key=lambda lang: counts[lang])
+    return best if counts[best] > counts["en"] else "en"
+
+
+def load(path: Path) -> list[Row]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def dev_path() -> Path | None:
+    return next((p for p in DEV_CANDIDATES if p.exists()), None)
+
+
+# --- accuracy ------------------------------------------------------------------------------------
+class Tally:
+    """Correct/total counts per group."""
+
+    def __init__(self) -> None:
+        self.ok: Counter[str] = Counter()
+        self.total: Counter[str] = Counter()
+
+    def add(self, group: str, correct: bool) -> None:
+        self.total[group] += 1
+        self.ok[group] += correct
+
+    def cell(self, group: str) -> str:
+        n = self.total[group]
+        return f"{100 * self.ok[group] / n:.1f}% ({self.ok[group]}/{n})" if n else "-"
+
+
+def accuracy(rows: list[Row], lang_of: Callable[[Row], str]) -> tuple[dict[str, Tally], list[tuple[Row, str]]]:
+    tallies: dict[str, Tally] = defaultdict(Tally)
+    errors: list[tuple[Row, str]] = []
+    for row in rows:
+        want, got = str(row["type"]), classify(str(row["prompt"]))
+        ok = got == want
+        tallies["overall"].add("all", ok)
+        tallies["label"].add(want, ok)
+        tallies["lang"].add(lang_of(row), ok)
+        if row.get("hard"):
+            tallies["hard"].add("hard", ok)
+        if "batch" in row:
+            tallies["batch"].add(str(row["batch"]), ok)
+        if not ok:
+            errors.append((row, got))
+    return tallies, errors
+
+
+def accuracy_table(named: list[tuple[str, dict[str, Tally]]]) -> list[str]:
+    head = "| group | " + " | ".join(name for name, _ in named) + " |"
+    lines = [head, "|" + "---|" * (len(named) + 1)]
+
+    def row(title: str, kind: str, group: str) -> None:
+        lines.append(f"| {title} | " + " | ".join(t[kind].cell(group) for _, t in named) + " |")
+
+    row("**overall**", "overall", "all")
+    for label in LABELS:
+        row(label, "label", label)
+    for lang in LANGS:
+        row(f"lang {lang}", "lang", lang)
+    row("hard items", "hard", "hard")
+    return lines
+
+
+# --- cost ----------------------------------------------------------------------------------------
+def p50_p99(values: list[float]) -> tuple[float, float]:
+    s = sorted(values)
+    return s[len(s) // 2], s[min(len(s) - 1, int(len(s) * 0.99))]
+
+
+def time_calls(prompts: Iterable[str], reps: int) -> tuple[list[float], list[float]]:
+    """Return (every call's cost, each prompt's median cost), in µs, with the GC off."""
+    calls: list[float] = []
+    medians: list[float] = []
+    clock = time.perf_counter_ns
+    gc.disable()
+    try:
+        for prompt in prompts:
+            classify(prompt)  # warm this prompt's code path
+            mine = []
+            for _ in range(reps):
+                t0 = clock()
+                classify(prompt)
+                mine.append((clock() - t0) / 1e3)
+            calls += mine
+            medians.append(sorted(mine)[len(mine) // 2])
+    finally:
+        gc.enable()
+    return calls, medians
+
+
+def import_ms(runs: int) -> tuple[float, float]:
+    """Best-of-`runs` import time (ms) of engine.classify: its own modules, and with the engine package."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # measure with compiled bytecode, as an installed package runs
+    own, total = [], []
+    with tempfile.TemporaryDirectory() as cache:
+        env["PYTHONPYCACHEPREFIX"] = cache
+        for _ in range(runs + 1):  # the first run only writes the bytecode cache
+            out = subprocess.run(
+                [sys.executable, "-X", "importtime", "-c", "import engine.classify"],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            ).stderr
+            self_us = {m.group(3).strip(): (int(m.group(1)), int(m.group(2))) for m in _IMPORT_LINE.finditer(out)}
+            own.append(sum(self_us[name][0] for name in ("engine.classify", "engine.classify_cues")) / 1e3)
+            total.append(self_us["engine.classify"][1] / 1e3)
+    return min(own[1:]), min(total[1:])
+
+
+_IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|(.*)")
+
+
+# --- report --------------------------------------------------------------------------------------
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer timing repetitions")
+    parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
+    args = parser.parse_args()
+
+    sets: list[tuple[str, dict[str, Tally]]] = []
+    all_errors: list[tuple[str, Row, str]] = []
+    prompts: list[str] = []
+    path = dev_path()
+    if path is None:
+        print("dev set not found (tests/data/ or ../shared/data/): skipping dev accuracy")
+    else:
+        dev = load(path)
+        tallies, errors = accuracy(dev, lambda row: guess_language(str(row["prompt"])))
+        sets.append((f"dev set ({len(dev)})", tallies))
+        all_errors += [("dev", row, got) for row, got in errors]
+        prompts += [str(row["prompt"]) for row in dev]
+    extra = load(EXTRA)
+    tallies, errors = accuracy(extra, lambda row: str(row["lang"]))
+    sets.append((f"extra set ({len(extra)})", tallies))
+    all_errors += [("extra", row, got) for row, got in errors]
+    prompts += [str(row["prompt"]) for row in extra]
+
+    reps_short, reps_long, runs = (10, 100, 3) if args.quick else (40, 400, 7)
+    short = [p for p in prompts if len(p) < 400]
+    long_ = [p for p in prompts if len(p) >= 2500]
+    cost = [(f"short (< 400 chars, {len(short)} prompts)", *time_calls(short, reps_short))]
+    cost.append(
+        (f"long (2,500-{max(map(len, long_), default=0):,} chars, {len(long_)} prompts)", *time_calls(long_, reps_long))
+    )
+    own_ms, total_ms = import_ms(runs)
+
+    lines = ["## Query-type classifier (`engine.classify`)", ""]
+    lines.append(
+        "Keyword, phrase and structure signals in pure Python (`re` only), no model, no network. "
+        "Accuracy on the labelled dev set (`tests/data/query-types-dev.jsonl`, a copy of the shared set) "
+        "and on the project's own extra prompts (`tests/data/classify_extra.jsonl`, other topics and wording, "
+        "written in five batches; each batch was first scored blind, then used for tuning). "
+        "Dev-set languages are guessed from the first line; the extra set labels them."
+    )
+    lines += ["", *accuracy_table(sets), ""]
+    batch = next((t for name, t in sets if name.startswith("extra")), None)
+    if batch is not None:
+        cells = [f"batch {b}: {batch['batch'].cell(b)}" for b in sorted(batch["batch"].total)]
+        lines.append("Extra set by batch: " + ", ".join(cells) + ".")
+        lines.append("")
+    lines += [
+        f"Cost of one `classify` call in µs ({machine()}; {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.2f}; GC off). Per call: every timed call; per prompt: each prompt's median over "
+        "its repetitions, which removes most scheduler noise on a shared machine.",
+        "",
+        "| prompts | per call p50 | per call p99 | per prompt p50 | per prompt p99 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for title, calls, medians in cost:
+        (c50, c99), (m50, m99) = p50_p99(calls), p50_p99(medians)
+        lines.append(f"| {title} | {c50:.1f} | {c99:.1f} | {m50:.1f} | {m99:.1f} |")
+    lines += [
+        "",
+        f"Import (best of {runs}, bytecode cached): engine.classify + engine.classify_cues {own_ms:.1f} ms; "
+        f"{total_ms:.1f} ms including the `engine` package. Regexes and cue indexes are all built at import.",
+    ]
+    if all_errors:
+        lines += ["", "Misclassified:", ""]
+        lines += [f"- {where} {row['id']}: {row['type']} -> {got}" for where, row, got in all_errors]
+    report = "\n".join(lines)
+    print(report)
+    if not args.no_write:
+        write_section("classify", report)
+        print("\nwrote the classify section of benchmarks/RESULTS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
