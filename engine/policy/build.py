@@ -44,7 +44,7 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
         name: Provider(
             name=name, adapter=p["adapter"], api_key=p.get("api_key"), base_url=p.get("base_url"),
             timeout_s=float(p.get("timeout_s", 30.0)), limits=_limits(p.get("limits")),
-            options={k: p[k] for k in _SIM_OPTIONS if k in p},
+            options={**{k: p[k] for k in _SIM_OPTIONS if k in p}, **(p.get("options") or {})},
         )
         for name, p in data["providers"].items()
     }
