@@ -2,7 +2,7 @@
 
     from engine import load_policy, compile_policy, Request, explain
     compiled = compile_policy(load_policy("policies/default.yaml"))
-    decision = explain(compiled, Request.of("Fix this: def f(: pass", meta={"tier": "premium"}))
+    decision = explain(compiled, Request.of("Fix this Python: def f(: pass", meta={"tier": "premium"}))
     print(decision.route, decision.plan)
 
 `Router` (in `engine.runtime`) serves requests end to end on top of the same decision.

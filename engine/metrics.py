@@ -71,6 +71,7 @@ class RouterMetrics:
         self.tenant_label = tenant_label
         self._router: Router | None = None
         self._lock = threading.Lock()  # one refresh at a time (scrapes may come from several threads)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}  # (metric, label values) -> child
         ns, reg = namespace, self.registry
         t = ("tenant",) if tenant_label else ()
         self.requests = Counter("requests", "Requests by route, serving model and outcome.",
@@ -123,30 +124,40 @@ class RouterMetrics:
         """Count one finished request and its attempts (called by the router's recorder)."""
         route, model, provider = record.route or _NONE, record.model or _NONE, record.provider or _NONE
         t = (record.tenant or _NONE,) if self.tenant_label else ()
-        self.requests.labels(route, model, provider, record.outcome, *t).inc()
+        child = self._child
+        child(self.requests, route, model, provider, record.outcome, *t).inc()
         if record.query_type is not None:
-            self.query_types.labels(record.query_type, model).inc()
+            child(self.query_types, record.query_type, model).inc()
         if record.fallbacks:
-            self.fallbacks.labels(route, model).inc(record.fallbacks)
+            child(self.fallbacks, route, model).inc(record.fallbacks)
         if record.latency_ms is not None and record.outcome != "bad_request":
-            self.request_latency.labels(route, model).observe(record.latency_ms / 1000)
+            child(self.request_latency, route, model).observe(record.latency_ms / 1000)
         if record.cache_hit:
-            self.cache_hits.labels(route).inc()
+            child(self.cache_hits, route).inc()
             if record.saved_cost_usd:
-                self.cache_saved.labels(route).inc(record.saved_cost_usd)
+                child(self.cache_saved, route).inc(record.saved_cost_usd)
         for a in attempts:
             p = a.provider or _NONE
-            self.attempts.labels(a.model, p, a.outcome).inc()
+            child(self.attempts, a.model, p, a.outcome).inc()
             if a.outcome == "error":
-                self.errors.labels(a.model, p, a.error_class or "Error").inc()
+                child(self.errors, a.model, p, a.error_class or "Error").inc()
             if a.latency_ms is not None and a.outcome != "skipped":
-                self.attempt_latency.labels(a.model, p, a.outcome).observe(a.latency_ms / 1000)
+                child(self.attempt_latency, a.model, p, a.outcome).observe(a.latency_ms / 1000)
             if a.input_tokens:
-                self.tokens.labels(a.model, p, "input").inc(a.input_tokens)
+                child(self.tokens, a.model, p, "input").inc(a.input_tokens)
             if a.output_tokens:
-                self.tokens.labels(a.model, p, "output").inc(a.output_tokens)
+                child(self.tokens, a.model, p, "output").inc(a.output_tokens)
             if a.cost_usd:
-                self.cost.labels(route, a.model, p, *t).inc(a.cost_usd)
+                child(self.cost, route, a.model, p, *t).inc(a.cost_usd)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        # `labels()` takes a lock and validates every call; the children never change once made,
+        # so remembering them keeps `observe` cheap on the request path
+        key = (id(metric), labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
 
     def health_event(self, event: HealthEvent) -> None:
         """Count a health change and update the model's circuit/demotion gauges at once."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import sqlite3
+import subprocess
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -30,12 +33,17 @@ def demo_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def report_html(demo_log: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+def report_file(demo_log: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report") / "sub" / "report.html"
     result = CliRunner().invoke(cli, ["report", "--db", str(demo_log), "-o", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert f"Wrote {out}" in result.output
-    return out.read_text(encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def report_html(report_file: Path) -> str:
+    return report_file.read_text(encoding="utf-8")
 
 
 class _Tags(HTMLParser):
@@ -188,3 +196,26 @@ def test_series_counts(demo_log: Path) -> None:
     assert sum(s.attempts) == attempts
     assert all(b - a == s.bucket_s for a, b in zip(s.starts, s.starts[1:], strict=False))
     assert all(list(v) == sorted(v) for v in s.spend_by_tenant.values())  # cumulative
+
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_a_browser_with_no_network_draws_every_chart(report_file: Path) -> None:
+    assert CHROMIUM is not None
+    profile = tempfile.mkdtemp(prefix="chromium-report-")
+    try:
+        # every request would go to a proxy that does not exist: only the file itself can load
+        dom = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--disable-background-networking", "--no-first-run", f"--user-data-dir={profile}",
+             "--proxy-server=127.0.0.1:9", "--virtual-time-budget=10000", "--dump-dom", report_file.as_uri()],
+            capture_output=True, text=True, timeout=120, check=True).stdout
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    for div_id in CHARTS:
+        start = dom.find(f'id="{div_id}"')
+        assert start > 0, div_id
+        # plotly replaced the empty div with its rendered SVG
+        assert 'class="main-svg"' in dom[start:start + 5000], div_id

@@ -54,7 +54,7 @@ def cli() -> None:
     Examples:
       engine demo                          # offline run on simulated providers
       engine validate policies/default.yaml
-      engine explain --meta tier=premium "Fix this: def f(: pass"
+      engine explain --meta tier=premium "Fix this Python: def f(: pass"
       engine test policies/tests/*.yaml
 
     Without --policy, commands use $ENGINE_POLICY, else the bundled offline default policy.

@@ -30,7 +30,7 @@ def test_cmd(testfiles: tuple[str, ...], policy: str | None, explain_mode: str, 
       policy: ../default.yaml        # relative to the test file; optional
       cases:
         - name: premium code goes to sonnet
-          request: {prompt: "Fix this: def f(: pass", meta: {tier: premium}}
+          request: {prompt: "Fix this Python: def f(: pass", meta: {tier: premium}}
           expect: {route: premium-code, model: claude-sonnet}
     """
     from engine.policy.api import analyze_policy, compile_policy

@@ -1,0 +1,289 @@
+"""Tables of `benchmarks/compare.py`: medians over the runs, our added overhead as a fraction of
+LiteLLM's, the DESIGN.md targets, and every raw number."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from typing import Any
+
+NOT_MEASURED = "not measured"
+TARGET_RATIO = 0.1  # DESIGN.md: at most a tenth of LiteLLM Router's added overhead
+TARGETS = {"fallback_ms": 0.5, "cache_us": 30.0, "rss_ratio": 1.2, "serve_added_ms": 1.0}
+NAMES = {"raw": "raw openai SDK", "ours": "our Router", "litellm": "LiteLLM Router"}
+
+
+def _med(rows: list[dict[str, Any]], field: str) -> float:
+    vals = [r["result"][field] for r in rows if field in r.get("result", {})]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return "n/a" if x != x else f"{x:.{digits}f}"
+
+
+def _ratio(ours: float, lite: float) -> str:
+    if ours != ours or lite != lite or lite <= 0:
+        return "n/a"
+    return f"{ours / lite:.3f}"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**MISSED**")
+
+
+class Runs:
+    """The library rows, grouped by variant key."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in rows:
+            self.by[r["spec"]["key"]].append(r)
+
+    def get(self, kind: str, lat: int, conc: int, system: str, deps: int = 1, log: bool = True) -> list[dict[str, Any]]:
+        """The runs of one variant."""
+        return self.by.get(f"{kind}/{lat}ms/c{conc}/{system}/d{deps}" + ("" if log else "/nolog"), [])
+
+    def med(self, field: str, *key: Any, **kw: Any) -> float:
+        """Median of `field` over the runs of one variant."""
+        return _med(self.get(*key, **kw), field)
+
+    def checks(self) -> list[str]:
+        """Every variant run whose call counts were wrong."""
+        return [f"{k} (run {r['spec']['rep'] + 1}): {r['result']['check']}" for k, rs in self.by.items() for r in rs
+                if r["result"].get("check") != "ok"]
+
+
+def library_tables(runs: Runs) -> tuple[list[str], dict[str, Any]]:
+    """Table 1 (p50/p99/CPU per variant) and table 1b (added overhead, ours / LiteLLM)."""
+    out = ["### 1. Library path: raw SDK vs our Router vs LiteLLM Router", "",
+           "| upstream | conc. | system | deployments | p50 ms | p99 ms | req/s | CPU ms/req | added p50 ms | "
+           "added CPU ms/req |", "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    over = ["", "#### 1b. Added overhead over the raw SDK: ours as a fraction of LiteLLM's (target <= 0.1)", "",
+            "| upstream | conc. | deployments | ours added p50 | LiteLLM added p50 | **ratio p50** | ours added CPU | "
+            "LiteLLM added CPU | **ratio CPU** |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    head: dict[str, Any] = {}
+    for lat in (0, 50):
+        for conc in (1, 32):
+            raw_p50, raw_cpu = runs.med("p50_ms", "library", lat, conc, "raw"), runs.med("cpu_ms", "library", lat,
+                                                                                          conc, "raw")
+            rows: list[tuple[str, int, bool]] = [("raw", 1, True), ("ours", 1, True), ("ours", 2, True),
+                                                 ("ours", 1, False), ("litellm", 1, True), ("litellm", 2, True)]
+            for system, deps, log in rows:
+                rs = runs.get("library", lat, conc, system, deps, log)
+                if not rs and system == "ours" and not log:
+                    continue
+                label = NAMES[system] + ("" if log else " (decision log off)")
+                dep = "1" if deps == 1 else "2, with fallback"
+                if not rs:
+                    out.append(f"| {lat} ms | {conc} | {label} | {dep} | {NOT_MEASURED} | | | | | |")
+                    continue
+                p50, cpu = _med(rs, "p50_ms"), _med(rs, "cpu_ms")
+                added = "-" if system == "raw" else f"{p50 - raw_p50:+.3f}"
+                added_cpu = "-" if system == "raw" else f"{cpu - raw_cpu:+.3f}"
+                out.append(f"| {lat} ms | {conc} | {label} | {dep} | {_f(p50)} | {_f(_med(rs, 'p99_ms'))} | "
+                           f"{_f(_med(rs, 'rps'), 0)} | {_f(cpu)} | {added} | {added_cpu} |")
+            for deps in (1, 2):
+                o_p50 = runs.med("p50_ms", "library", lat, conc, "ours", deps) - raw_p50
+                l_p50 = runs.med("p50_ms", "library", lat, conc, "litellm", deps) - raw_p50
+                o_cpu = runs.med("cpu_ms", "library", lat, conc, "ours", deps) - raw_cpu
+                l_cpu = runs.med("cpu_ms", "library", lat, conc, "litellm", deps) - raw_cpu
+                over.append(f"| {lat} ms | {conc} | {deps} | {_f(o_p50)} ms | {_f(l_p50)} ms | {_ratio(o_p50, l_p50)} | "
+                            f"{_f(o_cpu)} ms | {_f(l_cpu)} ms | {_ratio(o_cpu, l_cpu)} |")
+                head[f"{lat}-{conc}-{deps}"] = (o_p50, l_p50, o_cpu, l_cpu)
+    return out + over, head
+
+
+def failure_table(runs: Runs) -> tuple[list[str], dict[str, float]]:
+    """Table 2: served through the fallback after a 500 on every first attempt."""
+    out = ["", "### 2. Failure path: the first deployment answers 500 every time", "",
+           "| upstream | system | p50 ms | p99 ms | CPU ms/req | beyond the two calls, p50 ms | ours / LiteLLM |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+    beyond: dict[str, float] = {}
+    for lat in (0, 50):
+        base = runs.med("p50_ms", "failure", lat, 1, "raw", 2)
+        vals = {s: runs.med("p50_ms", "failure", lat, 1, s, 2) - base for s in ("ours", "litellm")}
+        for system in ("raw", "ours", "litellm"):
+            rs = runs.get("failure", lat, 1, system, 2)
+            if not rs:
+                out.append(f"| {lat} ms | {NAMES[system]} | {NOT_MEASURED} | | | | |")
+                continue
+            label = "raw openai SDK (the app catches the 500, calls the backup)" if system == "raw" else NAMES[system]
+            extra = "-" if system == "raw" else f"{vals[system]:+.3f}"
+            ratio = _ratio(vals["ours"], vals["litellm"]) if system == "ours" else ""
+            out.append(f"| {lat} ms | {label} | {_f(_med(rs, 'p50_ms'))} | {_f(_med(rs, 'p99_ms'))} | "
+                       f"{_f(_med(rs, 'cpu_ms'))} | {extra} | {ratio} |")
+        beyond[f"ours-{lat}"], beyond[f"litellm-{lat}"] = vals["ours"], vals["litellm"]
+    return out, beyond
+
+
+def cache_table(runs: Runs) -> tuple[list[str], float]:
+    """Table 3: exact cache hits from each router's in-memory cache."""
+    out = ["", "### 3. Cache hit: one identical request repeated (temperature 0), in-memory caches", "",
+           "| system | hit p50 µs | hit p99 µs | CPU µs/hit | calls that reached the upstream |",
+           "|---|---:|---:|---:|---:|"]
+    for system in ("ours", "litellm"):
+        rs = runs.get("cache", 0, 1, system)
+        if not rs:
+            out.append(f"| {NAMES[system]} | {NOT_MEASURED} | | | |")
+            continue
+        calls = ", ".join(str(r["result"].get("upstream_calls", {}).get("a", "?")) for r in rs)
+        out.append(f"| {NAMES[system]} | {_med(rs, 'p50_ms') * 1000:.1f} | {_med(rs, 'p99_ms') * 1000:.1f} | "
+                   f"{_med(rs, 'cpu_ms') * 1000:.1f} | {calls} (of {rs[0]['spec']['n'] + rs[0]['spec']['warmup']}"
+                   " requests, per run) |")
+    return out, runs.med("p50_ms", "cache", 0, 1, "ours") * 1000
+
+
+def footprint_table(runs: Runs) -> tuple[list[str], float]:
+    """Table 4: import time, RSS after import and after the requests (fresh process each)."""
+    out = ["", "### 4. Footprint (fresh process; requests at concurrency 32, upstream 0 ms)", "",
+           "| system | import ms | first answer s (import + build + 1st request) | RSS python alone MiB | "
+           "RSS after import MiB | RSS after requests MiB | peak RSS MiB | RSS after requests vs raw SDK app |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    raw_rss = statistics.median([r["result"]["rss_after_kb"] for r in runs.get("footprint", 0, 32, "raw")] or [0])
+    ours_ratio = float("nan")
+    for system in ("raw", "ours", "litellm"):
+        rs = runs.get("footprint", 0, 32, system)
+        if not rs:
+            out.append(f"| {NAMES[system]} | {NOT_MEASURED} | | | | | | |")
+            continue
+
+        def p(field: str, rs: list[dict[str, Any]] = rs) -> float:
+            return statistics.median(r["process"][field] for r in rs)
+
+        rss = _med(rs, "rss_after_kb")
+        ratio = rss / raw_rss if raw_rss else float("nan")
+        ours_ratio = ratio if system == "ours" else ours_ratio
+        out.append(f"| {NAMES[system]} | {p('import_s') * 1000:.0f} | {p('first_answer_s'):.3f} | "
+                   f"{p('rss_start_kb') / 1024:.1f} | {p('rss_import_kb') / 1024:.1f} | {rss / 1024:.1f} | "
+                   f"{_med(rs, 'hwm_after_kb') / 1024:.1f} | {ratio:.2f}x |")
+    if runs.get("footprint", 0, 32, "raw"):
+        out.append(f"\nRequests per footprint run: {runs.get('footprint', 0, 32, 'raw')[0]['spec']['n']:,} "
+                   "(after the warm-up).")
+    return out, ours_ratio
+
+
+def service_table(services: list[dict[str, Any]], skipped: bool) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """Table 5: the services, one worker each, over the same fake."""
+    out = ["", "### 5. Service: one worker each, no database, same fake upstream (0 ms)", ""]
+    if skipped:
+        return out + [f"{NOT_MEASURED}: run with --no-service"], {}
+    out += ["| target | version | startup s | req/s | p50 ms | p99 ms | p50 ms @1 conn | p99 ms @1 conn | "
+            "added p50 @1 conn | service CPU ms/req | req per service CPU-second | RSS MiB |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in services:
+        by[r["target"]].append(r)
+    floor = _med(by.get("fake upstream, direct", []), "p50_1c")
+    summary: dict[str, dict[str, float]] = {}
+    for name in ("fake upstream, direct", "engine serve", "LiteLLM proxy", "Portkey gateway"):
+        rs = [r for r in by.get(name, []) if "result" in r]
+        if not rs:
+            why = next((r["missing"] for r in by.get(name, []) if "missing" in r), NOT_MEASURED)
+            out.append(f"| {name} | {why} | | | | | | | | | | |")
+            continue
+        p50_1c, cpu = _med(rs, "p50_1c"), _med(rs, "cpu_ms_per_req")
+        added = "-" if name.startswith("fake") else f"{p50_1c - floor:+.3f} ms"
+        out.append(f"| {name} | {rs[0]['version']} | {_f(_med(rs, 'startup_s'), 1)} | {_f(_med(rs, 'rps'), 0)} | "
+                   f"{_f(_med(rs, 'p50'))} | {_f(_med(rs, 'p99'))} | {_f(p50_1c)} | {_f(_med(rs, 'p99_1c'))} | {added} | "
+                   f"{_f(cpu)} | {_f(1000 / cpu if cpu == cpu else cpu, 0)} | {_f(_med(rs, 'rss_kb') / 1024, 1)} |")
+        summary[name] = {"rps": _med(rs, "rps"), "per_cpu_s": 1000 / cpu if cpu == cpu else cpu,
+                         "added": p50_1c - floor}
+    return out, summary
+
+
+def targets(head: dict[str, Any], beyond: dict[str, float], cache_us: float, rss_ratio: float,
+            service: dict[str, dict[str, float]]) -> list[str]:
+    """The DESIGN.md targets, met or missed, from this run's numbers."""
+    out = ["", "### Targets (DESIGN.md), from this run", "", "| target | this run | verdict |", "|---|---|---|"]
+    for conc in (1, 32):
+        for deps in (1, 2):
+            o, lite, oc, lc = head.get(f"0-{conc}-{deps}", (float("nan"),) * 4)
+            ok = None if lite != lite or lite <= 0 else o <= TARGET_RATIO * lite
+            okc = None if lc != lc or lc <= 0 else oc <= TARGET_RATIO * lc
+            out.append(f"| added overhead <= 1/10 of LiteLLM's (upstream 0 ms, conc. {conc}, {deps} deployment"
+                       f"{'s' if deps > 1 else ''}): wall p50 / CPU | ratio {_ratio(o, lite)} / {_ratio(oc, lc)} "
+                       f"({_f(o)} vs {_f(lite)} ms; CPU {_f(oc)} vs {_f(lc)} ms) | {_verdict(ok)} / {_verdict(okc)} |")
+    fb = beyond.get("ours-0", float("nan"))
+    out.append(f"| fallback machinery <= 0.5 ms beyond the two vendor calls (0 ms) | {_f(fb)} ms (LiteLLM "
+               f"{_f(beyond.get('litellm-0', float('nan')))} ms) | {_verdict(None if fb != fb else fb <= 0.5)} |")
+    out.append(f"| exact cache hit <= 30 µs p50 | {_f(cache_us, 1)} µs | "
+               f"{_verdict(None if cache_us != cache_us else cache_us <= TARGETS['cache_us'])} |")
+    out.append(f"| RSS <= 1.2x the raw-SDK app | {_f(rss_ratio, 2)}x | "
+               f"{_verdict(None if rss_ratio != rss_ratio else rss_ratio <= TARGETS['rss_ratio'])} |")
+    ours, pk = service.get("engine serve"), service.get("Portkey gateway")
+    if ours is None:
+        out.append(f"| engine serve >= Portkey per core | {NOT_MEASURED} | n/a |")
+    else:
+        ref = f"Portkey {pk['per_cpu_s']:.0f} req/CPU-s, {pk['rps']:.0f} req/s" if pk else "Portkey not measured; " \
+              "DESIGN.md: ~780 req/s on one core"
+        goal = pk["per_cpu_s"] if pk else 780.0
+        out.append(f"| engine serve >= Portkey gateway per core | {ours['per_cpu_s']:.0f} req per CPU-second, "
+                   f"{ours['rps']:.0f} req/s ({ref}) | {_verdict(ours['per_cpu_s'] >= goal)} |")
+        out.append(f"| engine serve p50 added at 1 connection <= 1 ms | {ours['added']:+.3f} ms | "
+                   f"{_verdict(ours['added'] <= TARGETS['serve_added_ms'])} |")
+    return out
+
+
+def raw_numbers(library: list[dict[str, Any]], services: list[dict[str, Any]]) -> list[str]:
+    """Every run, as measured."""
+    out = ["", "<details><summary>Raw numbers: every run</summary>", "",
+           "| variant | run | n | p50 ms | p99 ms | mean ms | req/s | CPU ms/req | upstream calls a/b/down | load1 | "
+           "import ms | check |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+    for r in sorted(library, key=lambda r: (r["spec"]["key"], r["spec"]["rep"])):
+        res, c = r["result"], r["result"].get("upstream_calls", {})
+        out.append(f"| {r['spec']['key']} | {r['spec']['rep'] + 1} | {res['n']} | {res['p50_ms']:.3f} | "
+                   f"{res['p99_ms']:.3f} | {res['mean_ms']:.3f} | {res['rps']:.0f} | {res['cpu_ms']:.3f} | "
+                   f"{c.get('a')}/{c.get('b')}/{c.get('down')} | {r['load1_before']:.2f} | "
+                   f"{r['process']['import_s'] * 1000:.0f} | {res['check']} |")
+    out += ["", "| service | run | req/s | p50 | p99 | p50 @1c | p99 @1c | requests | CPU s | statuses | "
+            "net refused | load1 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for r in services:
+        if "result" not in r:
+            continue
+        s = r["result"]
+        out.append(f"| {r['target']} | {r['rep'] + 1} | {s['rps']:.0f} | {s['p50']:.3f} | {s['p99']:.3f} | "
+                   f"{s['p50_1c']:.3f} | {s['p99_1c']:.3f} | {s['requests']} | {s.get('cpu_s', float('nan')):.2f} | "
+                   f"{s['statuses']} | {s['net_blocked']} | {s['load1']:.2f} |")
+    return out + ["", "</details>"]
+
+
+def render(info: dict[str, Any], library: list[dict[str, Any]], services: list[dict[str, Any]]) -> str:
+    """The whole section."""
+    runs = Runs(library)
+    v = info["versions"]
+    blocked = sum(len(r["process"]["net_blocked"]) for r in library) + sum(
+        r["result"]["net_blocked"] for r in services if "result" in r)
+    head = ["## Side by side with LiteLLM (benchmarks/compare.py)", "",
+            f"{info['machine']}; {info['cores']} cores; {info['platform']}; run started {info['started']}.",
+            f"Load average (1/5/15 min) at start {'/'.join(f'{x:.2f}' for x in info['load_start'])}, at end "
+            f"{'/'.join(f'{x:.2f}' for x in info['load_end'])} (other work shares this machine; every variant ran "
+            f"{info['reps']} times in alternating order; tables show medians over the runs).",
+            f"Versions: Python {v['python']}, openai {v['openai']}, httpx {v['httpx']}, pydantic {v['pydantic']}, "
+            f"litellm {v['litellm']} (library), aiohttp {v['aiohttp']}, uvicorn {v['uvicorn']}, uvloop {v['uvloop']}.",
+            f"Command: `{info['command'].strip()}` (env: LITELLM_LOCAL_MODEL_COST_MAP=True, LITELLM_OFFLINE_MODE=true;"
+            " every Python process runs with an audit hook that refuses non-loopback connections and lookups: "
+            f"{blocked} refused in this run).", "",
+            "Setup: one fake OpenAI-compatible upstream (`python -m tests.fakes`, its own process, keep-alive), "
+            "fixed latency 0 ms or 50 ms; each variant talks to its own channels of it, and the fake's call counts "
+            "per channel confirm the routing (raw numbers, `check`). Both routers: no retries (a 500 falls back at "
+            "once), SDK retries off; our Router writes its SQLite decision log unless said otherwise; LiteLLM's "
+            "failure variant runs with cooldowns disabled, ours with health demotion out of reach, so both try the "
+            "failing deployment every time. CPU = process time (all threads) / requests. Added = median minus the "
+            "raw SDK's median in the same cell. 2 deployments = a primary and a configured fallback (not needed).",
+            ""]
+    if info.get("quick"):
+        head.insert(2, "**--quick: tiny counts, each system's variants in one process: a smoke run, not results.**\n")
+    if info.get("litellm_missing"):
+        head.insert(2, f"**litellm is not installed: its rows are {NOT_MEASURED}.**\n")
+    lib, ratios = library_tables(runs)
+    fail, beyond = failure_table(runs)
+    cache, cache_us = cache_table(runs)
+    foot, rss_ratio = footprint_table(runs)
+    serv, service = service_table(services, info.get("service_skipped", False))
+    checks = runs.checks() + [f"service {r['target']} (run {r['rep'] + 1}): {r['check']}" for r in services
+                              if "check" in r and r["check"] != "ok"]
+    check_lines = ["", "**CHECK FAILED** (the fake's call counts contradict the routing): " + "; ".join(checks)] \
+        if checks else ["", "Routing checks: every run's upstream call counts matched its routing."]
+    body = head + lib + fail + cache + foot + serv + targets(ratios, beyond, cache_us, rss_ratio, service)
+    return "\n".join(body + check_lines + raw_numbers(library, services)) + "\n"
