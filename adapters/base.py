@@ -313,6 +313,13 @@ class LLMAdapter(ABC):
                 return self._error(Timeout, f"timed out: {type(exc).__name__}")
             if isinstance(exc, mod.RequestError):  # transport failures, undecodable bodies
                 return self._error(ServerError, f"connection failed or was cut: {type(exc).__name__}: {exc}")
+        # google-genai switches to aiohttp when it is installed: map its transport errors too
+        aiohttp = sys.modules.get("aiohttp")
+        if aiohttp is not None:
+            if isinstance(exc, aiohttp.ServerTimeoutError):
+                return self._error(Timeout, f"timed out: {type(exc).__name__}")
+            if isinstance(exc, aiohttp.ClientError):
+                return self._error(ServerError, f"connection failed or was cut: {type(exc).__name__}: {exc}")
         if isinstance(exc, TimeoutError):
             return self._error(Timeout, "timed out")
         if isinstance(exc, OSError):

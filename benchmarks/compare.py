@@ -34,11 +34,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import compare_service as svc  # noqa: E402
-from benchmarks._results import machine, write_section  # noqa: E402
-from benchmarks.compare_report import render  # noqa: E402
-from benchmarks.compare_worker import OFFLINE_ENV, REPO  # noqa: E402
-from tests.fakes import spawn_fake  # noqa: E402
+from benchmarks import compare_service as svc
+from benchmarks._results import machine, write_section
+from benchmarks.compare_report import render
+from benchmarks.compare_worker import OFFLINE_ENV, REPO
+from tests.fakes import spawn_fake
 
 # (n, warmup) per measured cell, full run / --quick
 COUNTS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
@@ -154,7 +154,7 @@ def run_library(args: argparse.Namespace, tmp: Path, fakes: dict[int, Any]) -> l
             t0 = time.perf_counter()
             out = run_worker(specs, tmp)
             calls = {**fakes[0].stats()["calls"], **fakes[50].stats()["calls"]}
-            for spec, res in zip(specs, out["results"]):
+            for spec, res in zip(specs, out["results"], strict=True):
                 res["check"] = check(spec, res, calls)
                 rows.append({"spec": {k: spec[k] for k in ("key", "kind", "cell", "latency", "concurrency", "system",
                                                             "deployments", "log", "rep", "n", "warmup")},
@@ -174,7 +174,7 @@ def run_services(args: argparse.Namespace, tmp: Path, fake: Any) -> list[dict[st
     for rep in range(args.reps):
         d = tmp / f"svc-r{rep}"
         d.mkdir(parents=True, exist_ok=True)
-        targets = [svc.fake_target(fake.url + f"/svc-direct-r{rep}"),
+        targets = [svc.fake_target(fake.url, f"svc-direct-r{rep}"),
                    svc.engine_serve_target(fake.channel_url(f"svc-ours-r{rep}"), d)]
         if "litellm" in args.systems:
             targets.append(svc.litellm_proxy_target(fake.channel_url(f"svc-lite-r{rep}"), d, args.litellm_proxy_python))
@@ -190,6 +190,18 @@ def run_services(args: argparse.Namespace, tmp: Path, fake: Any) -> list[dict[st
             print(f"[rep {rep + 1}/{args.reps}] service {t.name}: {res['rps']:.0f} req/s, "
                   f"p50@1c {res['p50_1c']:.3f} ms", file=sys.stderr, flush=True)
     return rows
+
+
+def run_profiles(args: argparse.Namespace, tmp: Path, fakes: dict[int, Any]) -> None:
+    """Our Router's variants again, under pyinstrument: one text profile per variant in `args.profile`."""
+    args.profile.mkdir(parents=True, exist_ok=True)
+    wanted = ("library/0ms/c1/ours/d1", "library/0ms/c1/ours/d1/nolog", "library/0ms/c32/ours/d1",
+              "failure/0ms/c1/ours/d2", "cache/0ms/c1/ours/d1")
+    for v in (v for v in variants() if v["key"] in wanted):
+        spec = prepare(v, 99, fakes, tmp, args.quick)
+        spec["profile"] = str(args.profile / (re.sub(r"[^a-z0-9]+", "-", v["key"]) + ".txt"))
+        run_worker([spec], tmp)
+        print(f"profile of {v['key']}: {spec['profile']}", file=sys.stderr, flush=True)
 
 
 def versions(args: argparse.Namespace) -> dict[str, str]:
@@ -212,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--no-service", action="store_true", help="skip the service part")
     ap.add_argument("--json", type=Path, help="also dump every raw number to this file")
+    ap.add_argument("--profile", type=Path, help="only profile our Router's variants (pyinstrument) into this folder")
     ap.add_argument("--litellm-proxy-python", default=os.environ.get("LITELLM_PROXY_PYTHON", sys.executable),
                     help="interpreter that has litellm[proxy] [env LITELLM_PROXY_PYTHON; default: this one]")
     ap.add_argument("--portkey-dir", default=os.environ.get("PORTKEY_GATEWAY_DIR"),
@@ -228,6 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="compare-") as td, spawn_fake(latency_ms=0) as f0, \
             spawn_fake(latency_ms=50) as f50:
         tmp = Path(td)
+        if args.profile:
+            run_profiles(args, tmp, {0: f0, 50: f50})
+            return
         library = run_library(args, tmp, {0: f0, 50: f50})
         services = [] if args.no_service else run_services(args, tmp, f0)
     info = {"machine": machine(), "cores": os.cpu_count(), "platform": platform.platform(), "started": started,

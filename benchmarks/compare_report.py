@@ -88,8 +88,8 @@ def library_tables(runs: Runs) -> tuple[list[str], dict[str, Any]]:
                 l_p50 = runs.med("p50_ms", "library", lat, conc, "litellm", deps) - raw_p50
                 o_cpu = runs.med("cpu_ms", "library", lat, conc, "ours", deps) - raw_cpu
                 l_cpu = runs.med("cpu_ms", "library", lat, conc, "litellm", deps) - raw_cpu
-                over.append(f"| {lat} ms | {conc} | {deps} | {_f(o_p50)} ms | {_f(l_p50)} ms | {_ratio(o_p50, l_p50)} | "
-                            f"{_f(o_cpu)} ms | {_f(l_cpu)} ms | {_ratio(o_cpu, l_cpu)} |")
+                over.append(f"| {lat} ms | {conc} | {deps} | {_f(o_p50)} ms | {_f(l_p50)} ms | "
+                            f"{_ratio(o_p50, l_p50)} | {_f(o_cpu)} ms | {_f(l_cpu)} ms | {_ratio(o_cpu, l_cpu)} |")
                 head[f"{lat}-{conc}-{deps}"] = (o_p50, l_p50, o_cpu, l_cpu)
     return out + over, head
 
@@ -149,7 +149,7 @@ def footprint_table(runs: Runs) -> tuple[list[str], float]:
             continue
 
         def p(field: str, rs: list[dict[str, Any]] = rs) -> float:
-            return statistics.median(r["process"][field] for r in rs)
+            return float(statistics.median(r["process"][field] for r in rs))
 
         rss = _med(rs, "rss_after_kb")
         ratio = rss / raw_rss if raw_rss else float("nan")
@@ -185,7 +185,8 @@ def service_table(services: list[dict[str, Any]], skipped: bool) -> tuple[list[s
         p50_1c, cpu = _med(rs, "p50_1c"), _med(rs, "cpu_ms_per_req")
         added = "-" if name.startswith("fake") else f"{p50_1c - floor:+.3f} ms"
         out.append(f"| {name} | {rs[0]['version']} | {_f(_med(rs, 'startup_s'), 1)} | {_f(_med(rs, 'rps'), 0)} | "
-                   f"{_f(_med(rs, 'p50'))} | {_f(_med(rs, 'p99'))} | {_f(p50_1c)} | {_f(_med(rs, 'p99_1c'))} | {added} | "
+                   f"{_f(_med(rs, 'p50'))} | {_f(_med(rs, 'p99'))} | {_f(p50_1c)} | {_f(_med(rs, 'p99_1c'))} | "
+                   f"{added} | "
                    f"{_f(cpu)} | {_f(1000 / cpu if cpu == cpu else cpu, 0)} | {_f(_med(rs, 'rss_kb') / 1024, 1)} |")
         summary[name] = {"rps": _med(rs, "rps"), "per_cpu_s": 1000 / cpu if cpu == cpu else cpu,
                          "added": p50_1c - floor}

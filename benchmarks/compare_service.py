@@ -46,6 +46,7 @@ class Target:
     env: dict[str, str] = field(default_factory=dict)
     version: str = ""
     missing: str = ""  # why it is not measured, when it is not
+    path: str = "/v1/chat/completions"
 
 
 def free_port() -> int:
@@ -114,10 +115,10 @@ def portkey_target(upstream: str, gateway_dir: str | None) -> Target:
                   version=f"@portkey-ai/gateway {pkg['version']}, node {_run([node, '--version']) or '?'}")
 
 
-def fake_target(url: str) -> Target:
-    """The fake upstream itself, as the floor."""
+def fake_target(url: str, channel: str) -> Target:
+    """The fake upstream itself (on its own channel), as the floor."""
     return Target("fake upstream, direct", None, url.rstrip("/"), {"authorization": "Bearer sk-bench"},
-                  "gpt-4o-mini", version="tests/fakes")
+                  "gpt-4o-mini", version="tests/fakes", path=f"/{channel}/v1/chat/completions")
 
 
 def _our_version() -> str:
@@ -139,7 +140,7 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> str | None:
 
 def _post(target: Target, timeout: float = 5.0) -> int:
     body = json.dumps({"model": target.model, "messages": MESSAGES, "max_tokens": MAX_TOKENS}).encode()
-    req = urllib.request.Request(target.url + "/v1/chat/completions", data=body, method="POST",
+    req = urllib.request.Request(target.url + target.path, data=body, method="POST",
                                  headers={"content-type": "application/json", **target.headers})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -211,7 +212,7 @@ def measure(target: Target, spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
     with running(target, log) as (pid, startup_s):
         host, port = target.url.removeprefix("http://").split(":")
         out = tmp / "load.json"
-        load = {**spec, "kind": "load", "host": host, "port": int(port), "path": "/v1/chat/completions",
+        load = {**spec, "kind": "load", "host": host, "port": int(port), "path": target.path,
                 "headers": target.headers, "out": str(out),
                 "body": {"model": target.model, "messages": MESSAGES, "max_tokens": MAX_TOKENS}}
         (tmp / "load-spec.json").write_text(json.dumps(load))

@@ -80,10 +80,10 @@ def import_system(system: str) -> None:
         import openai  # noqa: F401
     elif system == "ours":
         from engine.policy.api import load_policy_text  # noqa: F401
-        from engine.runtime.router import Router  # noqa: F401
+        from engine.runtime.router import Router
     else:
         import litellm
-        from litellm import Router  # noqa: F401
+        from litellm.router import Router  # noqa: F401
 
         litellm.telemetry = False
         litellm.suppress_debug_info = True  # no "Give Feedback" banner printed on every failed attempt
@@ -96,7 +96,8 @@ def ours_policy(spec: dict[str, Any], tmp: Path) -> str:
     lines = ["version: 1", "providers:",
              f'  main: {{adapter: openai, api_key: sk-bench, base_url: "{primary}", timeout_s: 30}}']
     if two:
-        lines.append(f'  backup: {{adapter: openai, api_key: sk-bench, base_url: "{spec["backup_url"]}", timeout_s: 30}}')
+        backup = spec["backup_url"]
+        lines.append(f'  backup: {{adapter: openai, api_key: sk-bench, base_url: "{backup}", timeout_s: 30}}')
     lines.append("models:")
     for name, provider in (("m-main", "main"), ("m-backup", "backup"))[: 2 if two else 1]:
         lines.append(f"  {name}: {{provider: {provider}, id: gpt-4o-mini, price: {{input: 0.15, output: 0.6}}, "
@@ -114,79 +115,90 @@ def ours_policy(spec: dict[str, Any], tmp: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def build(spec: dict[str, Any], tmp: Path) -> tuple[Call, Callable[[], Awaitable[None]]]:
+Built = tuple[Call, Callable[[], Awaitable[None]]]
+
+
+async def build(spec: dict[str, Any], tmp: Path) -> Built:
     """(one request -> the deployment that answered, close) for the spec's system and kind."""
-    system, kind = spec["system"], spec["kind"]
-    temperature = 0.0 if kind == "cache" else None
-    if system == "raw":
-        import openai
+    builder = {"raw": _build_raw, "ours": _build_ours, "litellm": _build_litellm}[spec["system"]]
+    return builder(spec, tmp)
 
-        def client(url: str) -> Any:
-            return openai.AsyncOpenAI(api_key="sk-bench", base_url=url, max_retries=0)
 
-        ok = client(spec["backup_url"] if kind == "failure" else spec["ok_url"])
-        down = client(spec["down_url"]) if kind == "failure" else None
-        extra = {} if temperature is None else {"temperature": temperature}
+def _build_raw(spec: dict[str, Any], tmp: Path) -> Built:
+    import openai
 
-        async def raw_call() -> str:
-            if down is not None:  # the application's own fallback: one failed call, then the backup
-                try:
-                    await down.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=MAX_TOKENS)
-                    raise AssertionError("the failing deployment answered")
-                except openai.InternalServerError:
-                    pass
-            r = await ok.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=MAX_TOKENS, **extra)
-            assert r.choices[0].message.content
-            return "backup" if down is not None else "primary"
+    def client(url: str) -> Any:
+        return openai.AsyncOpenAI(api_key="sk-bench", base_url=url, max_retries=0)
 
-        async def raw_close() -> None:
-            await ok.close()
-            if down is not None:
-                await down.close()
+    failing = spec["kind"] == "failure"
+    ok = client(spec["backup_url"] if failing else spec["ok_url"])
+    down = client(spec["down_url"]) if failing else None
+    extra = {"temperature": 0.0} if spec["kind"] == "cache" else {}
 
-        return raw_call, raw_close
-    if system == "ours":
-        from engine.policy.api import load_policy_text
-        from engine.runtime.router import Router
+    async def call() -> str:
+        if down is not None:  # the application's own fallback: one failed call, then the backup
+            try:
+                await down.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=MAX_TOKENS)
+                raise AssertionError("the failing deployment answered")
+            except openai.InternalServerError:
+                pass
+        r = await ok.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=MAX_TOKENS, **extra)
+        assert r.choices[0].message.content
+        return "backup" if down is not None else "primary"
 
-        router = Router(load_policy_text(ours_policy(spec, tmp), "bench.yaml", env={}))
-        want_fallbacks = 1 if kind == "failure" else 0
-        kw: dict[str, Any] = {} if temperature is None else {"temperature": temperature}
+    async def close() -> None:
+        await ok.close()
+        if down is not None:
+            await down.close()
 
-        async def ours_call() -> str:
-            r = await router.generate(messages=MESSAGES, max_tokens=MAX_TOKENS, **kw)
-            assert r.text and r.fallbacks == want_fallbacks, (r.model, r.fallbacks)
-            return "backup" if r.model == "m-backup" else "primary"
+    return call, close
 
-        return ours_call, router.aclose
-    from litellm import Router as LiteRouter
+
+def _build_ours(spec: dict[str, Any], tmp: Path) -> Built:
+    from engine.policy.api import load_policy_text
+    from engine.runtime.router import Router
+
+    router = Router(load_policy_text(ours_policy(spec, tmp), "bench.yaml", env={}))
+    want_fallbacks = 1 if spec["kind"] == "failure" else 0
+    kw: dict[str, Any] = {"temperature": 0.0} if spec["kind"] == "cache" else {}
+
+    async def call() -> str:
+        r = await router.generate(messages=MESSAGES, max_tokens=MAX_TOKENS, **kw)
+        assert r.text and r.fallbacks == want_fallbacks, (r.model, r.fallbacks)
+        return "backup" if r.model == "m-backup" else "primary"
+
+    return call, router.aclose
+
+
+def _build_litellm(spec: dict[str, Any], tmp: Path) -> Built:
+    from litellm.router import Router as LiteRouter
 
     def dep(name: str, url: str) -> dict[str, Any]:
-        return {"model_name": name, "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": url,
-                                                        "api_key": "sk-bench", "max_retries": 0}}
+        params = {"model": "openai/gpt-4o-mini", "api_base": url, "api_key": "sk-bench", "max_retries": 0}
+        return {"model_name": name, "litellm_params": params}
 
-    primary = spec["down_url"] if kind == "failure" else spec["ok_url"]
-    deployments = [dep("primary", primary)] + ([dep("backup", spec["backup_url"])] if spec["deployments"] == 2 else [])
+    kind = spec["kind"]
+    deployments = [dep("primary", spec["down_url"] if kind == "failure" else spec["ok_url"])]
     options: dict[str, Any] = {"num_retries": 0}
     if spec["deployments"] == 2:
+        deployments.append(dep("backup", spec["backup_url"]))
         options["fallbacks"] = [{"primary": ["backup"]}]
     if kind == "failure":
         options["disable_cooldowns"] = True  # keep the failing deployment in play, as our health setting does
     if kind == "cache":
         options["cache_responses"] = True  # LiteLLM's in-memory cache
     lite = LiteRouter(model_list=deployments, **options)
-    lkw: dict[str, Any] = {} if temperature is None else {"temperature": temperature}
+    kw: dict[str, Any] = {"temperature": 0.0} if kind == "cache" else {}
 
-    async def lite_call() -> str:
-        r = await lite.acompletion(model="primary", messages=MESSAGES, max_tokens=MAX_TOKENS, **lkw)
+    async def call() -> str:
+        r = await lite.acompletion(model="primary", messages=MESSAGES, max_tokens=MAX_TOKENS, **kw)
         assert r.choices[0].message.content
-        group = (r._hidden_params.get("additional_headers") or {}).get("x-litellm-model-group", "primary")
-        return str(group)
+        return str((r._hidden_params.get("additional_headers") or {}).get("x-litellm-model-group", "primary"))
 
-    async def lite_close() -> None:
+    async def close() -> None:
         return None
 
-    return lite_call, lite_close
+    return call, close
 
 
 # -- measurement ------------------------------------------------------------------------------
