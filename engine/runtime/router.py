@@ -123,20 +123,8 @@ class Router:
             QuotaExceeded: a `reject` quota has no room.
             AllModelsFailed: every attempt failed.
         """
-        started, t0 = self.clock.time(), time.perf_counter()
-        rid = _request_id()
-        try:
-            request = Request.of(prompt, messages=messages, max_tokens=max_tokens, temperature=temperature,
-                                 meta=meta, stop=stop)
-        except RequestError as e:
-            self.recorder.bad_request(rid, started, meta, e)
-            raise
-        decision = self._decide(request, model)
-        walk = self._walk(rid, request, decision)
-        if decision.refusal is not None:
-            err = self._refusal(decision, walk)
-            self.recorder.failed(rid, started, t0, request, decision, walk, err)
-            raise err
+        rid, started, t0, request, decision, walk = self._begin(
+            prompt, messages, max_tokens, temperature, stop, meta, model, stream=False)
         cache_key = self._cache_key(request, decision)
         try:
             if cache_key is not None and self.cache is not None:
@@ -166,20 +154,8 @@ class Router:
         Falls back to the next model only until the first token has been yielded; a failure
         after that raises (and is logged).
         """
-        started, t0 = self.clock.time(), time.perf_counter()
-        rid = _request_id()
-        try:
-            request = Request.of(prompt, messages=messages, max_tokens=max_tokens, temperature=temperature,
-                                 meta=meta, stop=stop, stream=True)
-        except RequestError as e:
-            self.recorder.bad_request(rid, started, meta, e)
-            raise
-        decision = self._decide(request, model)
-        walk = self._walk(rid, request, decision)
-        if decision.refusal is not None:
-            err = self._refusal(decision, walk)
-            self.recorder.failed(rid, started, t0, request, decision, walk, err)
-            raise err
+        rid, started, t0, request, decision, walk = self._begin(
+            prompt, messages, max_tokens, temperature, stop, meta, model, stream=True)
         msgs = _messages(request)
 
         async def first(m: Model, timeout: float) -> tuple[Any, AsyncIterator[Any]]:
@@ -235,6 +211,26 @@ class Router:
         await self.aclose()
 
     # -- steps -----------------------------------------------------------------------------
+
+    def _begin(self, prompt: str | None, messages: Sequence[Any] | None, max_tokens: int, temperature: float,
+               stop: Sequence[str] | None, meta: Mapping[str, Any] | None, model: str | None, *,
+               stream: bool) -> tuple[str, float, float, Request, Decision, Walk]:
+        """Check the request and decide its plan; a bad or refused request is logged, then raised."""
+        started, t0 = self.clock.time(), time.perf_counter()
+        rid = _request_id()
+        try:
+            request = Request.of(prompt, messages=messages, max_tokens=max_tokens, temperature=temperature,
+                                 meta=meta, stop=stop, stream=stream)
+            decision = self._decide(request, model)
+        except RequestError as e:  # malformed, or pinned to a model or route the policy lacks
+            self.recorder.bad_request(rid, started, meta, e)
+            raise
+        walk = self._walk(rid, request, decision)
+        if decision.refusal is not None:
+            err = self._refusal(decision, walk)
+            self.recorder.failed(rid, started, t0, request, decision, walk, err)
+            raise err
+        return rid, started, t0, request, decision, walk
 
     def _state(self, features: Features) -> RuntimeState:
         state = self.health.snapshot()
