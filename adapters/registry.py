@@ -16,11 +16,14 @@ __all__ = ["ADAPTER_KINDS", "build_adapter"]
 
 # kind -> (module, class, accepted options)
 _KINDS: dict[str, tuple[str, str, frozenset[str]]] = {
-    "openai": ("adapters.openai", "OpenAIAdapter", frozenset({"organization", "headers", "send_temperature"})),
+    "openai": (
+        "adapters.openai", "OpenAIAdapter", frozenset({"organization", "headers", "send_temperature", "transport"}),
+    ),
     "anthropic": ("adapters.anthropic", "AnthropicAdapter", frozenset({"headers", "send_temperature"})),
     "gemini": ("adapters.gemini", "GeminiAdapter", frozenset({"api_version", "headers"})),
     "openai_compatible": (
-        "adapters.openai_compat", "OpenAICompatibleAdapter", frozenset({"endpoint", "headers", "send_temperature"}),
+        "adapters.openai_compat", "OpenAICompatibleAdapter",
+        frozenset({"endpoint", "headers", "send_temperature", "transport"}),
     ),
     "simulated": (
         "adapters.simulated",
@@ -30,6 +33,12 @@ _KINDS: dict[str, tuple[str, str, frozenset[str]]] = {
 }
 ADAPTER_KINDS: tuple[str, ...] = tuple(_KINDS)
 """The adapter kinds a policy may name."""
+
+# kind -> (module, class) per non-default `transport` option; "sdk" (the vendor SDK) is `_KINDS`' class
+_TRANSPORTS: dict[str, dict[str, tuple[str, str]]] = {
+    "openai": {"http": ("adapters.openai_http", "OpenAIHTTPAdapter")},
+    "openai_compatible": {"http": ("adapters.openai_http", "OpenAICompatibleHTTPAdapter")},
+}
 
 # provider-entry keys the router itself consumes; passed through here harmlessly
 _ROUTER_KEYS = frozenset({"adapter", "api_key", "base_url", "timeout_s", "limits"})
@@ -57,7 +66,9 @@ def build_adapter(
         timeout_s: Attempt timeout.
         price: USD per million tokens.
         options: Adapter-specific settings from the provider entry (e.g. `latency_ms: {p50, p95}`,
-            `failure_rate`, `seed`, `time_scale` for `simulated`; `endpoint` for `openai_compatible`).
+            `failure_rate`, `seed`, `time_scale` for `simulated`; `endpoint` for `openai_compatible`;
+            `transport: sdk|http` for `openai` and `openai_compatible`: the vendor SDK, the default and
+            reference behaviour, or a plain httpx client: the same body and errors, less CPU per call).
 
     Raises:
         InvalidInput: Unknown kind or option, or an invalid setting.
@@ -73,6 +84,14 @@ def build_adapter(
             f"provider {provider!r}: unknown option(s) {', '.join(unknown)} for the {kind} adapter; "
             f"accepted: {', '.join(sorted(accepted)) or 'none'}"
         )
+    transport = opts.pop("transport", "sdk")
+    if transport != "sdk":
+        choices = _TRANSPORTS.get(kind, {})
+        if transport not in choices:
+            raise InvalidInput(
+                f"provider {provider!r}: transport must be one of: {', '.join(['sdk', *choices])}; got {transport!r}"
+            )
+        module_name, class_name = choices[transport]
     cls: Callable[..., LLMAdapter] = getattr(importlib.import_module(module_name), class_name)
     if kind == "simulated":
         return cls(provider, model, price=price, timeout_s=timeout_s, **_simulated_options(opts))

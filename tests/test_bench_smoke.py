@@ -136,13 +136,9 @@ def test_compare_measures_litellm(compare: tuple[str, dict[str, Any]]) -> None:
 
 
 def test_decide_benchmark_quick() -> None:
-    before = RESULTS.read_text() if RESULTS.exists() else ""
     out = _run(["benchmarks/decide.py", "--quick"]).stdout
     for routes in ("10", "100", "1000"):
         assert re.search(rf"^\| {routes} \| \d+ \|", out, re.M), out
-    assert "<!-- decide:start -->" not in out
-    assert (RESULTS.read_text() if RESULTS.exists() else "").count("<!-- decide:start -->") == before.count(
-        "<!-- decide:start -->")
 
 
 def test_router_benchmark_quick() -> None:

@@ -367,17 +367,18 @@ def test_a_record_sqlite_refuses_does_not_hold_back_the_others(
 ) -> None:
     log.record(req("dup"))
     log.flush()
-    for i in range(10):
-        log.record(req(f"ok{i}"))
-    log.record(bad)
+    for i in range(50):
+        if i == 10:
+            log.record(bad)  # inside the first full multi-row chunk
+        log.record(req(f"ok{i}"), [att(f"ok{i}")])
     log.record(req("ok-after"))
     with pytest.raises(DecisionLogError, match=message):
         log.flush()
-    assert count(db_path) == 12
+    assert count(db_path) == 52 and count(db_path, "attempts") == 50
     assert log.unwritten() == [bad]
     log.record(req("later"))
     log.flush()  # reported once; the refused record is not retried
-    assert count(db_path) == 13
+    assert count(db_path) == 53
     assert log.errors == 1
 
 

@@ -61,25 +61,27 @@ class DecisionLogError(EngineError):
         self.unwritten = unwritten
 
 
-# Rows go to SQLite _CHUNK at a time through one multi-row INSERT: the sqlite3 module binds a
-# chunk's values with the GIL held (~0.1 ms) and then runs one sqlite3_step without it
-# (~0.2 ms), long enough for a thread waiting on the GIL (an event loop) to wake up and take it.
-# With executemany the GIL-free gaps last microseconds, shorter than a thread takes to wake, so
-# the writer kept winning the GIL back and the loop waited a whole switch interval (5 ms):
-# measured p99 loop lateness 5 ms with executemany, 0.5-0.8 ms with chunks of 16.
-_CHUNK = 16
+# Rows reach SQLite a chunk at a time, through one multi-row INSERT: the sqlite3 module binds the
+# chunk's values with the GIL held, then runs a single sqlite3_step without it for a few hundred
+# microseconds, long enough for a thread waiting on the GIL (an event loop) to wake up and take
+# it. With executemany each row's step lasts microseconds, less than a thread takes to wake, so
+# the writer kept winning the GIL back and the loop waited a whole switch interval (5 ms).
+# A chunk stays under 999 bound values, the limit of SQLite builds older than 3.32.
+_MAX_VARIABLES = 999
+_MAX_CHUNK = 64
 
 
 class _Table:
-    """Insert statements of one table: a single row, and a full chunk of rows."""
+    """Insert statements of one table: a single row, and a full chunk of `chunk_rows` rows."""
 
-    __slots__ = ("chunk", "one")
+    __slots__ = ("chunk", "chunk_rows", "one")
 
     def __init__(self, name: str, columns: Sequence[str]) -> None:
         row = f"({', '.join('?' * len(columns))})"
         head = f"insert into {name} ({', '.join(columns)}) values "
         self.one = head + row
-        self.chunk = head + ", ".join([row] * _CHUNK)
+        self.chunk_rows = min(_MAX_CHUNK, _MAX_VARIABLES // len(columns))
+        self.chunk = head + ", ".join([row] * self.chunk_rows)
 
 
 _REQUESTS = _Table("requests", REQUEST_COLUMNS)
@@ -92,10 +94,10 @@ def _insert_chunks(
     conn: sqlite3.Connection, table: _Table, rows: list[tuple[object, ...]], *, final: bool = False
 ) -> int:
     """Insert every full chunk at the head of `rows` (and, if `final`, the rest); remove what was inserted."""
-    done = 0
-    while len(rows) - done >= _CHUNK:
-        conn.execute(table.chunk, tuple(chain.from_iterable(rows[done : done + _CHUNK])))
-        done += _CHUNK
+    done, size = 0, table.chunk_rows
+    while len(rows) - done >= size:
+        conn.execute(table.chunk, tuple(chain.from_iterable(rows[done : done + size])))
+        done += size
     if final and len(rows) > done:
         conn.executemany(table.one, rows[done:])
         done = len(rows)
@@ -437,9 +439,9 @@ class DecisionLog:
                     requests.append(request.values())
                     for attempt in atts:
                         attempts.append(attempt.values())
-                    if len(requests) == _CHUNK:
+                    if len(requests) == _REQUESTS.chunk_rows:
                         n += _insert_chunks(conn, _REQUESTS, requests)
-                    if len(attempts) >= _CHUNK:
+                    if len(attempts) >= _ATTEMPTS.chunk_rows:
                         n += _insert_chunks(conn, _ATTEMPTS, attempts)
                 elif isinstance(item, EventRecord):
                     events.append(item.values())

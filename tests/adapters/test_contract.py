@@ -1,10 +1,15 @@
-"""One contract, every vendor adapter: the official SDKs over loopback HTTP against the fakes."""
+"""One contract, every vendor adapter: the official SDKs over loopback HTTP against the fakes.
+
+The OpenAI-shaped kinds run a second time over their lean transport (`transport: http`, plain
+httpx instead of the SDK): every assertion holds for both, the SDK path being the reference.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import traceback
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -28,18 +33,27 @@ from adapters import (
 from tests.fakes import FakeVendorServer, Fault, tokens
 from tests.fakes.clients import TEST_KEYS, TEST_MODELS, VENDOR_KINDS, adapter_for, channel_of
 
-pytestmark = pytest.mark.parametrize("kind", VENDOR_KINDS)
+HTTP_TRANSPORT_KINDS = ("openai", "openai_compatible")
+"""Kinds with a `transport: http` option."""
+CASES = [(k, "sdk") for k in VENDOR_KINDS] + [(k, "http") for k in HTTP_TRANSPORT_KINDS]
+pytestmark = pytest.mark.parametrize(
+    ("kind", "transport"), CASES, ids=[k if t == "sdk" else f"{k}-{t}" for k, t in CASES]
+)
 
 Make = Callable[..., LLMAdapter]
 
 
+def _transport_options(transport: str) -> dict[str, Any]:
+    return {} if transport == "sdk" else {"transport": transport}
+
+
 @pytest.fixture
-async def make(fake: FakeVendorServer) -> AsyncIterator[Make]:
+async def make(fake: FakeVendorServer, transport: str) -> AsyncIterator[Make]:
     """Build adapters against the fake; all are closed at teardown, in the test's event loop."""
     made: list[LLMAdapter] = []
 
     def _make(kind: str, **kw: object) -> LLMAdapter:
-        adapter = adapter_for(kind, fake, **kw)  # type: ignore[arg-type]
+        adapter = adapter_for(kind, fake, **_transport_options(transport), **kw)  # type: ignore[arg-type]
         made.append(adapter)
         return adapter
 
@@ -218,7 +232,7 @@ async def test_every_fault_maps_to_its_class(
     assert type(err) is expected
     assert (err.provider, err.model, err.status) == (f"fake-{kind}", TEST_MODELS[kind], status)
     if status is not None or fault != "content_filter":  # a blocked 200 raises no SDK exception
-        assert err.__cause__ is not None, "the SDK exception is kept as the cause"
+        assert err.__cause__ is not None, "the SDK's (or httpx's) exception is kept as the cause"
         assert not type(err.__cause__).__module__.startswith("adapters")
     assert err.message
     if fault == "rate_limit":
@@ -288,13 +302,13 @@ async def test_api_key_never_appears_in_errors(kind: str, make: Make, fake: Fake
 
 
 async def test_missing_key_is_an_auth_error_without_a_request(
-    kind: str, fake: FakeVendorServer, monkeypatch: pytest.MonkeyPatch
+    kind: str, transport: str, fake: FakeVendorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if kind == "openai_compatible":
         pytest.skip("keyless OpenAI-compatible servers are allowed (see test_openai_compat)")
     for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
         monkeypatch.delenv(var, raising=False)
-    adapter = adapter_for(kind, fake)
+    adapter = adapter_for(kind, fake, **_transport_options(transport))
     adapter._api_key = None  # type: ignore[attr-defined]
     with pytest.raises(AuthError, match="API key"):
         await adapter.generate("hello", 10, 0.5)

@@ -1,0 +1,391 @@
+"""The lean HTTP transport (`transport: http`) against the SDK path, its reference.
+
+Over the fake vendor (the wire): the same request bytes, the same completions, the same error
+for every fault. Over httpx / httpx2 mock transports (one narrow mapping each): responses the
+fake does not produce (odd bodies, odd SSE framing), still compared with what the SDK path does.
+The contract suite (`test_contract.py`) runs every other assertion over this transport too.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import httpx2
+import openai
+import pytest
+from syrupy.assertion import SnapshotAssertion
+
+from adapters import (
+    AuthError,
+    InvalidInput,
+    LLMAdapter,
+    Message,
+    OpenAIAdapter,
+    OpenAICompatibleAdapter,
+    ProviderError,
+    TextDelta,
+    build_adapter,
+)
+from adapters.openai_compat import CompatibleEndpoint
+from adapters.openai_http import OpenAICompatibleHTTPAdapter, OpenAIHTTPAdapter, _SSEDecoder
+from engine.policy.api import analyze_text
+from tests.fakes import FAULT_KINDS, FakeVendorServer, Fault
+from tests.fakes.clients import TEST_KEYS, adapter_for, channel_of
+
+CONVERSATION = [Message("system", "Be brief."), Message("user", "Grüße 🚀 “quoted” \\n"),
+                Message("assistant", "Hello!"), Message("user", "Count to three, then stop")]
+
+# (kind, options) whose SDK and http adapters must put the same bytes on the wire
+CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "openai": ("openai", {}),
+    "openai-no-temperature": ("openai", {"send_temperature": False}),
+    "openai-org-headers": ("openai", {"organization": "org-fake", "headers": {"X-Trace": "t-1"}}),
+    "compat-generic": ("openai_compatible", {}),
+    "compat-mistral": ("openai_compatible", {"endpoint": "mistral"}),
+    "compat-vllm": ("openai_compatible", {"endpoint": "vllm", "headers": {"X-Trace": "t-2"}}),
+}
+
+
+@pytest.fixture
+async def pair(fake: FakeVendorServer) -> AsyncIterator[Callable[..., tuple[LLMAdapter, LLMAdapter]]]:
+    """`pair(kind, **options)`: the SDK adapter and the http adapter, alike in everything else."""
+    made: list[LLMAdapter] = []
+
+    def _pair(kind: str, **options: Any) -> tuple[LLMAdapter, LLMAdapter]:
+        sdk = adapter_for(kind, fake, **options)
+        http = adapter_for(kind, fake, transport="http", **options)
+        made.extend((sdk, http))
+        return sdk, http
+
+    yield _pair
+    for adapter in made:
+        await adapter.aclose()
+
+
+async def _drive(adapter: LLMAdapter, stream: bool, **kw: Any) -> tuple[Any, ...]:
+    """What a call ended in: the completion's fields, or the error's class, status, retry_after and message."""
+    args: dict[str, Any] = {"messages": CONVERSATION, "max_tokens": 64, "temperature": 0.5, **kw}
+    try:
+        if stream:
+            deltas: list[str] = []
+            async for ev in adapter.stream(**args):
+                if isinstance(ev, TextDelta):
+                    deltas.append(ev.text)
+                else:
+                    c = ev.completion
+                    assert "".join(deltas) == c.text
+        else:
+            c = await adapter.generate(**args)
+    except ProviderError as err:
+        return type(err).__name__, err.status, err.retry_after, err.message
+    return "ok", c.text, c.finish_reason, c.input_tokens, c.output_tokens, c.cost_usd, c.provider, c.model
+
+
+# ------------------------------------------------------------------ the wire: bodies
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+async def test_same_request_bytes_as_the_sdk(
+    config: tuple[str, dict[str, Any]], pair: Callable[..., tuple[LLMAdapter, LLMAdapter]], fake: FakeVendorServer
+) -> None:
+    kind, options = config
+    sdk, http = pair(kind, **options)
+    for adapter in (sdk, http):
+        assert (await _drive(adapter, False, stop=["three"]))[0] == "ok"
+        assert (await _drive(adapter, True, stop=["three"]))[0] == "ok"
+    reqs = fake.requests(channel_of(kind))
+    assert len(reqs) == 4
+    for via_sdk, via_http in ((reqs[0], reqs[2]), (reqs[1], reqs[3])):
+        assert via_http.body == via_sdk.body
+        assert list(via_http.body) == list(via_sdk.body), "same key order"
+        assert via_http.headers["content-length"] == via_sdk.headers["content-length"], "same bytes"
+        assert via_http.path == via_sdk.path
+        for name in ("authorization", "content-type", "accept", "openai-organization", "x-trace"):
+            assert via_http.headers.get(name) == via_sdk.headers.get(name), name
+
+
+async def test_request_bodies(fake: FakeVendorServer, snapshot: SnapshotAssertion) -> None:
+    adapter = adapter_for("openai", fake, transport="http")
+    try:
+        await adapter.generate("What is 2+2?", 256, 0.2)
+        async for _ in adapter.stream("stream this", 32, 1.0, stop=["\n\n"]):
+            pass
+    finally:
+        await adapter.aclose()
+    assert [r.body for r in fake.requests("openai")] == snapshot
+
+
+async def test_a_custom_row_applies_to_the_http_transport(fake: FakeVendorServer) -> None:
+    row = CompatibleEndpoint("strict", max_tokens_field="max_completion_tokens", stream_usage_option=False,
+                             max_temperature=1.0)
+    sdk = OpenAICompatibleAdapter("strict", "m", base_url=fake.channel_url("strict"), endpoint=row)
+    http = OpenAICompatibleHTTPAdapter("strict", "m", base_url=fake.channel_url("strict"), endpoint=row)
+    try:
+        for adapter in (sdk, http):
+            with pytest.raises(InvalidInput, match="between 0 and 1"):
+                await adapter.generate("hi", 12, 1.2)
+            await adapter.generate("hi", 12, 1.0)
+            async for _ in adapter.stream("hi", 12, 1.0):
+                pass
+    finally:
+        await sdk.aclose()
+        await http.aclose()
+    bodies = [r.body for r in fake.requests("strict")]
+    assert bodies[:2] == bodies[2:]
+    assert bodies[2]["max_completion_tokens"] == 12 and "stream_options" not in bodies[3]
+    assert [r.headers["authorization"] for r in fake.requests("strict")] == ["<redacted>"] * 4  # keyless: no-key
+
+
+# ------------------------------------------------------------ the wire: answers
+
+
+PROMPTS = ["Grüße, 世界! 🚀 naïve — “quotes”", "line one\nline two\t{\"k\": [1, 2]}\r\n", "  padded  ",
+           "C:\\path \\u0041 \u2028 separator"]
+
+
+@pytest.mark.parametrize("kind", ["openai", "openai_compatible"])
+@pytest.mark.parametrize("prompt", PROMPTS, ids=["unicode", "json-ish", "padded", "u2028"])
+async def test_same_completions_as_the_sdk(
+    kind: str, prompt: str, pair: Callable[..., tuple[LLMAdapter, LLMAdapter]]
+) -> None:
+    sdk, http = pair(kind)
+    outcomes = []
+    for adapter in (sdk, http):
+        for stream in (False, True):
+            outcomes.append(await _drive(adapter, stream, messages=[Message("user", prompt)], max_tokens=200))
+    assert outcomes[0][0] == "ok" and outcomes[0][1].endswith(prompt)
+    assert outcomes == [outcomes[0]] * 4, "json == sse, sdk == http"
+
+
+PARITY_FAULTS = [f for f in FAULT_KINDS if f != "timeout"]  # timeouts: test_contract (same class, per call)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("fault", PARITY_FAULTS)
+@pytest.mark.parametrize("kind", ["openai", "openai_compatible"])
+async def test_every_fault_ends_as_with_the_sdk(
+    kind: str, fault: str, stream: bool, pair: Callable[..., tuple[LLMAdapter, LLMAdapter]], fake: FakeVendorServer
+) -> None:
+    sdk, http = pair(kind)
+    outcomes = []
+    for adapter in (sdk, http):
+        fake.script(channel_of(kind), Fault(fault, retry_after=2.5, after_chunks=3))  # type: ignore[arg-type]
+        outcomes.append(await _drive(adapter, stream))
+    via_sdk, via_http = outcomes
+    assert via_http[:3] == via_sdk[:3], "class, status and retry_after"
+    if via_sdk[1] is not None or fault == "stream_error":  # the vendor's message; transport messages differ
+        assert via_http == via_sdk
+    assert fake.calls(channel_of(kind)) == 2
+
+
+async def test_connections_are_reused_after_streams_and_errors(fake: FakeVendorServer) -> None:
+    adapter = adapter_for("openai", fake, transport="http")
+    assert isinstance(adapter, OpenAIHTTPAdapter)
+    try:
+        await adapter.generate("open the connection", 50, 0.5)
+        assert adapter._http is not None
+        pool = adapter._http._transport._pool  # type: ignore[attr-defined]
+        (first,) = pool.connections  # one object per TCP connection
+        for _ in range(3):
+            async for _ in adapter.stream("keep the connection", 50, 0.5):
+                pass
+            await adapter.generate("and again", 50, 0.5)
+        fake.script("openai", "rate_limit", "server_error")
+        for stream in (False, True):
+            assert (await _drive(adapter, stream))[:2] in (("RateLimited", 429), ("ServerError", 500))
+        await adapter.generate("still the first connection", 50, 0.5)
+        assert pool.connections == [first]
+    finally:
+        await adapter.aclose()
+
+
+async def test_the_key_never_appears_in_errors(fake: FakeVendorServer) -> None:
+    key = TEST_KEYS["openai"]
+    adapter = adapter_for("openai", fake, transport="http")
+    try:
+        for stream in (False, True):
+            fake.script("openai", "auth")
+            with pytest.raises(AuthError) as info:
+                await _raise(adapter, stream)
+            err = info.value
+            texts = [str(err), repr(err), err.message, *map(str, err.args), repr(adapter), repr(err.__cause__),
+                     "".join(traceback.format_exception(err))]
+            assert isinstance(err.__cause__, httpx.HTTPStatusError)
+            for text in texts:
+                assert key not in text
+    finally:
+        await adapter.aclose()
+
+
+async def _raise(adapter: LLMAdapter, stream: bool) -> None:
+    if stream:
+        async for _ in adapter.stream("hello", 10, 0.5):
+            pass
+    else:
+        await adapter.generate("hello", 10, 0.5)
+
+
+# -------------------------------------------- mock transports: answers the fake does not give
+
+MOCK_KEY = "sk-mock-0123456789abcdefghij"
+_OK = b'{"choices":[{"index":0,"message":{"role":"assistant","content":"hi there"},"finish_reason":"stop"}]'
+
+
+def _chunk(delta: str, finish: str | None = None, usage: str = "") -> bytes:
+    fin = "null" if finish is None else f'"{finish}"'
+    return (b'data: {"choices":[{"index":0,"delta":{"content":"' + delta.encode() + b'"},"finish_reason":'
+            + fin.encode() + b"}]" + usage.encode() + b"}\n\n")
+
+
+_USAGE = ',"usage":{"prompt_tokens":7,"completion_tokens":3}'
+_SSE = _chunk("Hel") + _chunk("lo\u2028wörld", "stop") + b"data: [DONE]\n\n"
+
+# name -> (status, headers, body pieces, streaming); each piece is sent as it is, splits included
+MOCKS: dict[str, tuple[int, dict[str, str], list[bytes], bool]] = {
+    "ok-no-usage": (200, {}, [_OK + b"}"], False),
+    "ok-usage": (200, {}, [_OK + _USAGE.encode() + b"}"], False),
+    "no-choices": (200, {}, [b'{"choices":[]}'], False),
+    "filtered-200": (200, {}, [_OK.replace(b'"stop"', b'"content_filter"') + b"}"], False),
+    "refusal": (200, {}, [b'{"choices":[{"index":0,"message":{"content":null,"refusal":"I cannot"},'
+                          b'"finish_reason":"stop"}]}'], False),
+    "malformed": (200, {}, [b'{"choices": ['], False),
+    "429-retry-after-ms": (429, {"retry-after-ms": "1500"}, [b'{"error":{"message":"slow down"}}'], False),
+    "400-context-by-message": (400, {}, [b'{"error":{"message":"This model\'s maximum context length is 8k"}}'],
+                               False),
+    "400-filter-code": (400, {}, [b'{"error":{"message":"no","code":"content_filter"}}'], False),
+    "400-unwrapped-context": (400, {}, [b'{"message":"too long","code":"context_length_exceeded"}'], False),
+    "400-text-body": (400, {}, [b"bad request, plain text"], False),
+    "400-message-not-a-string": (400, {}, [b'{"error":{"message":{"detail":"x"}}}'], False),
+    "401-echoing-the-key": (401, {}, [b'{"error":{"message":"Incorrect API key: ' + MOCK_KEY.encode() + b'"}}'],
+                            False),
+    "404": (404, {}, [b'{"error":{"message":"no such model","code":"model_not_found"}}'], False),
+    "409": (409, {}, [b'{"error":{"message":"conflict"}}'], False),
+    "502-html": (502, {}, [b"<html>bad gateway</html>"], False),
+    "504-empty": (504, {}, [b""], False),
+    "sse": (200, {"content-type": "text/event-stream"}, [_SSE], True),
+    "sse-crlf-split-everywhere": (200, {}, [bytes([b]) for b in _SSE.replace(b"\n", b"\r\n")], True),
+    "sse-cr-only": (200, {}, [_SSE.replace(b"\n", b"\r")], True),
+    "sse-comments-ids-and-multiline-data": (200, {}, [
+        b": keep-alive\n\nid: 1\nretry: 10\n" + _chunk("a")[:-2] + b"\n\n",
+        b'data: {"choices":[{"index":0,"delta":{"content":"b"},\ndata: "finish_reason":"length"}]' + _USAGE.encode()
+        + b"}\n\ndata: [DONE]\n\n"], True),
+    "sse-usage-chunk-no-done": (200, {}, [_chunk("x", "stop"), b'data: {"choices":[]' + _USAGE.encode() + b"}\n\n"],
+                                True),
+    "sse-other-choices-ignored": (200, {}, [_chunk("mine").replace(b'"index":0', b'"index":1'), _chunk("x", "stop"),
+                                            b"data: [DONE]\n\n"], True),
+    "sse-no-finish": (200, {}, [_chunk("x"), b"data: [DONE]\n\n"], True),
+    "sse-content-filter": (200, {}, [_chunk("x", "content_filter"), b"data: [DONE]\n\n"], True),
+    "sse-error-event-context": (200, {}, [_chunk("x"), b'data: {"error":{"message":"too long",'
+                                          b'"code":"context_length_exceeded"}}\n\n'], True),
+    "sse-error-event-no-message": (200, {}, [b'data: {"error":{"type":"server_error"}}\n\n'], True),
+    "sse-malformed": (200, {}, [b"data: {not json\n\n"], True),
+    "sse-429": (429, {"retry-after": "3"}, [b'{"error":{"message":"later"}}'], True),
+    "sse-503": (503, {}, [b'{"error":{"message":"overloaded"}}'], True),
+}
+
+
+async def _pieces(body: list[bytes]) -> AsyncIterator[bytes]:
+    for piece in body:
+        yield piece
+
+
+def _mocked(kind: str, spec: tuple[int, dict[str, str], list[bytes], bool]) -> tuple[LLMAdapter, LLMAdapter]:
+    status, extra, body, stream = spec
+    headers = {"content-type": "text/event-stream" if stream and status == 200 else "application/json", **extra}
+    base = "http://upstream.invalid/v1"
+    sdk = build_adapter(kind, provider="p", model="m", api_key=MOCK_KEY, base_url=base, options={})
+    http = build_adapter(kind, provider="p", model="m", api_key=MOCK_KEY, base_url=base, options={"transport": "http"})
+    assert isinstance(sdk, OpenAIAdapter) and isinstance(http, (OpenAIHTTPAdapter, OpenAICompatibleHTTPAdapter))
+    sdk._client = openai.AsyncOpenAI(
+        api_key=MOCK_KEY, base_url=base, max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(
+            lambda r: httpx2.Response(status, headers=headers, content=_pieces(body)))),
+    )
+    real = http._get_http()  # resolves the key and the URL, then the wire is swapped for the mock
+    http._http = httpx.AsyncClient(
+        headers=real.headers,
+        transport=httpx.MockTransport(lambda r: httpx.Response(status, headers=headers, content=_pieces(body))),
+    )
+    return sdk, http
+
+
+@pytest.mark.parametrize("kind", ["openai", "openai_compatible"])
+@pytest.mark.parametrize("spec", MOCKS.values(), ids=MOCKS.keys())
+async def test_odd_answers_end_as_with_the_sdk(kind: str, spec: tuple[int, dict[str, str], list[bytes], bool]) -> None:
+    sdk, http = _mocked(kind, spec)
+    stream = spec[3]
+    try:
+        via_sdk, via_http = await _drive(sdk, stream), await _drive(http, stream)
+    finally:
+        await sdk.aclose()
+        await http.aclose()
+    assert via_http == via_sdk
+    assert all(MOCK_KEY not in str(part) for part in via_http)
+
+
+async def test_a_non_utf8_body_is_a_server_error() -> None:
+    _, http = _mocked("openai", (200, {}, [b'{"choices": "\xff\xfe"}'], False))
+    try:
+        result = await _drive(http, False)
+    finally:
+        await http.aclose()
+    assert result[:2] == ("ServerError", None)
+
+
+async def test_an_event_without_data_is_skipped() -> None:
+    # the SDK would fail to parse such an event's empty data; the spec says not to dispatch it
+    _, http = _mocked("openai", (200, {}, [b"event: ping\n\n" + _SSE], True))
+    try:
+        result = await _drive(http, True)
+    finally:
+        await http.aclose()
+    assert result[:3] == ("ok", "Hello\u2028wörld", "stop")
+
+
+def test_sse_decoder_framing() -> None:
+    d = _SSEDecoder()
+    assert d.feed(b"data: a\r") == []
+    assert d.feed(b"\n\r\ndata:b\ndata:  c\n") == ["a"]
+    assert d.feed(b"\n: comment\n\nevent: x\n\ndata: \xe2\x80") == ["b\n c"]
+    assert d.feed(b"\xa8\n\n") == ["\u2028"]
+
+
+# ----------------------------------------------------------------------- registry and schema
+
+
+def test_the_transport_option_picks_the_class() -> None:
+    common: dict[str, Any] = {"provider": "p", "model": "m", "api_key": "k", "base_url": "http://127.0.0.1:9/v1"}
+    assert type(build_adapter("openai", **common, options={"transport": "http"})) is OpenAIHTTPAdapter
+    assert type(build_adapter("openai", **common, options={"transport": "sdk"})) is OpenAIAdapter
+    http = build_adapter("openai_compatible", **common, options={"transport": "http", "endpoint": "mistral"})
+    assert type(http) is OpenAICompatibleHTTPAdapter and http.kind == "openai_compatible"
+    assert http._max_temperature == 1.5  # type: ignore[attr-defined]
+    with pytest.raises(InvalidInput, match="transport must be one of: sdk, http"):
+        build_adapter("openai", **common, options={"transport": "grpc"})
+    with pytest.raises(InvalidInput, match="unknown option.*transport"):
+        build_adapter("anthropic", **common, options={"transport": "http"})
+
+
+_POLICY = """version: 1
+providers:
+  up: {{adapter: {adapter}, api_key: sk-x, base_url: 'http://127.0.0.1:9/v1', options: {{transport: {transport}}}}}
+models:
+  m: {{provider: up, id: m, price: {{input: 1, output: 1}}, context_window: 1000, scores: {{chat: 1}}}}
+routes:
+  - name: default
+    strategy: cheapest
+"""
+
+
+@pytest.mark.parametrize("adapter", ["openai", "openai_compatible", "anthropic"])
+@pytest.mark.parametrize("transport", ["http", "sdk", "grpc"])
+def test_the_schema_accepts_the_transport_option(adapter: str, transport: str) -> None:
+    analysis = analyze_text(_POLICY.format(adapter=adapter, transport=transport))
+    errors = [d.code for d in analysis.errors]
+    if adapter != "anthropic" and transport != "grpc":
+        assert errors == []
+    else:
+        assert errors and all(code.startswith("schema") for code in errors), errors
