@@ -68,7 +68,7 @@ def build_adapter(
         options: Adapter-specific settings from the provider entry (e.g. `latency_ms: {p50, p95}`,
             `failure_rate`, `seed`, `time_scale` for `simulated`; `endpoint` for `openai_compatible`;
             `transport: sdk|http` for `openai` and `openai_compatible`: the vendor SDK, the default and
-            reference behaviour, or a plain httpx client: the same body and errors, less CPU per call).
+            reference behaviour, or one aiohttp session: the same body and errors, less CPU per call).
 
     Raises:
         InvalidInput: Unknown kind or option, or an invalid setting.

@@ -5,7 +5,8 @@ all against the same fake OpenAI-compatible upstream on 127.0.0.1, in one run.
     python -m benchmarks.compare [--reps 2] [--portkey-dir DIR] [--quick] [--no-write]
 
 Library: the raw `openai` SDK, our `Router` and LiteLLM's `Router` (one deployment; two with a
-fallback), at concurrency 1 and 32, upstream latency 0 and 50 ms. Failure: the first deployment
+fallback), at concurrency 1 and 32, upstream latency 0 and 50 ms; and each router's own work alone
+(ours over an in-process adapter that answers at once, LiteLLM with its `mock_response`). Failure: the first deployment
 answers 500 every time. Cache: one identical request repeated. Footprint: import time, RSS after
 import and after 10,000 requests. Service: `engine serve`, the LiteLLM proxy and (if installed) the
 Portkey gateway, one worker each. Every variant runs in a fresh process (`compare_worker`), at least
@@ -46,6 +47,7 @@ COUNTS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
     "library-50-1": ((200, 10), (5, 2)), "library-50-32": ((640, 32), (64, 2)),
     "failure-0-1": ((300, 30), (10, 2)), "failure-50-1": ((60, 5), (3, 1)),
     "cache-0-1": ((2000, 10), (20, 2)), "footprint-0-32": ((10_000, 100), (100, 3)),
+    "machinery-0-1": ((3000, 300), (50, 5)),
 }
 
 
@@ -63,6 +65,9 @@ def variants() -> list[dict[str, Any]]:
             if lat == 0:  # what the decision log costs: our Router without it
                 out.append(dict(kind="library", cell=cell, latency=lat, concurrency=conc, system="ours",
                                 deployments=1, log=False))
+    for system in ("ours", "litellm"):  # no upstream at all: each router's own work per request
+        out.append(dict(kind="machinery", cell="machinery-0-1", latency=0, concurrency=1, system=system,
+                        deployments=1))
     for lat in (0, 50):
         for system in ("raw", "ours", "litellm"):
             out.append(dict(kind="failure", cell=f"failure-{lat}-1", latency=lat, concurrency=1, system=system,
@@ -102,6 +107,9 @@ def check(spec: dict[str, Any], res: dict[str, Any], calls: dict[str, int]) -> s
     if spec["kind"] == "failure":
         want = {"down": total, "b": total, "a": 0}
         served = {"backup": spec["n"]}
+    elif spec["kind"] == "machinery":
+        want = {"a": 0, "b": 0, "down": 0}
+        served = {"primary": spec["n"]}
     elif spec["kind"] == "cache":
         want = {"a": a if 1 <= a <= 2 else 1, "b": 0, "down": 0}  # LiteLLM stores after answering: 2 is fair
         served = {"primary": spec["n"]}
@@ -195,8 +203,8 @@ def run_services(args: argparse.Namespace, tmp: Path, fake: Any) -> list[dict[st
 def run_profiles(args: argparse.Namespace, tmp: Path, fakes: dict[int, Any]) -> None:
     """Our Router's variants again, under pyinstrument: one text profile per variant in `args.profile`."""
     args.profile.mkdir(parents=True, exist_ok=True)
-    wanted = ("library/0ms/c1/ours/d1", "library/0ms/c1/ours/d1/nolog", "library/0ms/c32/ours/d1",
-              "failure/0ms/c1/ours/d2", "cache/0ms/c1/ours/d1")
+    wanted = ("library/0ms/c1/ours/d1", "library/0ms/c1/ours/d2", "library/0ms/c1/ours/d1/nolog",
+              "library/0ms/c32/ours/d1", "failure/0ms/c1/ours/d2", "cache/0ms/c1/ours/d1", "machinery/0ms/c1/ours/d1")
     for v in (v for v in variants() if v["key"] in wanted):
         spec = prepare(v, 99, fakes, tmp, args.quick)
         spec["profile"] = str(args.profile / (re.sub(r"[^a-z0-9]+", "-", v["key"]) + ".txt"))

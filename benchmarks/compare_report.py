@@ -48,6 +48,18 @@ class Runs:
         """Median of `field` over the runs of one variant."""
         return _med(self.get(*key, **kw), field)
 
+    def paired(self, field: str, kind: str, lat: int, conc: int, deps: int) -> tuple[float, float, str]:
+        """(ours added, LiteLLM added, per-repetition ratios): each minus the raw run of its repetition."""
+        raw = {r["spec"]["rep"]: r["result"][field] for r in self.get(kind, lat, conc, "raw")}
+        ours = {r["spec"]["rep"]: r["result"][field] - raw[r["spec"]["rep"]]
+                for r in self.get(kind, lat, conc, "ours", deps) if r["spec"]["rep"] in raw}
+        lite = {r["spec"]["rep"]: r["result"][field] - raw[r["spec"]["rep"]]
+                for r in self.get(kind, lat, conc, "litellm", deps) if r["spec"]["rep"] in raw}
+        per = [_ratio(ours[k], lite[k]) for k in sorted(ours) if k in lite]
+        nan = float("nan")
+        return (statistics.median(ours.values()) if ours else nan, statistics.median(lite.values()) if lite else nan,
+                f"[{', '.join(per)}]" if per else "")
+
     def checks(self) -> list[str]:
         """Every variant run whose call counts were wrong."""
         return [f"{k} (run {r['spec']['rep'] + 1}): {r['result']['check']}" for k, rs in self.by.items() for r in rs
@@ -60,8 +72,11 @@ def library_tables(runs: Runs) -> tuple[list[str], dict[str, Any]]:
            "| upstream | conc. | system | deployments | p50 ms | p99 ms | req/s | CPU ms/req | added p50 ms | "
            "added CPU ms/req |", "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     over = ["", "#### 1b. Added overhead over the raw SDK: ours as a fraction of LiteLLM's (target <= 0.1)", "",
-            "| upstream | conc. | deployments | ours added p50 | LiteLLM added p50 | **ratio p50** | ours added CPU | "
-            "LiteLLM added CPU | **ratio CPU** |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+            "Each run's figure is paired with the raw SDK run of the same repetition (they ran back to back); the "
+            "table gives the median over the repetitions and, in brackets, each repetition's own ratio.", "",
+            "| upstream | conc. | deployments | ours added p50 | LiteLLM added p50 | **ratio p50** [per run] | "
+            "ours added CPU | LiteLLM added CPU | **ratio CPU** [per run] |",
+            "|---|---:|---|---:|---:|---|---:|---:|---|"]
     head: dict[str, Any] = {}
     for lat in (0, 50):
         for conc in (1, 32):
@@ -84,14 +99,33 @@ def library_tables(runs: Runs) -> tuple[list[str], dict[str, Any]]:
                 out.append(f"| {lat} ms | {conc} | {label} | {dep} | {_f(p50)} | {_f(_med(rs, 'p99_ms'))} | "
                            f"{_f(_med(rs, 'rps'), 0)} | {_f(cpu)} | {added} | {added_cpu} |")
             for deps in (1, 2):
-                o_p50 = runs.med("p50_ms", "library", lat, conc, "ours", deps) - raw_p50
-                l_p50 = runs.med("p50_ms", "library", lat, conc, "litellm", deps) - raw_p50
-                o_cpu = runs.med("cpu_ms", "library", lat, conc, "ours", deps) - raw_cpu
-                l_cpu = runs.med("cpu_ms", "library", lat, conc, "litellm", deps) - raw_cpu
+                o_p50, l_p50, p50_ratios = runs.paired("p50_ms", "library", lat, conc, deps)
+                o_cpu, l_cpu, cpu_ratios = runs.paired("cpu_ms", "library", lat, conc, deps)
                 over.append(f"| {lat} ms | {conc} | {deps} | {_f(o_p50)} ms | {_f(l_p50)} ms | "
-                            f"{_ratio(o_p50, l_p50)} | {_f(o_cpu)} ms | {_f(l_cpu)} ms | {_ratio(o_cpu, l_cpu)} |")
+                            f"{_ratio(o_p50, l_p50)} {p50_ratios} | {_f(o_cpu)} ms | {_f(l_cpu)} ms | "
+                            f"{_ratio(o_cpu, l_cpu)} {cpu_ratios} |")
                 head[f"{lat}-{conc}-{deps}"] = (o_p50, l_p50, o_cpu, l_cpu)
     return out + over, head
+
+
+def machinery_table(runs: Runs) -> list[str]:
+    """Table 1c: each router's own work per request, with no network and no SDK."""
+    out = ["", "#### 1c. Routing machinery alone: no upstream, no SDK (concurrency 1)", "",
+           "Ours over an in-process adapter that answers at once (decision log on); LiteLLM Router with "
+           "`mock_response` (its router and `litellm.acompletion`, no HTTP call). A low-noise view of what each "
+           "router itself costs per request.", "",
+           "| system | p50 µs | p99 µs | CPU µs/req | ours / LiteLLM (p50, CPU) |", "|---|---:|---:|---:|---|"]
+    o = (runs.med("p50_ms", "machinery", 0, 1, "ours"), runs.med("cpu_ms", "machinery", 0, 1, "ours"))
+    li = (runs.med("p50_ms", "machinery", 0, 1, "litellm"), runs.med("cpu_ms", "machinery", 0, 1, "litellm"))
+    for system in ("ours", "litellm"):
+        rs = runs.get("machinery", 0, 1, system)
+        if not rs:
+            out.append(f"| {NAMES[system]} | {NOT_MEASURED} | | | |")
+            continue
+        ratio = f"{_ratio(o[0], li[0])}, {_ratio(o[1], li[1])}" if system == "ours" else ""
+        out.append(f"| {NAMES[system]} | {_med(rs, 'p50_ms') * 1000:.1f} | {_med(rs, 'p99_ms') * 1000:.1f} | "
+                   f"{_med(rs, 'cpu_ms') * 1000:.1f} | {ratio} |")
+    return out
 
 
 def failure_table(runs: Runs) -> tuple[list[str], dict[str, float]]:
@@ -286,5 +320,6 @@ def render(info: dict[str, Any], library: list[dict[str, Any]], services: list[d
                               if "check" in r and r["check"] != "ok"]
     check_lines = ["", "**CHECK FAILED** (the fake's call counts contradict the routing): " + "; ".join(checks)] \
         if checks else ["", "Routing checks: every run's upstream call counts matched its routing."]
-    body = head + lib + fail + cache + foot + serv + targets(ratios, beyond, cache_us, rss_ratio, service)
+    body = head + lib + machinery_table(runs) + fail + cache + foot + serv + targets(ratios, beyond, cache_us,
+                                                                                      rss_ratio, service)
     return "\n".join(body + check_lines + raw_numbers(library, services)) + "\n"

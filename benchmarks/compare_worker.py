@@ -158,7 +158,9 @@ def _build_ours(spec: dict[str, Any], tmp: Path) -> Built:
     from engine.policy.api import load_policy_text
     from engine.runtime.router import Router
 
-    router = Router(load_policy_text(ours_policy(spec, tmp), "bench.yaml", env={}))
+    # `machinery`: the router's own work alone, over an in-process adapter that answers at once
+    overrides = {"m-main": _instant_adapter()} if spec["kind"] == "machinery" else None
+    router = Router(load_policy_text(ours_policy(spec, tmp), "bench.yaml", env={}), adapters=overrides)
     want_fallbacks = 1 if spec["kind"] == "failure" else 0
     kw: dict[str, Any] = {"temperature": 0.0} if spec["kind"] == "cache" else {}
 
@@ -170,11 +172,32 @@ def _build_ours(spec: dict[str, Any], tmp: Path) -> Built:
     return call, router.aclose
 
 
+def _instant_adapter() -> Any:
+    """An adapter that answers at once, without I/O: what is left is the router's own work."""
+    from adapters.base import LLMAdapter, Reply, Usage
+
+    class Instant(LLMAdapter):
+        kind = "instant"
+
+        async def _complete(self, request: Any) -> Reply:
+            return Reply("Hello, benchmark.", Usage("stop", 12, 4))
+
+        async def _stream(self, request: Any) -> Any:
+            yield Usage("stop", 12, 4)
+
+        def _translate_error(self, exc: Exception) -> None:
+            return None
+
+    return Instant("main", "gpt-4o-mini")
+
+
 def _build_litellm(spec: dict[str, Any], tmp: Path) -> Built:
     from litellm.router import Router as LiteRouter
 
     def dep(name: str, url: str) -> dict[str, Any]:
         params = {"model": "openai/gpt-4o-mini", "api_base": url, "api_key": "sk-bench", "max_retries": 0}
+        if spec["kind"] == "machinery":  # LiteLLM's own mock: the router and litellm.acompletion, no SDK call
+            params["mock_response"] = "Hello, benchmark."
         return {"model_name": name, "litellm_params": params}
 
     kind = spec["kind"]

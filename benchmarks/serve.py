@@ -2,12 +2,13 @@
 
     python -m benchmarks.serve [--seconds 5] [--connections 32] [--workers 2]
 
-Three targets answer the same chat completion request:
+These targets answer the same chat completion request:
 
 - the fake OpenAI upstream itself (`python -m tests.fakes`, latency 0): the floor;
 - `engine serve`, one worker, routing to that fake through the openai adapter (the service path
   users run), with the decision log on;
-- the same with N workers;
+- the same over the adapter's lean transport (provider option `transport: http`, aiohttp);
+- the SDK transport with N workers;
 - `engine serve` over a `simulated` provider with no latency: the service and router alone, no
   upstream HTTP at all.
 
@@ -118,13 +119,13 @@ async def _child(host: str, port: int, path: str, seconds: float, connections: i
             "p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99)}
 
 
-def _policy(upstream: str | None, log: Path) -> str:
+def _policy(upstream: str | None, log: Path, transport: str = "sdk") -> str:
     if upstream is None:
         provider = "  sim: {adapter: simulated, latency_ms: {p50: 0, p95: 0}, failure_rate: 0}\n"
         model_provider = "sim"
     else:
         provider = (f"  openai: {{adapter: openai, api_key: sk-bench-0123456789abcdef, base_url: '{upstream}/v1', "
-                    "timeout_s: 10}\n")
+                    f"timeout_s: 10, options: {{transport: {transport}}}}}\n")
         model_provider = "openai"
     return f"""version: 1
 providers:
@@ -180,12 +181,14 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[tuple[str, dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as tmp, spawn_fake(latency_ms=0) as fake:
         rows.append(("fake upstream, direct", measure(fake.url, "/v1/chat/completions", **kw)))
-        for name, upstream, workers in (("engine serve -> fake (openai adapter), 1 worker", fake.url, 1),
-                                        (f"engine serve -> fake (openai adapter), {args.workers} workers",
-                                         fake.url, args.workers),
-                                        ("engine serve -> simulated provider (no upstream), 1 worker", None, 1)):
+        for name, upstream, workers, transport in (
+            ("engine serve -> fake (openai adapter), 1 worker", fake.url, 1, "sdk"),
+            ("engine serve -> fake (openai adapter, transport http), 1 worker", fake.url, 1, "http"),
+            (f"engine serve -> fake (openai adapter), {args.workers} workers", fake.url, args.workers, "sdk"),
+            ("engine serve -> simulated provider (no upstream), 1 worker", None, 1, "sdk"),
+        ):
             policy = Path(tmp) / f"p{len(rows)}.yaml"
-            policy.write_text(_policy(upstream, Path(tmp) / f"d{len(rows)}.db"))
+            policy.write_text(_policy(upstream, Path(tmp) / f"d{len(rows)}.db", transport))
             with serve(policy, workers) as url:
                 rows.append((name, measure(url, "/v1/chat/completions", **kw)))
             print(f"{name}: {rows[-1][1]}", file=sys.stderr)

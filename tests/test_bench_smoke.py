@@ -80,6 +80,9 @@ def test_compare_prints_every_row_and_measures_ours(compare: tuple[str, dict[str
                     assert "not measured" not in row
             for deps in ("1", "2"):
                 _row(lib, lat, conc, deps)  # the added-overhead ratio rows (1b)
+    machinery = _rows(text, "#### 1c. Routing machinery alone")
+    assert "not measured" not in _row(machinery, "our Router")
+    _row(machinery, "LiteLLM Router")
     fail = _rows(text, "### 2. Failure path")
     cache = _rows(text, "### 3. Cache hit")
     foot = _rows(text, "### 4. Footprint")
@@ -102,7 +105,8 @@ def test_compare_prints_every_row_and_measures_ours(compare: tuple[str, dict[str
     ours = [r for r in data["library"] if r["spec"]["system"] in ("raw", "ours")]
     assert {r["spec"]["key"] for r in ours} >= {
         "library/0ms/c1/ours/d1", "library/0ms/c1/ours/d2", "library/50ms/c32/ours/d2", "failure/0ms/c1/ours/d2",
-        "failure/50ms/c1/raw/d2", "cache/0ms/c1/ours/d1", "footprint/0ms/c32/ours/d1", "footprint/0ms/c32/raw/d1"}
+        "failure/50ms/c1/raw/d2", "cache/0ms/c1/ours/d1", "footprint/0ms/c32/ours/d1", "footprint/0ms/c32/raw/d1",
+        "machinery/0ms/c1/ours/d1"}
     assert all(r["result"]["check"] == "ok" for r in ours)
     fallback = next(r for r in ours if r["spec"]["key"] == "failure/0ms/c1/ours/d2")["result"]
     total = fallback["n"] + next(r for r in ours if r["spec"]["key"] == "failure/0ms/c1/ours/d2")["spec"]["warmup"]
@@ -124,7 +128,8 @@ def test_compare_measures_litellm(compare: tuple[str, dict[str, Any]]) -> None:
     assert keys == {"library/0ms/c1/litellm/d1", "library/0ms/c1/litellm/d2", "library/0ms/c32/litellm/d1",
                     "library/0ms/c32/litellm/d2", "library/50ms/c1/litellm/d1", "library/50ms/c1/litellm/d2",
                     "library/50ms/c32/litellm/d1", "library/50ms/c32/litellm/d2", "failure/0ms/c1/litellm/d2",
-                    "failure/50ms/c1/litellm/d2", "cache/0ms/c1/litellm/d1", "footprint/0ms/c32/litellm/d1"}
+                    "failure/50ms/c1/litellm/d2", "cache/0ms/c1/litellm/d1", "footprint/0ms/c32/litellm/d1",
+                    "machinery/0ms/c1/litellm/d1"}
     assert all(r["result"]["check"] == "ok" for r in lite)
     lib = _rows(text, "### 1. Library path")
     for lat in ("0 ms", "50 ms"):
@@ -132,6 +137,7 @@ def test_compare_measures_litellm(compare: tuple[str, dict[str, Any]]) -> None:
             for deps in ("1", "2, with fallback"):
                 assert "not measured" not in _row(lib, lat, conc, "LiteLLM Router", deps)
     assert "not measured" not in _row(_rows(text, "### 3. Cache hit"), "LiteLLM Router")
+    assert "not measured" not in _row(_rows(text, "#### 1c. Routing machinery alone"), "LiteLLM Router")
     assert all(not r["process"]["net_blocked"] for r in lite)
 
 

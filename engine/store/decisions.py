@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import os
 import queue
 import sqlite3
 import threading
@@ -84,6 +85,13 @@ class _Table:
         self.chunk = head + ", ".join([row] * self.chunk_rows)
 
 
+# Between chunks the writer offers its CPU to any thread waiting for one. The kernel does not
+# preempt a busy thread at once for one that wakes up (an event loop whose timer fired), so without
+# this a loop sharing the writer's CPU waited up to a few ms behind a long batch: measured p99 loop
+# lateness 2.8-3.5 ms without, 1.0-1.4 ms with, on a loaded 2-CPU machine. A chunk is ~0.5 ms of
+# work and sched_yield costs ~1 µs when nothing else wants the CPU.
+_yield_cpu = getattr(os, "sched_yield", None)
+
 _REQUESTS = _Table("requests", REQUEST_COLUMNS)
 _ATTEMPTS = _Table("attempts", ATTEMPT_COLUMNS)
 _EVENTS = _Table("events", EVENT_COLUMNS)
@@ -98,6 +106,8 @@ def _insert_chunks(
     while len(rows) - done >= size:
         conn.execute(table.chunk, tuple(chain.from_iterable(rows[done : done + size])))
         done += size
+        if _yield_cpu is not None:
+            _yield_cpu()
     if final and len(rows) > done:
         conn.executemany(table.one, rows[done:])
         done = len(rows)

@@ -1,7 +1,7 @@
 """One contract, every vendor adapter: the official SDKs over loopback HTTP against the fakes.
 
 The OpenAI-shaped kinds run a second time over their lean transport (`transport: http`, plain
-httpx instead of the SDK): every assertion holds for both, the SDK path being the reference.
+aiohttp instead of the SDK): every assertion holds for both, the SDK path being the reference.
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ async def test_every_fault_maps_to_its_class(
     assert type(err) is expected
     assert (err.provider, err.model, err.status) == (f"fake-{kind}", TEST_MODELS[kind], status)
     if status is not None or fault != "content_filter":  # a blocked 200 raises no SDK exception
-        assert err.__cause__ is not None, "the SDK's (or httpx's) exception is kept as the cause"
+        assert err.__cause__ is not None, "the SDK's (or aiohttp's) exception is kept as the cause"
         assert not type(err.__cause__).__module__.startswith("adapters")
     assert err.message
     if fault == "rate_limit":

@@ -1,21 +1,23 @@
 """The lean HTTP transport (`transport: http`) against the SDK path, its reference.
 
 Over the fake vendor (the wire): the same request bytes, the same completions, the same error
-for every fault. Over httpx / httpx2 mock transports (one narrow mapping each): responses the
-fake does not produce (odd bodies, odd SSE framing), still compared with what the SDK path does.
+for every fault. Over a tiny aiohttp server on 127.0.0.1 that answers what it is told: responses
+the fake does not produce (odd bodies, odd SSE framing, redirects), still compared with what the
+SDK path does over the same wire.
 The contract suite (`test_contract.py`) runs every other assertion over this transport too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import traceback
 from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
 from typing import Any
 
-import httpx
-import httpx2
-import openai
+import aiohttp
 import pytest
+from aiohttp import web
 from syrupy.assertion import SnapshotAssertion
 
 from adapters import (
@@ -181,14 +183,26 @@ async def test_every_fault_ends_as_with_the_sdk(
     assert fake.calls(channel_of(kind)) == 2
 
 
-async def test_connections_are_reused_after_streams_and_errors(fake: FakeVendorServer) -> None:
+async def test_connections_are_reused_after_streams_and_errors(
+    fake: FakeVendorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+
+    async def created(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
+        made.append("new")
+
+    async def reused(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
+        made.append("reused")
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(created)
+    trace.on_connection_reuseconn.append(reused)
+    real = aiohttp.ClientSession
+    monkeypatch.setattr(aiohttp, "ClientSession", lambda **kw: real(trace_configs=[trace], **kw))
     adapter = adapter_for("openai", fake, transport="http")
     assert isinstance(adapter, OpenAIHTTPAdapter)
     try:
         await adapter.generate("open the connection", 50, 0.5)
-        assert adapter._http is not None
-        pool = adapter._http._transport._pool  # type: ignore[attr-defined]
-        (first,) = pool.connections  # one object per TCP connection
         for _ in range(3):
             async for _ in adapter.stream("keep the connection", 50, 0.5):
                 pass
@@ -197,9 +211,10 @@ async def test_connections_are_reused_after_streams_and_errors(fake: FakeVendorS
         for stream in (False, True):
             assert (await _drive(adapter, stream))[:2] in (("RateLimited", 429), ("ServerError", 500))
         await adapter.generate("still the first connection", 50, 0.5)
-        assert pool.connections == [first]
     finally:
         await adapter.aclose()
+    assert made == ["new"] + ["reused"] * 9
+    assert adapter._http is None, "aclose() closed the session"
 
 
 async def test_the_key_never_appears_in_errors(fake: FakeVendorServer) -> None:
@@ -213,7 +228,7 @@ async def test_the_key_never_appears_in_errors(fake: FakeVendorServer) -> None:
             err = info.value
             texts = [str(err), repr(err), err.message, *map(str, err.args), repr(adapter), repr(err.__cause__),
                      "".join(traceback.format_exception(err))]
-            assert isinstance(err.__cause__, httpx.HTTPStatusError)
+            assert isinstance(err.__cause__, aiohttp.ClientResponseError)
             for text in texts:
                 assert key not in text
     finally:
@@ -228,7 +243,7 @@ async def _raise(adapter: LLMAdapter, stream: bool) -> None:
         await adapter.generate("hello", 10, 0.5)
 
 
-# -------------------------------------------- mock transports: answers the fake does not give
+# ---------------------------------------- a local server: answers the fake does not give
 
 MOCK_KEY = "sk-mock-0123456789abcdefghij"
 _OK = b'{"choices":[{"index":0,"message":{"role":"assistant","content":"hi there"},"finish_reason":"stop"}]'
@@ -287,35 +302,63 @@ MOCKS: dict[str, tuple[int, dict[str, str], list[bytes], bool]] = {
 }
 
 
-async def _pieces(body: list[bytes]) -> AsyncIterator[bytes]:
-    for piece in body:
-        yield piece
+Spec = tuple[int, dict[str, str], list[bytes], bool]
 
 
-def _mocked(kind: str, spec: tuple[int, dict[str, str], list[bytes], bool]) -> tuple[LLMAdapter, LLMAdapter]:
-    status, extra, body, stream = spec
-    headers = {"content-type": "text/event-stream" if stream and status == 200 else "application/json", **extra}
-    base = "http://upstream.invalid/v1"
-    sdk = build_adapter(kind, provider="p", model="m", api_key=MOCK_KEY, base_url=base, options={})
-    http = build_adapter(kind, provider="p", model="m", api_key=MOCK_KEY, base_url=base, options={"transport": "http"})
+class OddServer:
+    """aiohttp on 127.0.0.1 answering each request with the next of `answers` (the last one repeats).
+
+    The body pieces are written one by one, as they are given (chunked: no content-length).
+    """
+
+    def __init__(self) -> None:
+        self.answers: list[Spec] = []
+        self.paths: list[str] = []
+        self.url = ""
+        self.eof_delay_s = 0.0  # a pause before the body's end (after an SSE stream's [DONE])
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        await request.read()
+        self.paths.append(request.path)
+        status, extra, body, stream = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        content_type = "text/event-stream" if stream and status == 200 else "application/json"
+        resp = web.StreamResponse(status=status, headers={"content-type": content_type, **extra})
+        await resp.prepare(request)
+        for piece in body:
+            if piece:
+                await resp.write(piece)
+        if self.eof_delay_s:
+            await asyncio.sleep(self.eof_delay_s)
+        await resp.write_eof()
+        return resp
+
+
+@pytest.fixture
+async def odd() -> AsyncIterator[OddServer]:
+    server = OddServer()
+    runner = web.ServerRunner(web.Server(server.handle), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    server.url = f"http://{host}:{port}/v1"
+    yield server
+    await runner.cleanup()
+
+
+def _both(kind: str, odd: OddServer, *answers: Spec) -> tuple[LLMAdapter, LLMAdapter]:
+    odd.answers = list(answers)
+    common: dict[str, Any] = {"provider": "p", "model": "m", "api_key": MOCK_KEY, "base_url": odd.url}
+    sdk = build_adapter(kind, **common, options={})
+    http = build_adapter(kind, **common, options={"transport": "http"})
     assert isinstance(sdk, OpenAIAdapter) and isinstance(http, (OpenAIHTTPAdapter, OpenAICompatibleHTTPAdapter))
-    sdk._client = openai.AsyncOpenAI(
-        api_key=MOCK_KEY, base_url=base, max_retries=0,
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(
-            lambda r: httpx2.Response(status, headers=headers, content=_pieces(body)))),
-    )
-    real = http._get_http()  # resolves the key and the URL, then the wire is swapped for the mock
-    http._http = httpx.AsyncClient(
-        headers=real.headers,
-        transport=httpx.MockTransport(lambda r: httpx.Response(status, headers=headers, content=_pieces(body))),
-    )
     return sdk, http
 
 
 @pytest.mark.parametrize("kind", ["openai", "openai_compatible"])
 @pytest.mark.parametrize("spec", MOCKS.values(), ids=MOCKS.keys())
-async def test_odd_answers_end_as_with_the_sdk(kind: str, spec: tuple[int, dict[str, str], list[bytes], bool]) -> None:
-    sdk, http = _mocked(kind, spec)
+async def test_odd_answers_end_as_with_the_sdk(kind: str, spec: Spec, odd: OddServer) -> None:
+    sdk, http = _both(kind, odd, spec)
     stream = spec[3]
     try:
         via_sdk, via_http = await _drive(sdk, stream), await _drive(http, stream)
@@ -324,10 +367,11 @@ async def test_odd_answers_end_as_with_the_sdk(kind: str, spec: tuple[int, dict[
         await http.aclose()
     assert via_http == via_sdk
     assert all(MOCK_KEY not in str(part) for part in via_http)
+    assert len(odd.paths) == 2
 
 
-async def test_a_non_utf8_body_is_a_server_error() -> None:
-    _, http = _mocked("openai", (200, {}, [b'{"choices": "\xff\xfe"}'], False))
+async def test_a_non_utf8_body_is_a_server_error(odd: OddServer) -> None:
+    _, http = _both("openai", odd, (200, {}, [b'{"choices": "\xff\xfe"}'], False))
     try:
         result = await _drive(http, False)
     finally:
@@ -335,14 +379,54 @@ async def test_a_non_utf8_body_is_a_server_error() -> None:
     assert result[:2] == ("ServerError", None)
 
 
-async def test_an_event_without_data_is_skipped() -> None:
+async def test_an_event_without_data_is_skipped(odd: OddServer) -> None:
     # the SDK would fail to parse such an event's empty data; the spec says not to dispatch it
-    _, http = _mocked("openai", (200, {}, [b"event: ping\n\n" + _SSE], True))
+    _, http = _both("openai", odd, (200, {}, [b"event: ping\n\n" + _SSE], True))
     try:
         result = await _drive(http, True)
     finally:
         await http.aclose()
     assert result[:3] == ("ok", "Hello\u2028wörld", "stop")
+
+
+async def test_a_late_body_end_after_done_is_read_so_the_connection_is_reused(
+    odd: OddServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[str] = []
+
+    async def created(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
+        opened.append("new")
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(created)
+    real = aiohttp.ClientSession
+    monkeypatch.setattr(aiohttp, "ClientSession", lambda **kw: real(trace_configs=[trace], **kw))
+    monkeypatch.setattr("adapters.openai_http._DRAIN_S", 10.0)  # the wait is not what is tested
+    odd.eof_delay_s = 0.02  # the chunked body's end comes after [DONE] has been read
+    _, http = _both("openai", odd, (200, {}, [_SSE], True))
+    try:
+        for _ in range(3):
+            assert (await _drive(http, True))[:2] == ("ok", "Hello\u2028wörld")
+    finally:
+        await http.aclose()
+    assert opened == ["new"]
+
+
+async def test_redirects_are_followed_and_a_loop_keeps_the_key_out_of_the_cause(odd: OddServer) -> None:
+    moved: Spec = (307, {"location": "/v2/chat/completions"}, [b""], False)
+    _, http = _both("openai", odd, moved, (200, {}, [_OK + b"}"], False), moved)
+    try:
+        assert (await _drive(http, False))[:2] == ("ok", "hi there")
+        assert odd.paths == ["/v1/chat/completions", "/v2/chat/completions"]
+        with pytest.raises(ProviderError) as info:
+            await _raise(http, False)  # the server now answers 307 forever
+    finally:
+        await http.aclose()
+    err = info.value
+    assert (type(err).__name__, err.status) == ("ServerError", None)
+    assert isinstance(err.__cause__, aiohttp.TooManyRedirects)
+    for text in (repr(err.__cause__), "".join(traceback.format_exception(err)), err.message):
+        assert MOCK_KEY not in text
 
 
 def test_sse_decoder_framing() -> None:
