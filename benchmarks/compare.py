@@ -237,11 +237,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="interpreter that has litellm[proxy] [env LITELLM_PROXY_PYTHON; default: this one]")
     ap.add_argument("--portkey-dir", default=os.environ.get("PORTKEY_GATEWAY_DIR"),
                     help="folder where `npm install @portkey-ai/gateway` was run [env PORTKEY_GATEWAY_DIR]")
+    ap.add_argument("--no-litellm", action="store_true", help="measure only the raw SDK and ours")
     args = ap.parse_args(argv)
     args.reps = args.reps or (1 if args.quick else 2)
     try:
         metadata.version("litellm")
-        args.systems = ("raw", "ours", "litellm")
+        args.systems = ("raw", "ours") if args.no_litellm else ("raw", "ours", "litellm")
     except metadata.PackageNotFoundError:
         args.systems = ("raw", "ours")
     load_start = os.getloadavg()
@@ -256,7 +257,9 @@ def main(argv: list[str] | None = None) -> None:
         services = [] if args.no_service else run_services(args, tmp, f0)
     info = {"machine": machine(), "cores": os.cpu_count(), "platform": platform.platform(), "started": started,
             "load_start": load_start, "load_end": os.getloadavg(), "versions": versions(args), "reps": args.reps,
-            "quick": args.quick, "command": "python -m benchmarks.compare " + " ".join(argv or sys.argv[1:]),
+            "quick": args.quick, "command": " ".join(
+                [f"{k}={os.environ[k]}" for k in ("LITELLM_PROXY_PYTHON", "PORTKEY_GATEWAY_DIR") if k in os.environ]
+                + ["python -m benchmarks.compare", *(argv or sys.argv[1:])]),
             "litellm_missing": "litellm" not in args.systems, "service_skipped": args.no_service}
     text = render(info, library, services)
     print(text)

@@ -306,11 +306,15 @@ def render(info: dict[str, Any], library: list[dict[str, Any]], services: list[d
             "failure variant runs with cooldowns disabled, ours with health demotion out of reach, so both try the "
             "failing deployment every time. CPU = process time (all threads) / requests. Added = median minus the "
             "raw SDK's median in the same cell. 2 deployments = a primary and a configured fallback (not needed).",
-            ""]
+            "", "Reproduce: `pip install -e '.[test,bench]'` (litellm for the library rows); the LiteLLM proxy in a "
+            "venv of its own (`python -m venv V && V/bin/pip install 'litellm[proxy]'`: its extra pins rich<14, "
+            "which this project's venv should not get), `npm install --prefix DIR @portkey-ai/gateway`; then "
+            "`LITELLM_PROXY_PYTHON=V/bin/python PORTKEY_GATEWAY_DIR=DIR python -m benchmarks.compare --reps 3`. "
+            "`--profile DIR` writes pyinstrument profiles of our variants instead.", ""]
     if info.get("quick"):
         head.insert(2, "**--quick: tiny counts, each system's variants in one process: a smoke run, not results.**\n")
     if info.get("litellm_missing"):
-        head.insert(2, f"**litellm is not installed: its rows are {NOT_MEASURED}.**\n")
+        head.insert(2, f"**LiteLLM not measured (not installed, or --no-litellm): its rows say {NOT_MEASURED}.**\n")
     lib, ratios = library_tables(runs)
     fail, beyond = failure_table(runs)
     cache, cache_us = cache_table(runs)

@@ -104,3 +104,8 @@ def test_bundled_policies_are_valid() -> None:
 
     a = analyze_policy(default_policy_path())
     assert not a.errors and not a.warnings, [d.format() for d in a.diagnostics]
+
+
+def test_in_memory_decision_log_is_refused() -> None:
+    [d] = analyze_text(MINIMAL + "log: {sqlite: ':memory:'}\n", "p.yaml", {}).errors
+    assert (d.code, d.path) == ("log-memory", "$.log.sqlite")

@@ -221,6 +221,14 @@ def check_quotas(c: Ctx) -> Iterable[Diagnostic]:
                          ("quotas", i, "on_exceed"), severity="warning")
 
 
+def check_log(c: Ctx) -> Iterable[Diagnostic]:
+    """A decision log that can actually be read back."""
+    if c.policy.log.sqlite == ":memory:":
+        yield c.diag("log-memory", "log.sqlite cannot be ':memory:': the log is written by a background "
+                     "thread, so its rows would be private to it and lost; give a file, or leave it empty "
+                     "for no log", ("log", "sqlite"))
+
+
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("references", check_references),
     ("signals", check_signals),
@@ -230,6 +238,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("routes", check_routes),
     ("reachable_models", check_reachable_models),
     ("quotas", check_quotas),
+    ("log", check_log),
 )
 
 
