@@ -130,18 +130,17 @@ class Router:
             if cache_key is not None and self.cache is not None:
                 leader: list[RoutedCompletion] = []
                 value, hit = await self.cache.get_or_compute(
-                    cache_key, lambda: self._serve_for_cache(walk, request, decision, leader))
+                    cache_key, lambda: self._serve_for_cache(walk, request, decision, t0, leader))
                 if hit:
                     result = self._from_cache(value, rid, decision, t0)
                     self.recorder.served(rid, started, request, decision, walk, result, cache_saved=value["cost_usd"])
                     return result
                 result = leader[0]
             else:
-                result = await self._serve(walk, request, decision)
+                result = await self._serve(walk, request, decision, t0)
         except (AllModelsFailed, QuotaExceeded) as e:
             self.recorder.failed(rid, started, t0, request, decision, walk, e)
             raise
-        result = dataclasses.replace(result, latency_ms=(time.perf_counter() - t0) * 1000)
         self.recorder.served(rid, started, request, decision, walk, result)
         return result
 
@@ -252,7 +251,9 @@ class Router:
 
                 block = quotas.check(QuotaContext(tenant, key, model, providers[model]), tokens, cost)
                 return None if block is None else (block.reason, block.on_exceed == "downgrade")
-        return dataclasses.replace(state, unavailable=unavailable, quota_probe=probe)
+        # built directly: dataclasses.replace costs more than the rest of this method
+        return RuntimeState(open_circuits=state.open_circuits, demoted=state.demoted, latency_ms=state.latency_ms,
+                            unavailable=unavailable, quota_probe=probe)
 
     def _decide(self, request: Request, pinned: str | None) -> Decision:
         features = self.compiled.features(request)
@@ -308,7 +309,7 @@ class Router:
                                    params={"max_tokens": request.max_tokens, "temperature": request.temperature,
                                            "stop": list(request.stop) or None})
 
-    async def _serve(self, walk: Walk, request: Request, decision: Decision) -> RoutedCompletion:
+    async def _serve(self, walk: Walk, request: Request, decision: Decision, t0: float) -> RoutedCompletion:
         msgs = _messages(request)
 
         async def call(m: Model, timeout: float) -> Completion:
@@ -317,24 +318,24 @@ class Router:
                                                        stop=request.stop or None, timeout_s=timeout)
 
         served = await self.dispatcher.run(walk, decision.plan, call)
-        return await self._result(served.value, served, walk, walk.request_id, decision, None)
+        return await self._result(served.value, served, walk, walk.request_id, decision, t0)
 
-    async def _serve_for_cache(self, walk: Walk, request: Request, decision: Decision,
+    async def _serve_for_cache(self, walk: Walk, request: Request, decision: Decision, t0: float,
                                leader: list[RoutedCompletion]) -> tuple[dict[str, Any], float]:
-        result = await self._serve(walk, request, decision)
+        result = await self._serve(walk, request, decision, t0)
         leader.append(result)  # the leader keeps its own result; waiters get the cached copy
         value = result.cache_value()
         value["cost_usd"] = result.cost_usd
         return value, result.cost_usd
 
     async def _result(self, c: Completion, served: Served[Any], walk: Walk, rid: str, decision: Decision,
-                t0: float | None) -> RoutedCompletion:
+                      t0: float) -> RoutedCompletion:
         record_attempt_cost(walk, c.input_tokens, c.output_tokens, c.cost_usd)
         await self.dispatcher.finish(served, c.input_tokens + c.output_tokens, c.cost_usd)
         return RoutedCompletion(
             text=c.text, model=served.model.name, model_id=c.model, provider=served.model.provider,
             finish_reason=c.finish_reason, input_tokens=c.input_tokens, output_tokens=c.output_tokens,
-            cost_usd=walk.cost(), latency_ms=(time.perf_counter() - t0) * 1000 if t0 else c.latency_ms,
+            cost_usd=walk.cost(), latency_ms=(time.perf_counter() - t0) * 1000,
             attempts=sum(1 for a in walk.attempts if a.outcome != "skipped"), fallbacks=walk.fallbacks,
             cached=False, route=decision.route, query_type=decision.query_type, request_id=rid,
             downgraded=decision.downgraded)
