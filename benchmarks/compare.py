@@ -21,6 +21,7 @@ RESULTS.md alone.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -260,7 +261,8 @@ def main(argv: list[str] | None = None) -> None:
             "quick": args.quick, "command": " ".join(
                 [f"{k}={os.environ[k]}" for k in ("LITELLM_PROXY_PYTHON", "PORTKEY_GATEWAY_DIR") if k in os.environ]
                 + ["python -m benchmarks.compare", *(argv or sys.argv[1:])]),
-            "litellm_missing": "litellm" not in args.systems, "service_skipped": args.no_service}
+            "litellm_missing": "litellm" not in args.systems, "service_skipped": args.no_service,
+            "numpy_installed": importlib.util.find_spec("numpy") is not None}
     text = render(info, library, services)
     print(text)
     if args.json:

@@ -48,11 +48,12 @@ class Runs:
         """Median of `field` over the runs of one variant."""
         return _med(self.get(*key, **kw), field)
 
-    def paired(self, field: str, kind: str, lat: int, conc: int, deps: int) -> tuple[float, float, str]:
+    def paired(self, field: str, kind: str, lat: int, conc: int, deps: int,
+               log: bool = True) -> tuple[float, float, str]:
         """(ours added, LiteLLM added, per-repetition ratios): each minus the raw run of its repetition."""
         raw = {r["spec"]["rep"]: r["result"][field] for r in self.get(kind, lat, conc, "raw")}
         ours = {r["spec"]["rep"]: r["result"][field] - raw[r["spec"]["rep"]]
-                for r in self.get(kind, lat, conc, "ours", deps) if r["spec"]["rep"] in raw}
+                for r in self.get(kind, lat, conc, "ours", deps, log) if r["spec"]["rep"] in raw}
         lite = {r["spec"]["rep"]: r["result"][field] - raw[r["spec"]["rep"]]
                 for r in self.get(kind, lat, conc, "litellm", deps) if r["spec"]["rep"] in raw}
         per = [_ratio(ours[k], lite[k]) for k in sorted(ours) if k in lite]
@@ -98,13 +99,17 @@ def library_tables(runs: Runs) -> tuple[list[str], dict[str, Any]]:
                 added_cpu = "-" if system == "raw" else f"{cpu - raw_cpu:+.3f}"
                 out.append(f"| {lat} ms | {conc} | {label} | {dep} | {_f(p50)} | {_f(_med(rs, 'p99_ms'))} | "
                            f"{_f(_med(rs, 'rps'), 0)} | {_f(cpu)} | {added} | {added_cpu} |")
-            for deps in (1, 2):
-                o_p50, l_p50, p50_ratios = runs.paired("p50_ms", "library", lat, conc, deps)
-                o_cpu, l_cpu, cpu_ratios = runs.paired("cpu_ms", "library", lat, conc, deps)
-                over.append(f"| {lat} ms | {conc} | {deps} | {_f(o_p50)} ms | {_f(l_p50)} ms | "
+            for deps, log in ((1, True), (2, True), (1, False)):
+                if not log and not runs.get("library", lat, conc, "ours", deps, log):
+                    continue
+                o_p50, l_p50, p50_ratios = runs.paired("p50_ms", "library", lat, conc, deps, log)
+                o_cpu, l_cpu, cpu_ratios = runs.paired("cpu_ms", "library", lat, conc, deps, log)
+                label = f"{deps}" + ("" if log else " (ours: decision log off)")
+                over.append(f"| {lat} ms | {conc} | {label} | {_f(o_p50)} ms | {_f(l_p50)} ms | "
                             f"{_ratio(o_p50, l_p50)} {p50_ratios} | {_f(o_cpu)} ms | {_f(l_cpu)} ms | "
                             f"{_ratio(o_cpu, l_cpu)} {cpu_ratios} |")
-                head[f"{lat}-{conc}-{deps}"] = (o_p50, l_p50, o_cpu, l_cpu)
+                if log:
+                    head[f"{lat}-{conc}-{deps}"] = (o_p50, l_p50, o_cpu, l_cpu)
     return out + over, head
 
 
@@ -168,7 +173,7 @@ def cache_table(runs: Runs) -> tuple[list[str], float]:
     return out, runs.med("p50_ms", "cache", 0, 1, "ours") * 1000
 
 
-def footprint_table(runs: Runs) -> tuple[list[str], float]:
+def footprint_table(runs: Runs, numpy_installed: bool = False) -> tuple[list[str], float]:
     """Table 4: import time, RSS after import and after the requests (fresh process each)."""
     out = ["", "### 4. Footprint (fresh process; requests at concurrency 32, upstream 0 ms)", "",
            "| system | import ms | first answer s (import + build + 1st request) | RSS python alone MiB | "
@@ -193,7 +198,9 @@ def footprint_table(runs: Runs) -> tuple[list[str], float]:
                    f"{_med(rs, 'hwm_after_kb') / 1024:.1f} | {ratio:.2f}x |")
     if runs.get("footprint", 0, 32, "raw"):
         out.append(f"\nRequests per footprint run: {runs.get('footprint', 0, 32, 'raw')[0]['spec']['n']:,} "
-                   "(after the warm-up).")
+                   "(after the warm-up)." + (" numpy is installed in this environment (litellm's cache path needs "
+                                             "soundfile, which brings it): a library that imports numpy when it is "
+                                             "present pays ~11 MiB for it here." if numpy_installed else ""))
     return out, ours_ratio
 
 
@@ -318,7 +325,7 @@ def render(info: dict[str, Any], library: list[dict[str, Any]], services: list[d
     lib, ratios = library_tables(runs)
     fail, beyond = failure_table(runs)
     cache, cache_us = cache_table(runs)
-    foot, rss_ratio = footprint_table(runs)
+    foot, rss_ratio = footprint_table(runs, bool(info.get("numpy_installed")))
     serv, service = service_table(services, info.get("service_skipped", False))
     checks = runs.checks() + [f"service {r['target']} (run {r['rep'] + 1}): {r['check']}" for r in services
                               if "check" in r and r["check"] != "ok"]
