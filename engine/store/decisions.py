@@ -25,7 +25,6 @@ import os
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
