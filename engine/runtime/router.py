@@ -184,6 +184,11 @@ class Router:
             raise err from e
         except BaseException:  # the consumer went away (cancelled, closed): settle nothing
             await self.dispatcher.abandon(served)
+            # close the vendor stream now, so its connection goes back to the pool at once
+            # instead of whenever the garbage collector finalizes the generator
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                await aclose()
             raise
         result = await self._result(event.completion, served, walk, rid, decision, t0)
         self.recorder.served(rid, started, request, decision, walk, result)
