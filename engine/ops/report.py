@@ -128,7 +128,6 @@ def figures(stats: StatsReport, s: Series, policy: Policy | None) -> dict[str, g
     return figs
 
 
-_figures = figures  # the name `engine.server.ops` imported first
 
 
 def _layout(fig: go.Figure, y: str, *, pct: bool = False, money: bool = False) -> go.Figure:

@@ -156,10 +156,11 @@ REPORT_EVERY_S = 5.0
 def report_figures(path: str, policy: Any, since: float) -> bytes:
     """The charts of `engine report` (`engine.ops.report`) for a decision log, as JSON."""
     from engine.ops.logstats import collect
-    from engine.ops.report import CHARTS, _figures
+    from engine.ops.report import CHARTS
+    from engine.ops.report import figures as report_charts
     from engine.ops.timeseries import series
 
-    figures = _figures(collect(path, since=since, by="model", policy=policy), series(path, since), policy)
+    figures = report_charts(collect(path, since=since, by="model", policy=policy), series(path, since), policy)
     charts = [{"id": div_id, "title": title,
                "figure": json.loads(figures[div_id].to_json()) if div_id in figures else None}
               for div_id, title in CHARTS.items()]
