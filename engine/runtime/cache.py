@@ -29,6 +29,7 @@ from typing import Any
 
 from engine.clock import Clock
 from engine.policy.model import CacheConfig
+from engine.store.sqlite import enable_wal
 
 __all__ = ["ResponseCache"]
 
@@ -311,7 +312,7 @@ class ResponseCache:
         # commits at once and no write lock is held between requests (the file may be shared).
         db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout = 5000")  # start-up may wait for other writers
-        db.execute("PRAGMA journal_mode = WAL")
+        enable_wal(db)
         db.execute("PRAGMA synchronous = NORMAL")
         db.executescript(_SCHEMA)
         # Afterwards every call runs on the event loop: a busy file must cost a skipped store,

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from engine.store.sqlite import enable_wal
+
 __all__ = ["KEY_PREFIX", "KeyInfo", "KeyQuota", "KeyStore", "hash_key"]
 
 KEY_PREFIX = "sk-rt-"
@@ -142,7 +144,7 @@ class KeyStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self._db, 10.0)  # several workers may open a fresh file at once
         self._db.execute(_SCHEMA)
 
     def create(self, tenant: str, *, name: str | None = None, tier: str | None = None,

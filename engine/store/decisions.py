@@ -45,6 +45,7 @@ from engine.store.records import (
     FeedbackRecord,
     RequestRecord,
 )
+from engine.store.sqlite import enable_wal
 
 __all__ = ["DecisionLog", "DecisionLogError"]
 
@@ -366,7 +367,7 @@ class DecisionLog:
             self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            enable_wal(conn, self._busy_timeout_s)
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
         except BaseException:
             conn.close()
