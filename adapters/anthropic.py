@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -100,11 +99,7 @@ class AnthropicAdapter(LLMAdapter):
             import anthropic
 
             # an explicit key keeps the SDK from searching profiles and federation settings
-            key = self._api_key or os.environ.get("ANTHROPIC_API_KEY")
-            if not key:
-                raise self._error(AuthError, "no API key: set ANTHROPIC_API_KEY or give api_key in the provider's "
-                                             "configuration")
-            self._secrets = tuple({*self._secrets, key})
+            key = self._key_or_env(self._api_key, "ANTHROPIC_API_KEY")
             client = self._client = anthropic.AsyncAnthropic(
                 api_key=key,
                 base_url=self._base_url,

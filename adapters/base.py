@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -20,6 +21,7 @@ from typing import ClassVar, Literal
 
 from adapters.errors import (
     AdapterError,
+    AuthError,
     InvalidInput,
     ProviderError,
     ServerError,
@@ -291,6 +293,21 @@ class LLMAdapter(ABC):
                 raise
             self._scrub_cause(exc)
             raise mapped from exc
+
+    def _key_or_env(self, explicit: str | None, *env_vars: str, required: bool = True) -> str | None:
+        """The configured API key, else the first of `env_vars` that is set; kept as a secret to scrub.
+
+        Raises:
+            AuthError: none is set and the vendor needs one (checked before any network call).
+        """
+        key = explicit or next((v for v in map(os.environ.get, env_vars) if v), None)
+        if key:
+            self._secrets = tuple({*self._secrets, key})
+            return key
+        if required:
+            where = f"set {env_vars[0]} or " if env_vars else ""
+            raise self._error(AuthError, f"no API key: {where}give api_key in the provider's configuration")
+        return None
 
     def _scrub_cause(self, exc: Exception) -> None:
         """Mask secrets in the SDK exception kept as `__cause__`: tracebacks print its message."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -86,11 +85,7 @@ class GeminiAdapter(LLMAdapter):
             from google import genai
             from google.genai import types
 
-            key = self._api_key or os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
-            if not key:
-                raise self._error(AuthError, "no API key: set GEMINI_API_KEY or give api_key in the provider's "
-                                             "configuration")
-            self._secrets = tuple({*self._secrets, key})
+            key = self._key_or_env(self._api_key, "GEMINI_API_KEY", "GOOGLE_API_KEY")
             client = self._client = genai.Client(
                 vertexai=False,
                 api_key=key,

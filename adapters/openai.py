@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -90,13 +89,9 @@ class OpenAIAdapter(LLMAdapter):
     # ---------------------------------------------------------------- client
 
     def _resolve_key(self) -> str:
-        key = self._api_key or (os.environ.get(self._env_key) if self._env_key else None)
-        if not key and not self._key_required:
-            return "no-key"
-        if not key:
-            where = f"set {self._env_key} or " if self._env_key else ""
-            raise self._error(AuthError, f"no API key: {where}give api_key in the provider's configuration")
-        return key
+        env = (self._env_key,) if self._env_key else ()
+        # keyless local servers (vLLM, Ollama) still need some bearer value for the SDK
+        return self._key_or_env(self._api_key, *env, required=self._key_required) or "no-key"
 
     def _warm(self) -> None:
         self._get_client()
@@ -107,7 +102,6 @@ class OpenAIAdapter(LLMAdapter):
             import openai
 
             key = self._resolve_key()
-            self._secrets = tuple({*self._secrets, key})
             client = self._client = openai.AsyncOpenAI(
                 api_key=key,
                 base_url=self._base_url,

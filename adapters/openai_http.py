@@ -97,7 +97,6 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
             import aiohttp
 
             key = self._resolve_key()
-            self._secrets = tuple({*self._secrets, key})
             # the environment fallbacks the SDK client applies, so both transports reach the same place
             base_url = self._base_url or os.environ.get("OPENAI_BASE_URL") or _DEFAULT_BASE_URL
             organization = self._organization or os.environ.get("OPENAI_ORG_ID")

@@ -155,6 +155,16 @@ def decide_features(compiled: CompiledPolicy, features: Features, state: Runtime
     return _plan(compiled, cr, features, state, t, node)
 
 
+def decide_route(compiled: CompiledPolicy, route: str, features: Features, state: RuntimeState = EMPTY_STATE, *,
+                 explain: bool = False) -> Decision | None:
+    """The plan of the named route for these features, whatever its `when` says (a caller
+    pinning a route); None when the policy has no such route."""
+    for cr in compiled.routes:
+        if cr.route.name == route:
+            return _plan(compiled, cr, features, state, _Tracer(explain), f"$.routes[{cr.route.index}]")
+    return None
+
+
 def _plan(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: RuntimeState, t: _Tracer,
           node: str) -> Decision:
     route = cr.route

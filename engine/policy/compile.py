@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.features import Features, Request, SignalMatcher, count_prompt_tokens, safe_truth
-from engine.policy.expr import Expr, Scope, conjuncts, discrete_test, parse_expr
+from engine.policy.expr import Expr, Scope, conjuncts, discrete_test, make_env, parse_expr
 from engine.policy.model import Model, Policy, Route
 
 MAX_TREE_NODES = 50_000
@@ -114,7 +114,6 @@ class CompiledPolicy:
         }
         for k, v in request.meta.items():
             base["meta." + str(k)] = v
-        from engine.policy.expr import make_env
 
         env = make_env(base)
         label = None

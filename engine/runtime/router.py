@@ -22,7 +22,7 @@ from typing import Any
 
 from adapters.base import Completion, LLMAdapter, Message, StreamEnd
 from engine.clock import Clock, SystemClock
-from engine.decide import Decision, decide_features
+from engine.decide import Decision, decide_features, decide_route
 from engine.errors import AllModelsFailed, QuotaExceeded, RequestError, RoutingRefused
 from engine.features import Features, Request
 from engine.policy.api import compile_policy, load_policy
@@ -272,12 +272,9 @@ class Router:
         """`model: NAME` pins a model; `model: ROUTE` uses that route's plan."""
         if pinned in self.policy.models:
             return dataclasses.replace(decision, plan=(pinned,), refusal=None, quota_refused=False)
-        for cr in self.compiled.routes:
-            if cr.route.name == pinned:
-                from engine.decide import _plan, _Tracer
-
-                return _plan(self.compiled, cr, decision.features, state, _Tracer(False),
-                             f"$.routes[{cr.route.index}]")
+        routed = decide_route(self.compiled, pinned, decision.features, state)
+        if routed is not None:
+            return routed
         raise RequestError(f"unknown model or route {pinned!r}; models: {', '.join(self.policy.models)}")
 
     def _walk(self, rid: str, request: Request, decision: Decision) -> Walk:
