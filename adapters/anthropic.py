@@ -183,7 +183,7 @@ class AnthropicAdapter(LLMAdapter):
         if isinstance(exc, anthropic.APITimeoutError):
             return self._error(Timeout, "no answer within the timeout")
         if isinstance(exc, anthropic.APIConnectionError):
-            return self._error(ServerError, f"connection failed or was cut: {exc.message}")
+            return self._connection_error(exc)
         if isinstance(exc, anthropic.APIStatusError):
             err_type, message = _error_fields(exc.body, exc.message)
             status: int | None = exc.status_code

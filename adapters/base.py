@@ -22,6 +22,7 @@ from typing import ClassVar, Literal
 from adapters.errors import (
     AdapterError,
     AuthError,
+    ConnectionFailed,
     InvalidInput,
     ProviderError,
     ServerError,
@@ -320,6 +321,15 @@ class LLMAdapter(ABC):
             except AttributeError:  # read-only on some exception types
                 pass
 
+    def _connection_error(self, exc: BaseException) -> ProviderError:
+        """A failure on the way to the vendor: `ConnectionFailed` when no connection was made
+        (DNS, refused, TLS), else `ServerError` (the connection was cut). The message is short
+        and names the cause; never an object repr (an SSL context, a socket) from the chain."""
+        cause = connection_cause(exc)
+        if cause is not None:
+            return self._error(ConnectionFailed, f"cannot reach the vendor: {cause}")
+        return self._error(ServerError, f"connection cut: {type(exc).__name__}")
+
     def _translate_transport(self, exc: Exception) -> ProviderError | None:
         """Errors below the SDKs: httpx/httpx2 transport errors, sockets, malformed JSON."""
         for name in ("httpx2", "httpx"):
@@ -329,18 +339,18 @@ class LLMAdapter(ABC):
             if isinstance(exc, mod.TimeoutException):
                 return self._error(Timeout, f"timed out: {type(exc).__name__}")
             if isinstance(exc, mod.RequestError):  # transport failures, undecodable bodies
-                return self._error(ServerError, f"connection failed or was cut: {type(exc).__name__}: {exc}")
+                return self._connection_error(exc)
         # google-genai switches to aiohttp when it is installed: map its transport errors too
         aiohttp = sys.modules.get("aiohttp")
         if aiohttp is not None:
             if isinstance(exc, aiohttp.ServerTimeoutError):
                 return self._error(Timeout, f"timed out: {type(exc).__name__}")
             if isinstance(exc, aiohttp.ClientError):
-                return self._error(ServerError, f"connection failed or was cut: {type(exc).__name__}: {exc}")
+                return self._connection_error(exc)
         if isinstance(exc, TimeoutError):
             return self._error(Timeout, "timed out")
         if isinstance(exc, OSError):
-            return self._error(ServerError, f"connection failed: {exc}")
+            return self._connection_error(exc)
         if isinstance(exc, json.JSONDecodeError):
             return self._error(ServerError, f"malformed JSON from the vendor: {exc}")
         return None
@@ -413,6 +423,34 @@ class LLMAdapter(ABC):
         elif not _positive(timeout_s):
             raise InvalidInput(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
         return Request(msgs, max_tokens, float(temperature), stops, float(timeout_s))
+
+
+def connection_cause(exc: BaseException) -> str | None:
+    """Why no connection was made, in a few words, or None when one was (and then cut).
+
+    Walks the exception chain (SDK error -> httpx/aiohttp -> socket error) for the first
+    resolver, refusal or TLS failure.
+    """
+    import socket
+    import ssl
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        name = type(e).__name__
+        if isinstance(e, socket.gaierror) or "DNS" in name or "NameResolution" in name:
+            return "the host name does not resolve (DNS)"
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(e, ssl.SSLError) or "SSL" in name or "Certificate" in name:
+            return "TLS handshake failed"
+        if name in ("ConnectError", "ClientConnectorError") and e.__cause__ is None and e.__context__ is None:
+            return "could not connect"
+        if isinstance(e, OSError) and e.errno is not None and name not in ("ConnectionResetError", "BrokenPipeError"):
+            return f"could not connect ({e.strerror or 'OS error'})"
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _positive(value: object) -> bool:

@@ -11,6 +11,7 @@ per adapter, with the SDK exception kept as `__cause__`; nothing leaks as a vend
         ├── Overloaded          transient: 503 / Anthropic 529 "overloaded"
         ├── Timeout             transient: no answer within the attempt's timeout
         ├── ServerError         transient: 5xx, connection lost, stream cut, malformed body
+        ├── ConnectionFailed    the vendor could not be reached (DNS, refused, TLS): retried once
         ├── ContextTooLong      the input does not fit this model's context window
         ├── ContentFiltered     the vendor's safety system refused the request or answer
         ├── AuthError           401/403 or a missing / invalid API key
@@ -31,6 +32,7 @@ __all__ = [
     "AdapterError",
     "AuthError",
     "BadRequest",
+    "ConnectionFailed",
     "ContentFiltered",
     "ContextTooLong",
     "InvalidInput",
@@ -87,6 +89,8 @@ class ProviderError(AdapterError):
 
     transient: ClassVar[bool] = False
     """Whether retrying the same model may succeed."""
+    max_retries: ClassVar[int | None] = None
+    """At most this many retries of the same model for this class (None: the policy's `retry` decides)."""
 
     def __init__(
         self,
@@ -145,6 +149,17 @@ class ServerError(ProviderError):
     """The vendor failed (5xx), the connection or stream was cut, or the body was malformed."""
 
     transient = True
+
+
+class ConnectionFailed(ProviderError):
+    """No connection to the vendor: the name did not resolve, the host refused, TLS failed.
+
+    Worth one retry (a blip), not the policy's full budget: a host that does not resolve
+    will not resolve a few hundred milliseconds later, and the next model is waiting.
+    """
+
+    transient = True
+    max_retries = 1
 
 
 class ContextTooLong(ProviderError):

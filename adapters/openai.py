@@ -186,7 +186,7 @@ class OpenAIAdapter(LLMAdapter):
         if isinstance(exc, openai.APITimeoutError):
             return self._error(Timeout, f"no answer within the timeout: {exc.message}")
         if isinstance(exc, openai.APIConnectionError):
-            return self._error(ServerError, f"connection failed or was cut: {exc.message}")
+            return self._connection_error(exc)
         if isinstance(exc, openai.APIStatusError):
             body = exc.body if isinstance(exc.body, Mapping) else {}
             message = str(body.get("message") or exc.message)

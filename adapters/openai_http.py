@@ -284,7 +284,7 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
         if isinstance(exc, aiohttp.ClientPayloadError):
             return self._error(ServerError, f"the answer was cut short: {type(exc).__name__}: {exc}")
         if isinstance(exc, aiohttp.ClientConnectionError):
-            return self._error(ServerError, f"connection failed or was cut: {type(exc).__name__}: {exc}")
+            return self._connection_error(exc)
         return None  # other client errors, malformed JSON: the base maps them as for the SDK
 
 

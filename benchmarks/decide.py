@@ -17,11 +17,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._results import machine, write_section  # noqa: E402
-from engine.decide import decide_features  # noqa: E402
-from engine.features import Features  # noqa: E402
-from engine.policy.build import build_policy  # noqa: E402
-from engine.policy.compile import compile_policy  # noqa: E402
+from benchmarks._results import machine, write_section
+from engine.policy.build import build_policy
+from engine.policy.compile import compile_policy
+from engine.routing.decide import decide_features
+from engine.routing.features import Features
 
 QTS = ["chat", "code", "math", "reasoning", "creative", "summarize", "extract", "translate"]
 TIERS = [f"tier{i}" for i in range(12)]

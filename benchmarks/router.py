@@ -22,10 +22,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._results import machine, write_section  # noqa: E402
-from engine.policy.api import load_policy_text  # noqa: E402
-from engine.runtime.router import Router  # noqa: E402
-from tests.fakes import spawn_fake  # noqa: E402
+from benchmarks._results import machine, write_section
+from engine.policy.api import load_policy_text
+from engine.runtime.router import Router
+from tests.fakes import spawn_fake
 
 POLICY = """
 version: 1

@@ -15,7 +15,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.decide import Candidate, Decision, TraceEvent, decide, explain
     from engine.errors import (
         AllModelsFailed,
         EngineError,
@@ -24,13 +23,14 @@ if TYPE_CHECKING:
         RequestError,
         RoutingRefused,
     )
-    from engine.features import Features, Request
     from engine.policy.api import analyze_policy, compile_policy, load_policy, load_policy_text
     from engine.policy.compile import CompiledPolicy
     from engine.policy.model import Policy
+    from engine.routing.decide import Candidate, Decision, TraceEvent, decide, explain
+    from engine.routing.features import Features, Request
+    from engine.routing.state import EMPTY_STATE, RuntimeState
     from engine.runtime.result import RoutedCompletion, StreamDone
     from engine.runtime.router import Router
-    from engine.state import EMPTY_STATE, RuntimeState
 
 __all__ = [
     "EMPTY_STATE",
@@ -60,14 +60,14 @@ __all__ = [
 ]
 
 _WHERE = {
-    "Candidate": "engine.decide", "Decision": "engine.decide", "TraceEvent": "engine.decide",
-    "decide": "engine.decide", "explain": "engine.decide",
+    "Candidate": "engine.routing.decide", "Decision": "engine.routing.decide", "TraceEvent": "engine.routing.decide",
+    "decide": "engine.routing.decide", "explain": "engine.routing.decide",
     "AllModelsFailed": "engine.errors", "EngineError": "engine.errors", "PolicyError": "engine.errors",
     "QuotaExceeded": "engine.errors", "RequestError": "engine.errors", "RoutingRefused": "engine.errors",
-    "Features": "engine.features", "Request": "engine.features",
+    "Features": "engine.routing.features", "Request": "engine.routing.features",
     "analyze_policy": "engine.policy.api", "compile_policy": "engine.policy.api", "load_policy": "engine.policy.api",
     "load_policy_text": "engine.policy.api", "CompiledPolicy": "engine.policy.compile", "Policy": "engine.policy.model",
-    "EMPTY_STATE": "engine.state", "RuntimeState": "engine.state", "Router": "engine.runtime.router",
+    "EMPTY_STATE": "engine.routing.state", "RuntimeState": "engine.routing.state", "Router": "engine.runtime.router",
     "RoutedCompletion": "engine.runtime.result", "StreamDone": "engine.runtime.result",
 }
 

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from engine import AllModelsFailed, QuotaExceeded, Router, RoutingRefused, StreamDone
-from engine.bundled import default_policy_path
+from engine.policy.bundled import default_policy_path
 
 
 async def main(policy: Path, log: Path) -> None:

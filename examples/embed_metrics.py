@@ -25,8 +25,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from engine import EngineError, Policy, RequestError, Router, load_policy
-from engine.bundled import default_policy_path
-from engine.metrics import RouterMetrics
+from engine.ops.metrics import RouterMetrics
+from engine.policy.bundled import default_policy_path
 
 
 def create_app(policy: Policy | None = None, **router_kwargs: Any) -> Starlette:

@@ -12,9 +12,9 @@ import random
 import traceback
 from typing import Any
 
-from engine.clock import ManualClock
 from engine.errors import QuotaExceeded
 from engine.policy.model import Quota, QuotaLimit
+from engine.runtime.clock import ManualClock
 from engine.runtime.quotas import QuotaContext, QuotaManager
 
 START = 1_717_200_000.0  # 2024-06-01 00:00 UTC; every process sees the same windows

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from engine.clock import ManualClock
 from engine.policy.model import CacheConfig
 from engine.runtime.cache import ResponseCache
+from engine.runtime.clock import ManualClock
 
 MSGS = [("system", "Be brief."), ("user", "What  is\n 2+2 ?")]
 PARAMS: dict[str, Any] = {"max_tokens": 100, "temperature": 0}

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import engine.classify as classify_module
-from engine import classify_cues
 from engine.classify import LABELS, classify, scores
+from engine.classify import cues as classify_cues
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"

@@ -7,10 +7,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.decide import decide_features
-from engine.features import Features
 from engine.policy.build import build_policy
 from engine.policy.compile import compile_policy
+from engine.routing.decide import decide_features
+from engine.routing.features import Features
 
 QTS = ["code", "math", "chat", "creative"]
 SIGNALS = ["s1", "s2", "s3"]

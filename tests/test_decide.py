@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.decide import decide, explain
 from engine.errors import RequestError
-from engine.features import Request, estimate_tokens
 from engine.policy.api import compile_policy, load_policy_text
 from engine.policy.compile import CompiledPolicy
-from engine.state import RuntimeState
+from engine.routing.decide import decide, explain
+from engine.routing.features import Request, estimate_tokens
+from engine.routing.state import RuntimeState
 
 MINIMAL = (Path(__file__).parent / "policies" / "minimal.yaml").read_text()
 

@@ -151,7 +151,7 @@ def test_demo_policy_scales_latency_and_backoff_only_for_simulated_providers() -
 
 
 def test_bundled_policy_is_all_simulated() -> None:
-    from engine.bundled import default_policy_path
+    from engine.policy.bundled import default_policy_path
 
     policy = load_policy(default_policy_path())
     assert demo_policy(policy, 0).providers.keys() == policy.providers.keys()

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from engine.bundled import default_policy_path
 from engine.cli.app import cli
 from engine.cli.diagrams import decision_sequence, mermaid_text
-from engine.decide import decide, explain
-from engine.features import Request
 from engine.policy.api import compile_policy, load_policy
+from engine.policy.bundled import default_policy_path
 from engine.policy.compile import CompiledPolicy
-from engine.state import RuntimeState
+from engine.routing.decide import decide, explain
+from engine.routing.features import Request
+from engine.routing.state import RuntimeState
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE = "Fix this Python function:\n```python\ndef f(:\n    pass\n```"

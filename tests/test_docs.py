@@ -308,7 +308,7 @@ def test_production_example_needs_its_keys_except_in_a_dry_run() -> None:
 
 
 def test_production_policy_cases_pass() -> None:
-    from engine.policytest import load_test_file, run_case
+    from engine.policy.testing import load_test_file, run_case
 
     tf = load_test_file(PRODUCTION_TESTS)
     assert tf.policy == PRODUCTION.resolve()
@@ -325,7 +325,7 @@ def test_production_policy_cases_pass() -> None:
 def test_the_test_file_example_in_the_doc_passes(tmp_path: Path) -> None:
     blocks = re.findall(r"^```yaml\n(.*?)^```$", DOC.read_text("utf-8"), re.DOTALL | re.MULTILINE)
     example = next(b for b in blocks if b.startswith("policy: ../production.example.yaml"))
-    from engine.policytest import load_test_file, run_case
+    from engine.policy.testing import load_test_file, run_case
 
     (tmp_path / "tests").mkdir()
     shutil.copy(PRODUCTION, tmp_path / PRODUCTION.name)

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from engine.clock import ManualClock
 from engine.policy.model import CircuitThresholds, DemoteThresholds, HealthConfig, Model, Price
+from engine.routing.state import RuntimeState
+from engine.runtime.clock import ManualClock
 from engine.runtime.health import HealthEvent, HealthTracker
-from engine.state import RuntimeState
 
 
 def mk_model(name: str) -> Model:

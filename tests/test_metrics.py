@@ -17,12 +17,12 @@ from starlette.testclient import TestClient
 from adapters.base import Price
 from adapters.errors import RateLimited, ServerError
 from adapters.simulated import SimulatedAdapter
-from engine.bundled import default_policy_path
-from engine.clock import ManualClock
-from engine.metrics import RouterMetrics
 from engine.ops.demo import demo_policy
+from engine.ops.metrics import RouterMetrics
 from engine.policy.api import load_policy, load_policy_text
+from engine.policy.bundled import default_policy_path
 from engine.policy.model import Policy
+from engine.runtime.clock import ManualClock
 from engine.runtime.router import Router
 
 ROOT = Path(__file__).resolve().parent.parent

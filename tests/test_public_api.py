@@ -20,13 +20,13 @@ def test_exported_members() -> None:
 
 
 def test_importing_the_cli_does_not_import_vendor_sdks() -> None:
-    code = ("import sys, engine, engine.cli.app, engine.decide, engine.runtime.router; "
+    code = ("import sys, engine, engine.cli.app, engine.routing.decide, engine.runtime.router; "
             "print(sorted(m for m in ('openai', 'anthropic', 'google.genai') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_bundled_default_policy_is_found_from_any_directory(tmp_path: object) -> None:
-    code = "from engine.bundled import default_policy_path as p; print(p().is_file(), p().name)"
+    code = "from engine.policy.bundled import default_policy_path as p; print(p().is_file(), p().name)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=str(tmp_path))
     assert out.stdout.split() == ["True", "default.yaml"]

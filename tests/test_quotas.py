@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from engine.clock import ManualClock
 from engine.errors import QuotaExceeded
 from engine.policy.model import OnExceed, Quota, QuotaLimit, Window
+from engine.runtime.clock import ManualClock
 from engine.runtime.quotas import QuotaContext, QuotaManager, window_bounds
 from tests import quota_worker
 

@@ -12,12 +12,12 @@ from click.testing import CliRunner
 
 from adapters.base import Price
 from adapters.simulated import SimulatedAdapter
-from engine.bundled import default_policy_path
 from engine.cli.app import cli
 from engine.errors import RequestError
 from engine.ops.demo import run_demo
 from engine.ops.replay import replay
 from engine.policy.api import load_policy, load_policy_text
+from engine.policy.bundled import default_policy_path
 from engine.policy.model import Policy
 from engine.runtime.router import Router
 

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from engine.bundled import default_policy_path
 from engine.cli.app import cli
 from engine.ops.demo import run_demo
 from engine.ops.report import CHARTS, build_report
 from engine.ops.timeseries import bucket_size, series
 from engine.policy.api import load_policy
+from engine.policy.bundled import default_policy_path
 from engine.store.decisions import DecisionLog
 from engine.store.records import RequestRecord
 

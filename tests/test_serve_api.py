@@ -12,7 +12,7 @@ import pytest
 from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from engine.bundled import default_policy_path
+from engine.policy.bundled import default_policy_path
 from engine.server.config import ServeConfig
 from tests.fakes import FakeVendorServer, Fault
 from tests.test_serve_support import ServerThread, fake_policy

@@ -100,7 +100,7 @@ def test_query_type_literal_typo_is_caught() -> None:
 
 
 def test_bundled_policies_are_valid() -> None:
-    from engine.bundled import default_policy_path
+    from engine.policy.bundled import default_policy_path
 
     a = analyze_policy(default_policy_path())
     assert not a.errors and not a.warnings, [d.format() for d in a.diagnostics]

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from engine.bundled import default_policy_path
+from engine.policy.bundled import default_policy_path
 
 POLICY_HELP = "Policy file (default: $ENGINE_POLICY, else the bundled offline default)."
 

@@ -47,9 +47,9 @@ def demo_cmd(out: str, requests: int, concurrency: int, time_scale: float, seed:
       engine report --db engine-demo/decisions.db -o engine-demo/report.html
       engine replay --db engine-demo/decisions.db --policy my-policy.yaml
     """
-    from engine.bundled import default_policy_path
     from engine.cli.stats import console
     from engine.policy.api import load_policy
+    from engine.policy.bundled import default_policy_path
 
     path = Path(policy) if policy else default_policy_path()
     try:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from engine.decide import Decision
-from engine.features import safe_truth
 from engine.policy.compile import CompiledPolicy
+from engine.routing.decide import Decision
+from engine.routing.features import safe_truth
 
 __all__ = ["decision_sequence", "mermaid_text"]
 

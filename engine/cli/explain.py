@@ -29,9 +29,9 @@ def explain_cmd(policy: str | None, prompt: str | None, as_json: bool, mermaid: 
     Exit 0 when a model is chosen, 3 when the request would be refused, 1 on an invalid
     policy, 2 on bad usage.
     """
-    from engine.decide import explain
     from engine.errors import RequestError
-    from engine.features import Request
+    from engine.routing.decide import explain
+    from engine.routing.features import Request
 
     if prompt is None or prompt == "-":
         if sys.stdin.isatty() and prompt is None:

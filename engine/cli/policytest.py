@@ -34,7 +34,7 @@ def test_cmd(testfiles: tuple[str, ...], policy: str | None, explain_mode: str, 
           expect: {route: premium-code, model: claude-sonnet}
     """
     from engine.policy.api import analyze_policy, compile_policy
-    from engine.policytest import TestFileError, load_test_file, run_case
+    from engine.policy.testing import TestFileError, load_test_file, run_case
 
     compiled_cache: dict[Path, Any] = {}
     results = []

@@ -28,12 +28,12 @@ from pathlib import Path
 
 from adapters.base import LLMAdapter, Price
 from adapters.simulated import SimulatedAdapter
-from engine.decide import decide
 from engine.errors import EngineError, RequestError
-from engine.features import Request
 from engine.ops.workload import DemoRequest, Phases, build_workload
 from engine.policy.api import compile_policy
 from engine.policy.model import Policy
+from engine.routing.decide import decide
+from engine.routing.features import Request
 from engine.runtime.result import StreamDone
 from engine.runtime.router import Router
 

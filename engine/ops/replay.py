@@ -33,15 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.decide import Decision, decide_features
 from engine.errors import QuotaExceeded
-from engine.features import Features, Request, safe_truth
 from engine.policy.api import compile_policy
 from engine.policy.compile import CompiledPolicy
 from engine.policy.expr import make_env
 from engine.policy.model import Policy, Signal
+from engine.routing.decide import Decision, decide_features
+from engine.routing.features import Features, Request, safe_truth
+from engine.routing.state import EMPTY_STATE, RuntimeState
 from engine.runtime.quotas import QuotaContext, QuotaManager
-from engine.state import EMPTY_STATE, RuntimeState
 from engine.store.query import request_rows
 
 __all__ = ["MAX_UNKNOWN_SIGNALS", "ReplayReport", "replay"]

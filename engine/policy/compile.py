@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.features import Features, Request, SignalMatcher, count_prompt_tokens, safe_truth
 from engine.policy.expr import Expr, Scope, conjuncts, discrete_test, make_env, parse_expr
 from engine.policy.model import Model, Policy, Route
+from engine.routing.features import Features, Request, SignalMatcher, count_prompt_tokens, safe_truth
 
 MAX_TREE_NODES = 50_000
 """Beyond this many nodes the builder stops splitting and leaves the tests at the leaves,

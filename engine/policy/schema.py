@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
-from engine.bundled import schemas_dir
+from engine.policy.bundled import schemas_dir
 from engine.policy.diagnostics import Diagnostic, did_you_mean
 from engine.policy.load import Located, PathT
 

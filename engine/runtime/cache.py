@@ -27,8 +27,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.clock import Clock
 from engine.policy.model import CacheConfig
+from engine.runtime.clock import Clock
 from engine.store.sqlite import enable_wal
 
 __all__ = ["ResponseCache"]

@@ -22,9 +22,9 @@ from adapters.errors import (
     RateLimited,
 )
 from adapters.errors import Timeout as ProviderTimeout
-from engine.clock import Clock
 from engine.errors import AllModelsFailed, QuotaExceeded
 from engine.policy.model import Model, Policy
+from engine.runtime.clock import Clock
 from engine.runtime.health import HealthTracker
 from engine.runtime.limits import LimitWouldExceedDeadline, Permit, RateLimits
 from engine.runtime.quotas import QuotaContext, QuotaManager, Reservation
@@ -244,6 +244,8 @@ class Dispatcher:
     def _retry_delay(self, err: ProviderError, n: int, max_attempts: int, last: bool) -> float | None:
         """Seconds to wait before retrying the same model, or None to move on."""
         if n >= max_attempts:
+            return None
+        if err.max_retries is not None and n > err.max_retries:
             return None
         if err.transient:
             return self.backoff_s(n, err.retry_after)

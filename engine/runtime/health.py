@@ -25,9 +25,9 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from engine.clock import Clock
 from engine.policy.model import HealthConfig, Model
-from engine.state import RuntimeState
+from engine.routing.state import RuntimeState
+from engine.runtime.clock import Clock
 
 __all__ = ["NEUTRAL_ERRORS", "CircuitState", "HealthEvent", "HealthEventKind", "HealthTracker"]
 

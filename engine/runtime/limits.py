@@ -25,9 +25,9 @@ from types import TracebackType
 
 from aiolimiter import AsyncLimiter
 
-from engine.clock import Clock
 from engine.errors import EngineError
 from engine.policy.model import Limits, Model, Provider
+from engine.runtime.clock import Clock
 
 __all__ = ["LimitWouldExceedDeadline", "Permit", "RateLimits"]
 

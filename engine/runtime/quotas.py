@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from engine.clock import Clock
 from engine.errors import QuotaExceeded
 from engine.policy.model import OnExceed, Quota, Window
+from engine.runtime.clock import Clock
 
 __all__ = [
     "SCOPE_FIELDS",

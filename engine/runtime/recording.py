@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.clock import Clock
-from engine.decide import Decision
 from engine.errors import QuotaExceeded, RoutingRefused
-from engine.features import Request
 from engine.policy.model import Policy
+from engine.routing.decide import Decision
+from engine.routing.features import Request
+from engine.runtime.clock import Clock
 from engine.runtime.dispatch import Walk
 from engine.runtime.health import HealthEvent
 from engine.runtime.result import RoutedCompletion

@@ -21,22 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from adapters.base import Completion, LLMAdapter, Message, StreamEnd
-from engine.clock import Clock, SystemClock
-from engine.decide import Decision, decide_features, decide_route
 from engine.errors import AllModelsFailed, QuotaExceeded, RequestError, RoutingRefused
-from engine.features import Features, Request
 from engine.policy.api import compile_policy, load_policy
 from engine.policy.compile import CompiledPolicy
 from engine.policy.model import Model, Policy
+from engine.routing.decide import Decision, decide_features, decide_route
+from engine.routing.features import Features, Request
+from engine.routing.state import RuntimeState
 from engine.runtime.adapters import AdapterPool
 from engine.runtime.cache import ResponseCache
+from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.dispatch import Dispatcher, Served, Walk, mark_stream_failure, record_attempt_cost
 from engine.runtime.health import HealthEvent, HealthTracker
 from engine.runtime.limits import RateLimits
 from engine.runtime.quotas import QuotaManager
 from engine.runtime.recording import Recorder
 from engine.runtime.result import RoutedCompletion, RoutedDelta, StreamDone
-from engine.state import RuntimeState
 
 
 class _FromPolicy:
@@ -61,7 +61,7 @@ class Router:
             that bring their own client).
         clock: time source (tests pass a `ManualClock`).
         metrics: an object with `observe(record, attempts)` and health hooks (see
-            `engine.metrics`), or None.
+            `engine.ops.metrics`), or None.
     """
 
     def __init__(self, policy: Policy, *, log_path: str | Path | None | _FromPolicy = FROM_POLICY,
@@ -302,7 +302,7 @@ class Router:
             return None
         when = self.compiled.cache_when
         if when is not None:
-            from engine.features import safe_truth
+            from engine.routing.features import safe_truth
 
             if not safe_truth(when, decision.features.env()):
                 return None

@@ -61,7 +61,7 @@ class Service:
 
     Args:
         config: how to run.
-        metrics: Prometheus metrics for the routers (default: an `engine.metrics.RouterMetrics`
+        metrics: Prometheus metrics for the routers (default: an `engine.ops.metrics.RouterMetrics`
             made with the first policy's `metrics.tenant_label`, kept across reloads).
     """
 
@@ -72,12 +72,12 @@ class Service:
         self.auth = Authenticator(store, refresh_s=config.keys_refresh_s)
         self.key_quotas = KeyQuotas(config.keys_db)
         self.holder = PolicyHolder(config.policy, self._build, interval_s=config.reload_interval_s)
-        self.ops = OpsPages(self)
+        self.ops = OpsPages(self.holder, self.auth, self.stats)
         self._tasks: list[asyncio.Task[None]] = []
 
     def _build(self, policy: Policy) -> Router:
         if self.stats.metrics is None:  # the first policy decides the labels; reloads keep the registry
-            from engine.metrics import RouterMetrics
+            from engine.ops.metrics import RouterMetrics
 
             self.stats.metrics = RouterMetrics(tenant_label=policy.metrics_tenant_label)
         kwargs: dict[str, Any] = {"log_path": self.config.log_db} if self.config.log_db else {}

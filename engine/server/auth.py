@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.clock import Clock, SystemClock
 from engine.errors import QuotaExceeded
 from engine.policy.model import Quota, QuotaLimit
+from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.quotas import QuotaContext, QuotaManager, Reservation
 from engine.server.keystore import KeyInfo, KeyQuota, KeyStore, hash_key
 from engine.server.openai_wire import WireError

@@ -21,7 +21,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 if TYPE_CHECKING:
-    from engine.server.app import Service
+    from engine.server.auth import Authenticator
+    from engine.server.livestats import LiveStats
+    from engine.server.reload import PolicyHolder
 
 __all__ = ["STATIC", "OpsPages", "plotly_js"]
 
@@ -44,10 +46,14 @@ def plotly_js() -> Path | None:
 
 
 class OpsPages:
-    """The ops endpoints of one service."""
+    """The ops endpoints of one service.
 
-    def __init__(self, service: Service) -> None:
-        self.service = service
+    It is handed the pieces it reads (policy holder, authenticator, live statistics) rather
+    than the service itself, so the service module imports this one and not the reverse.
+    """
+
+    def __init__(self, holder: PolicyHolder, auth: Authenticator, stats: LiveStats) -> None:
+        self.holder, self.auth, self.stats = holder, auth, stats
         self._plotly = plotly_js()
         self._report: tuple[float, str, bytes] | None = None  # (computed at, log path, JSON)
         self._report_lock = asyncio.Lock()
@@ -70,7 +76,7 @@ class OpsPages:
 
     def readiness(self) -> dict[str, Any]:
         """What `/readyz` reports: the policy version, reload counters and each provider's circuits."""
-        holder = self.service.holder
+        holder = self.holder
         live = holder.live
         if live is None:
             return {"ready": False, "reason": "no policy loaded"}
@@ -83,7 +89,7 @@ class OpsPages:
             "policy": {"version": live.version[:12], "digest": live.version, "source": router.policy.source,
                        "generation": live.generation, "loaded_at": live.loaded_at,
                        "reloads": holder.reloads, "rejected": holder.rejections, "last_error": holder.last_error},
-            "auth": self.service.auth.enabled,
+            "auth": self.auth.enabled,
             "providers": {p: {"state": _worst(models.values()), "models": models} for p, models in providers.items()},
         }
 
@@ -94,8 +100,8 @@ class OpsPages:
 
     async def metrics(self, request: Request) -> Response:
         """Prometheus text format."""
-        metrics = self.service.stats.metrics
-        live = self.service.holder.live
+        metrics = self.stats.metrics
+        live = self.holder.live
         if metrics is None:
             return Response("metrics are disabled\n", status_code=404, media_type="text/plain")
         if live is not None and hasattr(metrics, "refresh"):
@@ -111,7 +117,7 @@ class OpsPages:
 
     async def dashboard_data(self, request: Request) -> Response:
         """Everything the dashboard draws, as JSON."""
-        data = self.service.stats.snapshot()
+        data = self.stats.snapshot()
         data["readiness"] = self.readiness()
         data["generated_at"] = time.time()
         return Response(json.dumps(data, default=str), media_type="application/json",
@@ -122,7 +128,7 @@ class OpsPages:
 
         Computed in a worker thread (it reads the log), at most once per `REPORT_EVERY_S`.
         """
-        live = self.service.holder.live
+        live = self.holder.live
         log = live.router.recorder.log if live is not None else None
         if live is None or log is None:
             return JSONResponse({"available": False, "reason": "no decision log: set log.sqlite in the policy or "

@@ -6,7 +6,6 @@ import pytest
 
 from adapters.errors import (
     AuthError,
-    BadRequest,
     ContentFiltered,
     ContextTooLong,
     Overloaded,

@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 import yaml
 
-from engine.decide import Decision, explain
 from engine.errors import RequestError
-from engine.features import Request
 from engine.policy.compile import CompiledPolicy
-from engine.state import RuntimeState
+from engine.routing.decide import Decision, explain
+from engine.routing.features import Request
+from engine.routing.state import RuntimeState
 
 Outcome = Literal["PASS", "FAIL", "ERROR"]
 _REQUEST_KEYS = {"prompt", "messages", "max_tokens", "temperature", "stream", "meta", "has_tools", "has_images",

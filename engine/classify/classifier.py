@@ -7,7 +7,7 @@ decide the label ("label by what the user actually wants"); the material contrib
 structural features (its size, code fences, stack traces, code-looking lines, SQL).
 
 Each label collects additive evidence: weighted cue phrases in six languages (tables in
-`engine.classify_cues`), phrase patterns a word list cannot express ("translate ... into
+`engine.classify.cues`), phrase patterns a word list cannot express ("translate ... into
 <language>", "write a <program|poem>"), structure, and priors (chat is the fallback for short
 messages). `classify` returns the best-scoring label; `scores` exposes the evidence for traces.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from engine import classify_cues as cues
+from engine.classify import cues
 
 __all__ = ["LABELS", "classify", "scores"]
 

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from engine.features import Features, Request
 from engine.policy.compile import CompiledPolicy, CompiledRoute
 from engine.policy.model import Model
-from engine.state import EMPTY_STATE, RuntimeState
+from engine.routing.features import Features, Request
+from engine.routing.state import EMPTY_STATE, RuntimeState
 
 Op = Literal["enter", "match", "skip", "fail", "note", "fallback", "select"]
 _Row = tuple[Model, int, float, "str | None", str]

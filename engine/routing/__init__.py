@@ -1,0 +1,1 @@
+"""Routing decisions: request features (`features`), runtime snapshot (`state`) and the pure `decide`."""
