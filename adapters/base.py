@@ -14,14 +14,27 @@ import os
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar
 
+from adapters.conversation import (
+    NO_OPTIONS,
+    Message,
+    Options,
+    Role,
+    ToolCall,
+    ToolCallAccumulator,
+    ToolCallDelta,
+    check_conversation,
+    coerce_message,
+    coerce_options,
+)
 from adapters.errors import (
     AdapterError,
     AuthError,
+    BadRequest,
     ConnectionFailed,
     InvalidInput,
     ProviderError,
@@ -42,19 +55,9 @@ __all__ = [
     "StreamEnd",
     "StreamEvent",
     "TextDelta",
+    "ToolCallDelta",
     "Usage",
 ]
-
-Role = Literal["system", "user", "assistant"]
-_ROLES = frozenset(("system", "user", "assistant"))
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One turn of a conversation."""
-
-    role: Role
-    content: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +77,16 @@ class Completion:
     """A finished completion, as the router sees it whatever the vendor.
 
     Attributes:
-        text: The generated text.
+        text: The generated text ("" when the model only called tools).
         model: The vendor model id that was called.
         provider: The provider name given by the caller.
-        finish_reason: "stop" (natural end or stop sequence), "length" (max_tokens reached)
-            or "other" (anything else the vendor reported).
+        finish_reason: "stop" (natural end or stop sequence), "length" (max_tokens reached),
+            "tool_calls" (the model called tools), "content_filter", or "other".
         input_tokens: Input tokens as reported by the vendor (estimated when it does not say).
         output_tokens: Output tokens, likewise.
         latency_ms: Wall time of the call inside the adapter, SDK included.
         cost_usd: From the adapter's price; 0.0 when no price is configured.
+        tool_calls: The tool calls the model made, in order (arguments as JSON text).
     """
 
     text: str
@@ -93,6 +97,7 @@ class Completion:
     output_tokens: int
     latency_ms: float
     cost_usd: float
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +114,7 @@ class StreamEnd:
     completion: Completion
 
 
-StreamEvent = TextDelta | StreamEnd
+StreamEvent = TextDelta | ToolCallDelta | StreamEnd
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,16 +126,17 @@ class Request:
     temperature: float
     stop: tuple[str, ...]
     timeout_s: float
+    options: Options = NO_OPTIONS
 
     @property
     def system(self) -> str | None:
         """All system messages joined by blank lines, or None (vendors that take one system text)."""
-        parts = [m.content for m in self.messages if m.role == "system"]
+        parts = [m.text for m in self.messages if m.role == "system"]
         return "\n\n".join(parts) if parts else None
 
     @property
     def turns(self) -> tuple[Message, ...]:
-        """The user and assistant messages, in order."""
+        """The user, assistant and tool messages, in order."""
         return tuple(m for m in self.messages if m.role != "system")
 
 
@@ -149,6 +155,7 @@ class Reply:
 
     text: str
     usage: Usage
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class LLMAdapter(ABC):
@@ -169,6 +176,11 @@ class LLMAdapter(ABC):
     """How many stop sequences the vendor accepts, None if unbounded."""
     supports_streaming: ClassVar[bool] = True
     """Whether `stream` is available."""
+    supported_options: ClassVar[frozenset[str]] = frozenset()
+    """Request options (`Options.asked()` names) this adapter maps natively; any other that a
+    request sets is refused with `BadRequest` before the call, never silently dropped."""
+    supports_images: ClassVar[bool] = False
+    """Whether image parts can be sent."""
 
     def __init__(self, provider: str, model: str, *, price: Price | None = None, timeout_s: float = 30.0) -> None:
         if not provider or not model:
@@ -181,6 +193,7 @@ class LLMAdapter(ABC):
         self.timeout_s = float(timeout_s)
         self._max_temperature = type(self).max_temperature  # per instance: compatible endpoints differ
         self._secrets: tuple[str, ...] = ()  # values scrubbed from every error message
+        self.extra_body_fields: frozenset[str] = frozenset()  # vendor body fields the policy lets through
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(provider={self.provider!r}, model={self.model!r})"
@@ -193,9 +206,11 @@ class LLMAdapter(ABC):
         max_tokens: int = 1000,
         temperature: float = 0.7,
         *,
-        messages: Sequence[Message] | None = None,
+        messages: Sequence[Message | Mapping[str, Any]] | None = None,
         stop: Sequence[str] | None = None,
         timeout_s: float | None = None,
+        options: Options | None = None,
+        **surface: Any,
     ) -> Completion:
         """Complete a prompt or a conversation.
 
@@ -203,9 +218,14 @@ class LLMAdapter(ABC):
             prompt: A single user message; exactly one of `prompt` and `messages` is given.
             max_tokens: Upper bound of generated tokens (> 0).
             temperature: Sampling temperature, within the vendor's range.
-            messages: A conversation (system, user and assistant turns).
+            messages: A conversation: `Message`s or OpenAI-shaped dicts (system, user,
+                assistant turns with tool calls, tool results; text and image parts).
             stop: Sequences that end the generation.
             timeout_s: Timeout of this attempt; defaults to the adapter's `timeout_s`.
+            options: Tools, output format and sampling as one `Options`; or give them as
+                keywords (`tools`, `tool_choice`, `parallel_tool_calls`, `response_format`,
+                `top_p`, `seed`, `presence_penalty`, `frequency_penalty`, `user`,
+                `metadata`, `extra_body`) in OpenAI's shapes.
 
         Returns:
             The completion with usage, latency and cost.
@@ -214,12 +234,13 @@ class LLMAdapter(ABC):
             InvalidInput: The arguments are unusable; nothing was sent.
             ProviderError: One of its subclasses, whatever the vendor's failure.
         """
-        request = self._prepare(prompt, max_tokens, temperature, messages, stop, timeout_s)
+        request = self._prepare(prompt, max_tokens, temperature, messages, stop, timeout_s,
+                                _options(options, surface))
         with self._map_errors():
             self._warm()
             started = time.perf_counter()
             reply = await self._complete(request)
-        return self._settle(request, reply.text, reply.usage, started)
+        return self._settle(request, reply.text, reply.usage, started, reply.tool_calls)
 
     def stream(
         self,
@@ -227,11 +248,13 @@ class LLMAdapter(ABC):
         max_tokens: int = 1000,
         temperature: float = 0.7,
         *,
-        messages: Sequence[Message] | None = None,
+        messages: Sequence[Message | Mapping[str, Any]] | None = None,
         stop: Sequence[str] | None = None,
         timeout_s: float | None = None,
+        options: Options | None = None,
+        **surface: Any,
     ) -> AsyncIterator[StreamEvent]:
-        """Stream a completion: `TextDelta`s in order, then one `StreamEnd` with usage.
+        """Stream a completion: `TextDelta`s and `ToolCallDelta`s in order, then one `StreamEnd`.
 
         Arguments as for `generate`; they are validated here, before iteration starts.
         A failure after some text was yielded raises the mapped `ProviderError` from the
@@ -239,7 +262,8 @@ class LLMAdapter(ABC):
         """
         if not self.supports_streaming:
             raise InvalidInput(f"streaming is not supported by the {self.kind} adapter")
-        request = self._prepare(prompt, max_tokens, temperature, messages, stop, timeout_s)
+        request = self._prepare(prompt, max_tokens, temperature, messages, stop, timeout_s,
+                                _options(options, surface))
         return self._run_stream(request)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters own a client to close
@@ -255,8 +279,9 @@ class LLMAdapter(ABC):
         """Call the vendor once, non-streaming."""
 
     @abstractmethod
-    def _stream(self, request: Request) -> AsyncIterator[str | Usage]:
-        """Call the vendor once, streaming: yield text pieces, then exactly one `Usage`."""
+    def _stream(self, request: Request) -> AsyncIterator[str | ToolCallDelta | Usage]:
+        """Call the vendor once, streaming: yield text pieces and tool-call deltas (indexes
+        0, 1, ... in order of first appearance), then exactly one `Usage`."""
 
     @abstractmethod
     def _translate_error(self, exc: Exception) -> ProviderError | None:
@@ -357,6 +382,7 @@ class LLMAdapter(ABC):
 
     async def _run_stream(self, request: Request) -> AsyncIterator[StreamEvent]:
         parts: list[str] = []
+        calls = ToolCallAccumulator()
         usage: Usage | None = None
         with self._map_errors():
             self._warm()
@@ -367,36 +393,55 @@ class LLMAdapter(ABC):
                         if item:
                             parts.append(item)
                             yield TextDelta(item)
+                    elif isinstance(item, ToolCallDelta):
+                        calls.add(item)
+                        yield item
                     else:
                         usage = item
         if usage is None:
             # the connection closed cleanly but before the vendor's final event
             raise self._error(ServerError, "stream ended before the vendor's final event")
-        yield StreamEnd(self._settle(request, "".join(parts), usage, started))
+        yield StreamEnd(self._settle(request, "".join(parts), usage, started, calls.calls()))
 
-    def _settle(self, request: Request, text: str, usage: Usage, started: float) -> Completion:
+    def _settle(self, request: Request, text: str, usage: Usage, started: float,
+                tool_calls: tuple[ToolCall, ...] = ()) -> Completion:
         latency_ms = (time.perf_counter() - started) * 1000.0
         input_tokens = usage.input_tokens
         if input_tokens is None:
-            input_tokens = estimate_messages_tokens(m.content for m in request.messages)
+            input_tokens = estimate_request_tokens(request.messages, request.options)
         output_tokens = usage.output_tokens
         if output_tokens is None:
-            output_tokens = estimate_tokens(text)
+            output_tokens = estimate_tokens(text) + sum(estimate_tokens(c.name + c.arguments) for c in tool_calls)
         cost = self.price.cost(input_tokens, output_tokens) if self.price is not None else 0.0
         return Completion(
-            text, self.model, self.provider, usage.finish_reason, input_tokens, output_tokens, latency_ms, cost
+            text, self.model, self.provider, usage.finish_reason, input_tokens, output_tokens, latency_ms, cost,
+            tool_calls,
         )
+
+    def _check_options(self, request: Request) -> None:
+        """Refuse, before any call, what this adapter cannot honour (named, with the model)."""
+        opts = request.options
+        if opts is not NO_OPTIONS:
+            for name in opts.asked():
+                if name not in self.supported_options and name not in self.extra_body_fields:
+                    what = "is not a body field the policy lets through" if opts.extra_body and \
+                        name in opts.extra_body else "is not supported"
+                    raise self._error(BadRequest, f"{name} {what} by {self.kind} model {self.model}")
+        if not self.supports_images and any(m.images for m in request.messages):
+            raise self._error(BadRequest, f"image input is not supported by {self.kind} model {self.model}")
 
     def _prepare(
         self,
         prompt: str | None,
         max_tokens: int,
         temperature: float,
-        messages: Sequence[Message] | None,
+        messages: Sequence[Message | Mapping[str, Any]] | None,
         stop: Sequence[str] | None,
         timeout_s: float | None,
+        options: Options = NO_OPTIONS,
     ) -> Request:
-        """Validate the caller's arguments; raise `InvalidInput` naming the first problem."""
+        """Validate the caller's arguments; raise `InvalidInput` naming the first problem
+        (`BadRequest` for an option this vendor cannot honour)."""
         if (prompt is None) == (messages is None):
             raise InvalidInput("pass exactly one of `prompt` or `messages`")
         if prompt is not None:
@@ -422,7 +467,9 @@ class LLMAdapter(ABC):
             timeout_s = self.timeout_s
         elif not _positive(timeout_s):
             raise InvalidInput(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
-        return Request(msgs, max_tokens, float(temperature), stops, float(timeout_s))
+        request = Request(msgs, max_tokens, float(temperature), stops, float(timeout_s), options)
+        self._check_options(request)
+        return request
 
 
 def connection_cause(exc: BaseException) -> str | None:
@@ -459,22 +506,47 @@ def _positive(value: object) -> bool:
     )
 
 
-def _check_messages(messages: Sequence[Message] | None) -> tuple[Message, ...]:
+def _check_messages(messages: Sequence[Message | Mapping[str, Any]] | None) -> tuple[Message, ...]:
     if isinstance(messages, (str, bytes)) or messages is None:
         raise InvalidInput("messages must be a sequence of Message")
-    msgs = tuple(messages)
+    msgs = tuple(coerce_message(m, i) for i, m in enumerate(messages))
     if not msgs:
         raise InvalidInput("messages is empty")
-    for i, m in enumerate(msgs):
-        if not isinstance(m, Message):
-            raise InvalidInput(f"messages[{i}] must be a Message, got {type(m).__name__}")
-        if m.role not in _ROLES:
-            raise InvalidInput(f"messages[{i}].role must be system, user or assistant, got {m.role!r}")
-        if not isinstance(m.content, str) or not m.content.strip():
-            raise InvalidInput(f"messages[{i}].content is empty or whitespace only")
-    if all(m.role == "system" for m in msgs):
-        raise InvalidInput("messages hold no user turn, only system messages")
+    check_conversation(msgs)
     return msgs
+
+
+def _options(options: Options | None, surface: Mapping[str, Any]) -> Options:
+    if surface:
+        if options is not None:
+            raise InvalidInput(f"give options or the keywords {', '.join(sorted(surface))}, not both")
+        try:
+            return coerce_options(**surface)
+        except TypeError:
+            known = ("tools", "tool_choice", "parallel_tool_calls", "response_format", "top_p", "seed",
+                     "presence_penalty", "frequency_penalty", "user", "metadata", "extra_body")
+            unknown = sorted(set(surface) - set(known))
+            raise InvalidInput(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(known)}") from None
+    return NO_OPTIONS if options is None else options
+
+
+def estimate_request_tokens(messages: Sequence[Message], options: Options = NO_OPTIONS) -> int:
+    """Estimated input tokens: message texts, tool calls and results, tool schemas, images."""
+    texts: list[str] = []
+    for m in messages:
+        texts.append(m.text)
+        texts.extend(c.name + c.arguments for c in m.tool_calls)
+    total = estimate_messages_tokens(texts)
+    # vendors bill an image by its size; without decoding it, a mid-size image's cost is the honest guess
+    total += sum(_IMAGE_TOKENS for m in messages for _ in m.images)
+    if options.tools:
+        total += estimate_tokens(json.dumps([[t.name, t.description, t.parameters] for t in options.tools]))
+    if options.output is not None and options.output.schema is not None:
+        total += estimate_tokens(json.dumps(options.output.schema))
+    return total
+
+
+_IMAGE_TOKENS = 765
 
 
 def _check_stop(stop: Sequence[str] | None, limit: int | None, kind: str) -> tuple[str, ...]:

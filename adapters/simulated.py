@@ -164,7 +164,7 @@ class SimulatedAdapter(LLMAdapter):
         return None  # every failure here is already a ProviderError
 
     def _usage(self, request: Request, plan: _Plan) -> Usage:
-        input_tokens = estimate_messages_tokens(m.content for m in request.messages)
+        input_tokens = estimate_messages_tokens(m.text for m in request.messages)
         return Usage(plan.finish_reason, input_tokens, estimate_tokens(plan.text))
 
     async def _wait(self, plan: _Plan, request: Request) -> None:
@@ -176,7 +176,7 @@ class SimulatedAdapter(LLMAdapter):
     def _plan(self, request: Request) -> _Plan:
         self.calls += 1
         digest = hashlib.blake2b(
-            "\x1e".join(f"{m.role}\x1f{m.content}" for m in request.messages).encode(), digest_size=16
+            "\x1e".join(f"{m.role}\x1f{m.text}" for m in request.messages).encode(), digest_size=16
         ).hexdigest()
         sent = self._sent.get(digest, 0)
         self._sent[digest] = sent + 1
@@ -186,7 +186,7 @@ class SimulatedAdapter(LLMAdapter):
         if self._script:
             return self._scripted(self._script.popleft(), request, latency_s, text, finish)
         if self.context_window is not None:
-            needed = estimate_messages_tokens(m.content for m in request.messages) + request.max_tokens
+            needed = estimate_messages_tokens(m.text for m in request.messages) + request.max_tokens
             if needed > self.context_window:
                 err = self._error(
                     ContextTooLong, f"input needs {needed} tokens, context window is {self.context_window}", status=400
@@ -228,7 +228,7 @@ class SimulatedAdapter(LLMAdapter):
         return math.exp(self._mu + self._sigma * rng.gauss(0.0, 1.0)) / 1000.0
 
     def _reply_text(self, request: Request, digest: str) -> tuple[str, str]:
-        last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        last_user = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
         words = random.Random(f"{self.seed}:{digest}").choices(_WORDS, k=8 + len(last_user.split()) // 4)
         head = " ".join(last_user.split()[:8])
         text = f"[{self.model}] re: {head} | " + " ".join(words)

@@ -108,7 +108,7 @@ class CompiledPolicy:
         """Compute prompt tokens, signals and query type for `request`."""
         text = request.last_user_text
         base: dict[str, Any] = {
-            "prompt_tokens": count_prompt_tokens(request.messages), "max_tokens": request.max_tokens,
+            "prompt_tokens": count_prompt_tokens(request.messages, request.options), "max_tokens": request.max_tokens,
             "temperature": request.temperature, "stream": request.stream, "has_tools": request.has_tools,
             "has_images": request.has_images, "has_system": request.has_system,
         }

@@ -7,12 +7,15 @@ for it), and the ordered `query_types` rules.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.conversation import NO_OPTIONS, Message, Options, coerce_messages, coerce_options, needed_features
+from adapters.errors import InvalidInput
 from engine.errors import RequestError
 from engine.policy.expr import Expr, make_env
 from engine.policy.model import Signal
@@ -28,21 +31,25 @@ class Request:
     """What the caller asks for, before any routing.
 
     Attributes:
-        messages: (role, content) pairs; a plain prompt is one user message.
+        messages: the conversation (`adapters.conversation.Message`s); a plain prompt is one
+            user message.
         max_tokens: output budget.
         temperature: sampling temperature.
         stream: whether the caller wants a stream.
         meta: request metadata (tenant, key, tier, user...), visible as `meta.KEY`.
-        has_tools: the request declares tools.
-        has_images: the request carries images.
+        options: tools, tool choice, output format and sampling beyond temperature.
+        has_tools: the request declares tools or carries tool calls (derived; `explain` and
+            `engine test` may also state it).
+        has_images: the request carries images (likewise).
         stop: stop sequences.
     """
 
-    messages: tuple[tuple[str, str], ...]
+    messages: tuple[Message, ...]
     max_tokens: int = 1000
     temperature: float = 0.7
     stream: bool = False
     meta: Mapping[str, Any] = field(default_factory=dict)
+    options: Options = NO_OPTIONS
     has_tools: bool = False
     has_images: bool = False
     stop: tuple[str, ...] = ()
@@ -50,60 +57,73 @@ class Request:
     @classmethod
     def of(cls, prompt: str | None = None, *, messages: Sequence[Any] | None = None, max_tokens: int = 1000,
            temperature: float = 0.7, stream: bool = False, meta: Mapping[str, Any] | None = None,
-           has_tools: bool = False, has_images: bool = False, stop: Sequence[str] | None = None) -> Request:
+           has_tools: bool = False, has_images: bool = False, stop: Sequence[str] | None = None,
+           options: Options | None = None, **surface: Any) -> Request:
         """Build and check a request from a prompt or chat messages.
 
-        `messages` may hold (role, content) pairs, dicts with `role`/`content`, or objects
-        with `role` and `content` attributes.
+        `messages` may hold `Message`s, (role, content) pairs, or OpenAI-shaped dicts (text and
+        image parts, assistant tool calls, tool results). The rest of the request surface
+        comes as `options` or as OpenAI-style keywords (`tools`, `tool_choice`,
+        `parallel_tool_calls`, `response_format`, `top_p`, `seed`, `presence_penalty`,
+        `frequency_penalty`, `user`, `metadata`, `extra_body`).
 
         Raises:
-            RequestError: empty prompt, unknown role, max_tokens <= 0, temperature < 0.
+            RequestError: empty prompt, unknown role, a tool result for no call, a malformed
+                part, tool or option, max_tokens <= 0, temperature outside 0..2.
         """
         if (prompt is None) == (messages is None):
             raise RequestError("give exactly one of prompt or messages")
-        if prompt is not None:
-            if not isinstance(prompt, str):
-                raise RequestError(f"prompt must be a string, got {type(prompt).__name__}")
-            msgs: tuple[tuple[str, str], ...] = (("user", prompt),)
-        else:
-            msgs = tuple(_message(m, i) for i, m in enumerate(messages or ()))
-        if not msgs:
-            raise RequestError("messages is empty")
-        if not any(role != "system" and content.strip() for role, content in msgs):
-            raise RequestError("prompt is empty: there is no non-blank user or assistant message")
+        try:
+            if prompt is not None:
+                if not isinstance(prompt, str):
+                    raise RequestError(f"prompt must be a string, got {type(prompt).__name__}")
+                if not prompt.strip():
+                    raise RequestError("prompt is empty: there is no non-blank user or assistant message")
+                msgs: tuple[Message, ...] = (Message("user", prompt),)
+            else:
+                msgs = coerce_messages(messages or ())
+            if surface:
+                if options is not None:
+                    raise RequestError(f"give options or the keywords {', '.join(sorted(surface))}, not both")
+                opts = coerce_options(**surface)
+            else:
+                opts = NO_OPTIONS if options is None else options
+        except InvalidInput as e:
+            raise RequestError(str(e)) from None
+        except TypeError as e:  # an unknown keyword
+            raise RequestError(f"unknown request parameter: {e}") from None
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
             raise RequestError(f"max_tokens must be a positive integer, got {max_tokens!r}")
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
             raise RequestError(f"temperature must be between 0 and 2, got {temperature!r}")
+        needs = needed_features(msgs, opts)
         return cls(messages=msgs, max_tokens=max_tokens, temperature=float(temperature), stream=stream,
-                   meta=dict(meta or {}), has_tools=has_tools, has_images=has_images, stop=tuple(stop or ()))
+                   meta=dict(meta or {}), options=opts, has_tools=has_tools or "tools" in needs,
+                   has_images=has_images or "vision" in needs, stop=tuple(stop or ()))
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """Model features this request needs (`tools`, `vision`, `json`, `json_schema`, `streaming`)."""
+        need = set(needed_features(self.messages, self.options, stream=self.stream))
+        # explain and policy tests may state a need without carrying the content
+        if self.has_tools:
+            need.add("tools")
+        if self.has_images:
+            need.add("vision")
+        return frozenset(need)
 
     @property
     def last_user_text(self) -> str:
         """The text the user asked for last: what signals and the classifier look at."""
-        for role, content in reversed(self.messages):
-            if role == "user":
-                return content
-        return self.messages[-1][1]
+        for m in reversed(self.messages):
+            if m.role == "user":
+                return m.text
+        return self.messages[-1].text
 
     @property
     def has_system(self) -> bool:
         """Whether a system message is present."""
-        return any(role == "system" for role, _ in self.messages)
-
-
-def _message(m: Any, i: int) -> tuple[str, str]:
-    if isinstance(m, Mapping):
-        role, content = m.get("role"), m.get("content")
-    elif isinstance(m, (tuple, list)) and len(m) == 2:
-        role, content = m
-    else:
-        role, content = getattr(m, "role", None), getattr(m, "content", None)
-    if role not in ROLES:
-        raise RequestError(f"messages[{i}].role must be one of {', '.join(ROLES)}, got {role!r}")
-    if not isinstance(content, str):
-        raise RequestError(f"messages[{i}].content must be a string, got {type(content).__name__}")
-    return str(role), content
+        return any(m.role == "system" for m in self.messages)
 
 
 def estimate_tokens(text: str) -> int:
@@ -121,9 +141,25 @@ def estimate_tokens(text: str) -> int:
     return int((n - wide) / 4 + wide + 0.999)
 
 
-def count_prompt_tokens(messages: Sequence[tuple[str, str]]) -> int:
-    """Estimated input tokens of a chat, with the few tokens of framing each message costs."""
-    return sum(estimate_tokens(c) + 4 for _, c in messages)
+def count_prompt_tokens(messages: Sequence[Message], options: Options = NO_OPTIONS) -> int:
+    """Estimated input tokens of a chat, with the few tokens of framing each message costs,
+    plus tool calls, tool definitions, output schemas and images (a fixed mid-size guess each)."""
+    total = 0
+    for m in messages:
+        total += estimate_tokens(m.text) + 4
+        for c in m.tool_calls:
+            total += estimate_tokens(c.name) + estimate_tokens(c.arguments)
+        total += IMAGE_TOKENS * len(m.images)
+    if options.tools:
+        total += sum(estimate_tokens(t.name) + estimate_tokens(t.description) + estimate_tokens(
+            json.dumps(t.parameters)) for t in options.tools)
+    if options.output is not None and options.output.schema is not None:
+        total += estimate_tokens(json.dumps(options.output.schema))
+    return total
+
+
+IMAGE_TOKENS = 765
+"""Input tokens counted per image: what vendors bill a mid-size image (it is not decoded here)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

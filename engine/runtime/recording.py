@@ -43,9 +43,9 @@ class Recorder:
         if mode == "none":
             return None, None
         h = hashlib.sha256()
-        for role, content in request.messages:
-            h.update(f"{role}\0{' '.join(content.split())}\0".encode("utf-8", "surrogatepass"))
-        text = "\n\n".join(f"{r}: {c}" for r, c in request.messages) if mode == "full" else None
+        for m in request.messages:
+            h.update(f"{m.role}\0{' '.join(m.text.split())}\0".encode("utf-8", "surrogatepass"))
+        text = "\n\n".join(f"{m.role}: {m.text}" for m in request.messages) if mode == "full" else None
         return h.hexdigest(), text
 
     def _base(self, rid: str, started: float, request: Request, decision: Decision, walk: Walk) -> dict[str, Any]:

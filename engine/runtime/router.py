@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.base import Completion, LLMAdapter, Message, StreamEnd
+from adapters.conversation import NO_OPTIONS
 from engine.errors import AllModelsFailed, QuotaExceeded, RequestError, RoutingRefused
 from engine.policy.api import compile_policy, load_policy
 from engine.policy.compile import CompiledPolicy
@@ -307,9 +309,12 @@ class Router:
             if not safe_truth(when, decision.features.env()):
                 return None
         tenant, _ = _who(request.meta)
-        return self.cache.make_key(scope=tenant, target=decision.route or "", messages=request.messages,
-                                   params={"max_tokens": request.max_tokens, "temperature": request.temperature,
-                                           "stop": list(request.stop) or None})
+        params: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": request.temperature,
+                                  "stop": list(request.stop) or None}
+        if request.options is not NO_OPTIONS:
+            params.update(request.options.cache_fields())
+        return self.cache.make_key(scope=tenant, target=decision.route or "",
+                                   messages=[(m.role, _cache_text(m)) for m in request.messages], params=params)
 
     async def _serve(self, walk: Walk, request: Request, decision: Decision, t0: float) -> RoutedCompletion:
         msgs = _messages(request)
@@ -369,7 +374,16 @@ def _who(meta: Mapping[str, Any]) -> tuple[str | None, str | None]:
 
 
 def _messages(request: Request) -> list[Message]:
-    return [Message(role, content) for role, content in request.messages]  # type: ignore[arg-type]
+    return list(request.messages)
+
+
+def _cache_text(m: Message) -> str:
+    """A message as the cache key sees it: its text, plus tool calls, the call a result answers
+    and images by content hash (two requests differing only there get different answers)."""
+    if isinstance(m.content, str) and not m.tool_calls and m.tool_call_id is None:
+        return m.content
+    extra = [[c.id, c.name, c.arguments] for c in m.tool_calls], m.tool_call_id, [i.content_hash for i in m.images]
+    return m.text + "\x1f" + json.dumps(extra)
 
 
 def _loop() -> bool:
