@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.base import TextDelta
+from adapters.conversation import ToolCall, ToolCallDelta
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -17,7 +18,7 @@ class RoutedCompletion:
         model: the policy's model name that served it (e.g. `gpt-4o-mini`).
         model_id: the vendor's model id.
         provider: the provider name from the policy.
-        finish_reason: `stop`, `length` or `other`.
+        finish_reason: `stop`, `length`, `tool_calls`, `content_filter` or `other`.
         input_tokens: input tokens billed for the successful attempt.
         output_tokens: output tokens billed for the successful attempt.
         cost_usd: cost of every attempt of this request (0 for a cache hit).
@@ -29,6 +30,7 @@ class RoutedCompletion:
         query_type: the classified query type.
         request_id: id of the row in the decision log.
         downgraded: a `downgrade` quota changed the plan.
+        tool_calls: the tool calls the model made (arguments as JSON text; `.args()` parses).
     """
 
     text: str
@@ -47,23 +49,31 @@ class RoutedCompletion:
     query_type: str
     request_id: str
     downgraded: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def cache_value(self) -> dict[str, Any]:
         """The part worth caching (routing facts are re-derived on each hit)."""
-        return {"text": self.text, "model": self.model, "model_id": self.model_id, "provider": self.provider,
-                "finish_reason": self.finish_reason, "input_tokens": self.input_tokens,
-                "output_tokens": self.output_tokens}
+        value: dict[str, Any] = {
+            "text": self.text, "model": self.model, "model_id": self.model_id, "provider": self.provider,
+            "finish_reason": self.finish_reason, "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens}
+        if self.tool_calls:
+            value["tool_calls"] = [[c.id, c.name, c.arguments] for c in self.tool_calls]
+        return value
 
 
 @dataclass(frozen=True, slots=True)
 class RoutedDelta(TextDelta):
-    """A piece of streamed text from `Router.stream`, naming the model that produced it.
+    """A piece of a stream from `Router.stream`, naming the model that produced it.
 
     It is an `adapters.TextDelta`, so code that only wants `.text` need not care; a service
-    uses `model` to label its first chunk before the stream ends.
+    uses `model` to label its first chunk before the stream ends. A tool-call fragment comes
+    as `text == ""` with `tool_call` set (index, id and name on its first delta, then
+    argument fragments).
     """
 
     model: str
+    tool_call: ToolCallDelta | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.base import Completion, LLMAdapter, Message, StreamEnd
-from adapters.conversation import NO_OPTIONS
+from adapters.conversation import NO_OPTIONS, Options, ToolCall, ToolCallDelta
 from engine.errors import AllModelsFailed, QuotaExceeded, RequestError, RoutingRefused
 from engine.policy.api import compile_policy, load_policy
 from engine.policy.compile import CompiledPolicy
@@ -107,17 +107,23 @@ class Router:
 
     async def generate(self, prompt: str | None = None, *, messages: Sequence[Any] | None = None,
                        max_tokens: int = 1000, temperature: float = 0.7, stop: Sequence[str] | None = None,
-                       meta: Mapping[str, Any] | None = None, model: str | None = None) -> RoutedCompletion:
+                       meta: Mapping[str, Any] | None = None, model: str | None = None,
+                       options: Options | None = None, **surface: Any) -> RoutedCompletion:
         """Serve one request.
 
         Args:
             prompt: a user prompt (or give `messages`).
-            messages: chat messages: (role, content) pairs, dicts or `adapters.Message`s.
+            messages: chat messages: (role, content) pairs, OpenAI-shaped dicts (text and image
+                parts, assistant `tool_calls`, `tool` results) or `adapters.Message`s.
             max_tokens: output budget.
             temperature: sampling temperature.
             stop: stop sequences.
             meta: request metadata: `tenant`, `key`, `tier`, anything routes read as `meta.*`.
             model: pin a model name or a route name (the route's plan is used).
+            options: tools, tool choice, output format and sampling as one
+                `adapters.conversation.Options`; or as OpenAI-style keywords: `tools`,
+                `tool_choice`, `parallel_tool_calls`, `response_format`, `top_p`, `seed`,
+                `presence_penalty`, `frequency_penalty`, `user`, `metadata`, `extra_body`.
 
         Raises:
             RequestError: the request is malformed (nothing was sent).
@@ -126,7 +132,7 @@ class Router:
             AllModelsFailed: every attempt failed.
         """
         rid, started, t0, request, decision, walk = self._begin(
-            prompt, messages, max_tokens, temperature, stop, meta, model, stream=False)
+            prompt, messages, max_tokens, temperature, stop, meta, model, options, surface, stream=False)
         cache_key = self._cache_key(request, decision)
         try:
             if cache_key is not None and self.cache is not None:
@@ -148,21 +154,23 @@ class Router:
 
     async def stream(self, prompt: str | None = None, *, messages: Sequence[Any] | None = None,
                      max_tokens: int = 1000, temperature: float = 0.7, stop: Sequence[str] | None = None,
-                     meta: Mapping[str, Any] | None = None,
-                     model: str | None = None) -> AsyncIterator[RoutedDelta | StreamDone]:
-        """Stream one request: `RoutedDelta`s (text and serving model), then one `StreamDone`.
+                     meta: Mapping[str, Any] | None = None, model: str | None = None,
+                     options: Options | None = None,
+                     **surface: Any) -> AsyncIterator[RoutedDelta | StreamDone]:
+        """Stream one request: `RoutedDelta`s (text or tool-call fragments, and the serving
+        model), then one `StreamDone`. Arguments as for `generate`.
 
-        Falls back to the next model only until the first token has been yielded; a failure
+        Falls back to the next model only until the first delta has been yielded; a failure
         after that raises (and is logged).
         """
         rid, started, t0, request, decision, walk = self._begin(
-            prompt, messages, max_tokens, temperature, stop, meta, model, stream=True)
+            prompt, messages, max_tokens, temperature, stop, meta, model, options, surface, stream=True)
         msgs = _messages(request)
 
         async def first(m: Model, timeout: float) -> tuple[Any, AsyncIterator[Any]]:
             it = self.adapters.get(m).stream(messages=msgs, max_tokens=request.max_tokens,
                                              temperature=request.temperature, stop=request.stop or None,
-                                             timeout_s=timeout)
+                                             timeout_s=timeout, options=request.options)
             return await it.__anext__(), it
 
         try:
@@ -174,7 +182,10 @@ class Router:
         name = served.model.name
         try:
             while not isinstance(event, StreamEnd):
-                yield RoutedDelta(event.text, name)
+                if isinstance(event, ToolCallDelta):
+                    yield RoutedDelta("", name, event)
+                else:
+                    yield RoutedDelta(event.text, name)
                 event = await it.__anext__()
         except Exception as e:
             # after the first token there is no fallback: the caller already has part of a reply
@@ -219,14 +230,15 @@ class Router:
     # -- steps -----------------------------------------------------------------------------
 
     def _begin(self, prompt: str | None, messages: Sequence[Any] | None, max_tokens: int, temperature: float,
-               stop: Sequence[str] | None, meta: Mapping[str, Any] | None, model: str | None, *,
+               stop: Sequence[str] | None, meta: Mapping[str, Any] | None, model: str | None,
+               options: Options | None, surface: Mapping[str, Any], *,
                stream: bool) -> tuple[str, float, float, Request, Decision, Walk]:
         """Check the request and decide its plan; a bad or refused request is logged, then raised."""
         started, t0 = self.clock.time(), time.perf_counter()
         rid = _request_id()
         try:
             request = Request.of(prompt, messages=messages, max_tokens=max_tokens, temperature=temperature,
-                                 meta=meta, stop=stop, stream=stream)
+                                 meta=meta, stop=stop, stream=stream, options=options, **surface)
             decision = self._decide(request, model)
         except RequestError as e:  # malformed, or pinned to a model or route the policy lacks
             self.recorder.bad_request(rid, started, meta, e)
@@ -322,7 +334,8 @@ class Router:
         async def call(m: Model, timeout: float) -> Completion:
             return await self.adapters.get(m).generate(messages=msgs, max_tokens=request.max_tokens,
                                                        temperature=request.temperature,
-                                                       stop=request.stop or None, timeout_s=timeout)
+                                                       stop=request.stop or None, timeout_s=timeout,
+                                                       options=request.options)
 
         served = await self.dispatcher.run(walk, decision.plan, call)
         return await self._result(served.value, served, walk, walk.request_id, decision, t0)
@@ -345,7 +358,7 @@ class Router:
             cost_usd=walk.cost(), latency_ms=(time.perf_counter() - t0) * 1000,
             attempts=sum(1 for a in walk.attempts if a.outcome != "skipped"), fallbacks=walk.fallbacks,
             cached=False, route=decision.route, query_type=decision.query_type, request_id=rid,
-            downgraded=decision.downgraded)
+            downgraded=decision.downgraded, tool_calls=c.tool_calls)
 
     def _from_cache(self, value: Mapping[str, Any], rid: str, decision: Decision, t0: float) -> RoutedCompletion:
         return RoutedCompletion(
@@ -353,7 +366,7 @@ class Router:
             finish_reason=value["finish_reason"], input_tokens=value["input_tokens"],
             output_tokens=value["output_tokens"], cost_usd=0.0, latency_ms=(time.perf_counter() - t0) * 1000,
             attempts=0, fallbacks=0, cached=True, route=decision.route, query_type=decision.query_type,
-            request_id=rid)
+            request_id=rid, tool_calls=tuple(ToolCall(*c) for c in value.get("tool_calls", ())))
 
     def _on_health(self, event: HealthEvent) -> None:
         self.recorder.health_event(event)
