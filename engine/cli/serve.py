@@ -23,11 +23,17 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _log_config(level: str) -> dict[str, Any]:
+def _log_config(level: str, fmt: str = "text") -> dict[str, Any]:
+    """uvicorn's logging config, with the engine's lines (and in JSON, uvicorn's too) in `fmt`."""
     from uvicorn.config import LOGGING_CONFIG
 
     cfg = copy.deepcopy(LOGGING_CONFIG)
-    cfg["loggers"]["engine"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    factory = "engine.server.logs.JsonFormatter" if fmt == "json" else "engine.server.logs.TextFormatter"
+    cfg["formatters"]["engine"] = {"()": factory}
+    if fmt == "json":
+        cfg["formatters"]["default"] = {"()": factory}
+    cfg["handlers"]["engine"] = {"formatter": "engine", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+    cfg["loggers"]["engine"] = {"handlers": ["engine"], "level": level.upper(), "propagate": False}
     return cfg
 
 
@@ -61,10 +67,14 @@ def _bind(host: str, port: int) -> socket.socket:
 @click.option("--default-max-tokens", default=1000, show_default=True, type=click.IntRange(1),
               help="Output budget of requests that give none.")
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              help="Least severe line written: failed requests are error (5xx), warning (401/422/429) or "
+                   "info (other 4xx); circuit openings warning; reloads info.")
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
+              help="Server log lines: readable text, or one JSON object per line (docs/service.md, 'Logs').")
 def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: str | None, no_auth: bool,
               log_db: str | None, max_body: int, reload_interval: float, grace: float, default_max_tokens: int,
-              log_level: str) -> None:
+              log_level: str, log_format: str) -> None:
     """Serve the policy as an OpenAI-compatible API.
 
     \b
@@ -110,7 +120,7 @@ def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: s
     click.echo(f"engine serve: listening on http://{shown}:{sock.getsockname()[1]} (policy {path}, "
                f"{workers} worker{'s' if workers > 1 else ''})", err=True)
     common: dict[str, Any] = dict(loop="uvloop", http="httptools", ws="none", access_log=False,
-                                  log_config=_log_config(log_level), log_level=log_level,
+                                  log_config=_log_config(log_level, log_format), log_level=log_level,
                                   timeout_graceful_shutdown=grace, server_header=False, lifespan="on")
     if workers == 1:
         from engine.server.app import create_app

@@ -60,10 +60,12 @@ class RoutedDelta(TextDelta):
     """A piece of streamed text from `Router.stream`, naming the model that produced it.
 
     It is an `adapters.TextDelta`, so code that only wants `.text` need not care; a service
-    uses `model` to label its first chunk before the stream ends.
+    uses `model` to label its first chunk before the stream ends, and `request_id` (the
+    decision log's id of the request) to name the stream before its row is written.
     """
 
     model: str
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,7 +172,7 @@ class Router:
         name = served.model.name
         try:
             while not isinstance(event, StreamEnd):
-                yield RoutedDelta(event.text, name)
+                yield RoutedDelta(event.text, name, rid)
                 event = await it.__anext__()
         except Exception as e:
             # after the first token there is no fallback: the caller already has part of a reply
