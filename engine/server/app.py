@@ -90,6 +90,7 @@ class Service:
         self.key_quotas = KeyQuotas(config.keys_db)
         self.holder = PolicyHolder(config.policy, self._build, interval_s=config.reload_interval_s)
         self.ops = OpsPages(self.holder, self.auth, self.stats)
+        self.ops.require_checks = config.ready_check_s > 0
         self._tasks: list[asyncio.Task[None]] = []
 
     def _build(self, policy: Policy) -> Router:
@@ -108,10 +109,33 @@ class Service:
         self._tasks = [loop.create_task(self.holder.watch())]
         if self.auth.enabled:
             self._tasks.append(loop.create_task(self.auth.watch()))
+        if self.config.ready_check_s > 0:
+            self._tasks.append(loop.create_task(self._check_providers()))
         live = self.holder.live
         assert live is not None
         log.info("serving policy %s (%s); auth %s", self.config.policy, live.version[:12],
                  "on" if self.auth.enabled else "OFF")
+
+    async def _check_providers(self) -> None:
+        """Probe the live policy's providers now and every `ready_check_s` (for `/readyz`)."""
+        from engine.ops.doctor import diagnose, summary
+
+        while True:
+            live = self.holder.live
+            if live is not None:
+                try:
+                    checks = await diagnose(live.router.policy)
+                except Exception:  # the loop must outlive one broken check
+                    log.exception("the provider checks failed to run")
+                else:
+                    failing = [c.as_dict() for c in checks if c.status == "fail"]
+                    was = self.ops.checks
+                    self.ops.checks = {"ok": not failing, "summary": summary(checks), "at": time.time(),
+                                       "failing": failing}
+                    if was is None or was["ok"] != (not failing):
+                        log_event(log, logging.INFO if not failing else logging.ERROR, "provider_checks",
+                                  summary(checks), ok=not failing)
+            await asyncio.sleep(self.config.ready_check_s)
 
     async def stop(self) -> None:
         """Stop the watchers, then close every router (flushing the decision log)."""
