@@ -82,5 +82,25 @@ class AllModelsFailed(EngineError):
     def __init__(self, attempts: Sequence[tuple[str, str, str]], request_id: str | None = None) -> None:
         self.attempts = tuple(attempts)
         self.request_id = request_id
-        lines = "; ".join(f"{m}: {cls}: {msg}" for m, cls, msg in self.attempts) or "no model was tried"
-        super().__init__(f"all models failed ({len(self.attempts)} attempts): {lines}")
+        super().__init__(_attempts_summary(self.attempts))
+
+
+_CAUSE_CHARS = 160  # an attempt's cause in the message; the decision log keeps the full text
+
+
+def _attempts_summary(attempts: Sequence[tuple[str, str, str]]) -> str:
+    """`all models failed (3 attempts): m1: Cls: cause (x2); m2: Cls: cause`: each distinct
+    failure once, in order, with how often it repeated (retries of one cause say nothing new)."""
+    if not attempts:
+        return "all models failed (no model was tried)"
+    seen: dict[tuple[str, str, str], int] = {}
+    for model, cls, msg in attempts:
+        cause = " ".join(msg.split())
+        if len(cause) > _CAUSE_CHARS:
+            cause = cause[: _CAUSE_CHARS - 3] + "..."
+        key = (model, cls, cause)
+        seen[key] = seen.get(key, 0) + 1
+    parts = [f"{m}: {cls}: {cause}" if cause else f"{m}: {cls}" for m, cls, cause in seen]
+    parts = [p + (f" (x{n})" if n > 1 else "") for p, n in zip(parts, seen.values(), strict=True)]
+    n = len(attempts)
+    return f"all models failed ({n} attempt{'s' if n != 1 else ''}): {'; '.join(parts)}"

@@ -67,13 +67,15 @@ class RoutedDelta(TextDelta):
     """A piece of a stream from `Router.stream`, naming the model that produced it.
 
     It is an `adapters.TextDelta`, so code that only wants `.text` need not care; a service
-    uses `model` to label its first chunk before the stream ends. A tool-call fragment comes
-    as `text == ""` with `tool_call` set (index, id and name on its first delta, then
-    argument fragments).
+    uses `model` to label its first chunk before the stream ends, and `request_id` (the
+    decision log's id of the request) to name the stream before its row is written. A
+    tool-call fragment comes as `text == ""` with `tool_call` set (index, id and name on its
+    first delta, then argument fragments).
     """
 
     model: str
     tool_call: ToolCallDelta | None = None
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

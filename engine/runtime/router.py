@@ -183,9 +183,9 @@ class Router:
         try:
             while not isinstance(event, StreamEnd):
                 if isinstance(event, ToolCallDelta):
-                    yield RoutedDelta("", name, event)
+                    yield RoutedDelta("", name, tool_call=event, request_id=rid)
                 else:
-                    yield RoutedDelta(event.text, name)
+                    yield RoutedDelta(event.text, name, request_id=rid)
                 event = await it.__anext__()
         except Exception as e:
             # after the first token there is no fallback: the caller already has part of a reply
