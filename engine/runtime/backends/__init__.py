@@ -9,6 +9,6 @@ either without knowing which they have (and the embedded half is the Redis half'
 
 from __future__ import annotations
 
-from engine.runtime.backends.select import StateParts, build_state
+from engine.runtime.backends.select import StateParts, build_state, unshared_limits
 
-__all__ = ["StateParts", "build_state"]
+__all__ = ["StateParts", "build_state", "unshared_limits"]

@@ -15,7 +15,7 @@ from engine.runtime.limits import RateLimits
 from engine.runtime.quotas import QuotaManager
 from engine.runtime.scoped_limits import ScopedLimits
 
-__all__ = ["StateParts", "build_state"]
+__all__ = ["StateParts", "build_state", "unshared_limits"]
 
 
 @dataclass(slots=True)
@@ -98,3 +98,24 @@ def build_state(policy: Policy, *, clock: Clock, quota_path: str | Path | None, 
         if policy.cache.enabled else None,
         scoped=RedisScopedLimits(scoped, conn=conn) if scoped is not None else None,
         conn=conn)
+
+
+def unshared_limits(policy: Policy, *, log_db: str | None) -> list[str]:
+    """What several processes on the embedded backend would each count on their own (empty: safe to fork).
+
+    Quotas are shared through the SQLite file when there is one; rpm/tpm limits (provider, model and
+    `limits:` entries) live in each process, so N workers would let through N times each limit.
+    """
+    if policy.state.backend != "embedded":
+        return []
+    out: list[str] = []
+    for owner, lim in [*((f"provider {n}", p.limits) for n, p in policy.providers.items()),
+                       *((f"model {n}", m.limits) for n, m in policy.models.items())]:
+        for measure in ("rpm", "tpm"):  # concurrency is per process on every backend: it bounds own connections
+            value = getattr(lim, measure)
+            if value:
+                out.append(f"{owner} {measure} {value}")
+    out += [f"limits entry {lim.name!r}" for lim in policy.limits]
+    if policy.quotas and not (log_db or policy.log.sqlite):
+        out += [f"quota {q.name!r} (no log.sqlite file to share it through)" for q in policy.quotas]
+    return out
