@@ -112,7 +112,7 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
     fail = st.get("on_failure") or {}
     state = StateConfig(
         backend=st.get("backend", "embedded"), url=st.get("url") or None, prefix=st.get("prefix", "engine:"),
-        timeout_ms=float(st.get("timeout_ms", 250)), retry_s=float(st.get("retry_s", 1)),
+        timeout_ms=float(st.get("timeout_ms", 500)), retry_s=float(st.get("retry_s", 1)),
         reservation_ttl_s=float(st["reservation_ttl_s"]) if "reservation_ttl_s" in st else None,
         on_failure=StateFailure(quotas=fail.get("quotas", "reject"), limits=fail.get("limits", "local")),
     )

@@ -223,7 +223,7 @@ class StateConfig:
     backend: Literal["embedded", "redis"] = "embedded"
     url: str | None = field(default=None, repr=False)  # may hold a password: never printed
     prefix: str = "engine:"
-    timeout_ms: float = 250.0
+    timeout_ms: float = 500.0
     retry_s: float = 1.0
     reservation_ttl_s: float | None = None
     """None: the policy's `deadline_s` plus 60 s."""
