@@ -8,7 +8,9 @@ taxonomy); the engine wraps them only when every model of a plan has failed.
     ├── PolicyError             the policy file is unusable (carries all diagnostics)
     ├── RequestError            the caller's request is malformed (empty prompt, bad meta...)
     ├── RoutingRefused          the policy leaves no model for this request (says why per model)
+    │   └── RateLimitExceeded   a per-tenant / per-key `limits` entry has no room now (says when)
     ├── QuotaExceeded           a quota with `on_exceed: reject` has no room (names it and its reset)
+    │   └── StateUnavailable    the shared state store (Redis) is down and quotas fail closed
     └── AllModelsFailed         every attempt of the plan failed (lists each attempt and cause)
 """
 
@@ -74,6 +76,40 @@ class QuotaExceeded(EngineError):
             f"quota {quota!r} exceeded for {scope_key or 'global'}: {measure} used {used:g} of {limit:g}; "
             f"resets at {when}"
         )
+
+
+class RateLimitExceeded(RoutingRefused):
+    """A per-tenant or per-key rate limit (`limits:`) has no room now; nothing was sent.
+
+    Attributes:
+        limit: the `limits` entry's name.
+        scope_key: whom it counts, e.g. `tenant=acme`.
+        retry_after: seconds until the request would fit.
+    """
+
+    def __init__(self, limit: str, scope_key: str, measure: str, retry_after: float) -> None:
+        self.limit = limit
+        self.scope_key = scope_key
+        self.measure = measure
+        self.retry_after = retry_after
+        super().__init__(f"rate limit {limit!r} ({measure}) exceeded for {scope_key}; retry in {retry_after:.1f}s")
+
+
+class StateUnavailable(QuotaExceeded):
+    """The shared state store is unreachable and the policy says quotas fail closed (`on_failure.quotas: reject`).
+
+    A subclass of `QuotaExceeded` so that it takes the same path (the model is skipped, the request
+    is logged as refused by quota), but the service answers it with 503 `state_unavailable`.
+    """
+
+    def __init__(self, quota: str, scope_key: str, reason: str, retry_at: float) -> None:
+        super().__init__(quota, scope_key, "state", 0.0, 0.0, retry_at)
+        self.reason = reason
+        self.args = (f"quota {quota!r} cannot be checked: the shared state store is unavailable ({reason}); "
+                     "the policy fails closed (state.on_failure.quotas: reject)",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class AllModelsFailed(EngineError):

@@ -106,7 +106,7 @@ def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: s
     from engine.errors import PolicyError
 
     try:
-        load_checked(path)
+        loaded, _ = load_checked(path)
     except PolicyError as e:
         click.echo(e.report(), err=True)
         raise SystemExit(EXIT_INVALID) from None
@@ -133,6 +133,16 @@ def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: s
         from engine.ops.doctor import summary
 
         click.echo(f"engine serve --check: {summary(checks)}", err=True)
+    if workers > 1:
+        from engine.runtime.backends import unshared_limits
+
+        unshared = unshared_limits(loaded, log_db=log_db)
+        if unshared:
+            click.echo(f"error: refusing --workers {workers} with state.backend 'embedded': each worker would count "
+                       f"these on its own, letting through {workers}x each: {'; '.join(unshared)}. Share them with "
+                       "`state: {backend: redis, url: redis://HOST:6379/0}` in the policy (docs/operations.md, "
+                       "\"Running several instances\"), or serve with --workers 1.", err=True)
+            raise SystemExit(EXIT_USAGE)
     if keys_db is None:
         if not no_auth and not _loopback(host):
             click.echo(f"error: refusing to serve {host} without client keys: give --db FILE (create keys with "

@@ -27,7 +27,10 @@ from engine.policy.model import (
     Require,
     RetryConfig,
     Route,
+    ScopedLimit,
     Signal,
+    StateConfig,
+    StateFailure,
 )
 
 _SIM_OPTIONS = ("latency_ms", "failure_rate", "seed", "time_scale")
@@ -105,11 +108,22 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
     r = data.get("retry") or {}
     retry = RetryConfig(max_attempts=int(r.get("max_attempts", 2)), backoff_ms=float(r.get("backoff_ms", 200)),
                         max_backoff_ms=float(r.get("max_backoff_ms", 5000)))
+    st = data.get("state") or {}
+    fail = st.get("on_failure") or {}
+    state = StateConfig(
+        backend=st.get("backend", "embedded"), url=st.get("url") or None, prefix=st.get("prefix", "engine:"),
+        timeout_ms=float(st.get("timeout_ms", 500)), retry_s=float(st.get("retry_s", 1)),
+        reservation_ttl_s=float(st["reservation_ttl_s"]) if "reservation_ttl_s" in st else None,
+        on_failure=StateFailure(quotas=fail.get("quotas", "reject"), limits=fail.get("limits", "local")),
+    )
+    scoped = tuple(ScopedLimit(name=x["name"], scope=tuple(x["scope"]), rpm=x.get("rpm"), tpm=x.get("tpm"))
+                   for x in data.get("limits") or ())
     return Policy(
         version=data["version"], providers=providers, models=models, signals=signals,
         query_types=query_types, routes=routes, quotas=quotas, cache=cache, health=health, retry=retry,
         deadline_s=float(data.get("deadline_s", 60)),
         log=LogConfig(sqlite=_relative(log.get("sqlite"), base), prompts=log.get("prompts", "hash")),
+        state=state, limits=scoped,
         metrics_tenant_label=bool((data.get("metrics") or {}).get("tenant_label", False)),
         source=source, digest=digest,
     )

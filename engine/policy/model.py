@@ -209,6 +209,38 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StateFailure:
+    """What the router does while its shared state store is unreachable."""
+
+    quotas: Literal["reject", "local"] = "reject"
+    limits: Literal["local", "reject"] = "local"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateConfig:
+    """Where runtime state (quotas, limits, cache, health, single flight) lives."""
+
+    backend: Literal["embedded", "redis"] = "embedded"
+    url: str | None = field(default=None, repr=False)  # may hold a password: never printed
+    prefix: str = "engine:"
+    timeout_ms: float = 500.0
+    retry_s: float = 1.0
+    reservation_ttl_s: float | None = None
+    """None: the policy's `deadline_s` plus 60 s."""
+    on_failure: StateFailure = field(default_factory=StateFailure)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScopedLimit:
+    """A rate limit per tenant and/or client key (top-level `limits:`)."""
+
+    name: str
+    scope: tuple[str, ...]
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
     """A whole, schema-valid routing policy (POLICY.md, version 1)."""
 
@@ -224,6 +256,9 @@ class Policy:
     retry: RetryConfig = field(default_factory=RetryConfig)
     deadline_s: float = 60.0
     log: LogConfig = field(default_factory=LogConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    limits: tuple[ScopedLimit, ...] = ()
+    """Per-tenant / per-key rate limits, checked before any model is tried."""
     metrics_tenant_label: bool = False
     """Whether Prometheus metrics may carry a tenant label (unbounded cardinality)."""
     source: str = "<policy>"

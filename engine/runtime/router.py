@@ -23,7 +23,7 @@ from typing import Any
 
 from adapters.base import Completion, LLMAdapter, Message, StreamEnd
 from adapters.conversation import NO_OPTIONS, Options, ToolCall, ToolCallDelta
-from engine.errors import AllModelsFailed, QuotaExceeded, RequestError, RoutingRefused
+from engine.errors import AllModelsFailed, QuotaExceeded, RateLimitExceeded, RequestError, RoutingRefused
 from engine.policy.api import compile_policy, load_policy
 from engine.policy.compile import CompiledPolicy
 from engine.policy.model import Model, Policy
@@ -31,12 +31,10 @@ from engine.routing.decide import Decision, decide_features, decide_route
 from engine.routing.features import Features, Request
 from engine.routing.state import RuntimeState
 from engine.runtime.adapters import AdapterPool
-from engine.runtime.cache import ResponseCache
+from engine.runtime.backends import build_state
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.dispatch import Dispatcher, Served, Walk, mark_stream_failure, record_attempt_cost
-from engine.runtime.health import HealthEvent, HealthTracker
-from engine.runtime.limits import RateLimits
-from engine.runtime.quotas import QuotaManager
+from engine.runtime.health import HealthEvent
 from engine.runtime.recording import Recorder
 from engine.runtime.result import RoutedCompletion, RoutedDelta, StreamDone
 
@@ -77,14 +75,11 @@ class Router:
         shared = str(log) if log and str(log) != ":memory:" else None
         qpath = shared if isinstance(quota_path, _FromPolicy) else quota_path
         self.recorder = Recorder(log, policy, metrics=metrics, clock=self.clock)
-        self.health = HealthTracker(policy.health, policy.models, clock=self.clock, on_event=self._on_health)
-        has_limits = any(p.limits.rpm or p.limits.tpm or p.limits.concurrency for p in policy.providers.values()) or \
-            any(m.limits.rpm or m.limits.tpm or m.limits.concurrency for m in policy.models.values())
-        self.limits = RateLimits(policy.providers, policy.models) if has_limits else None
-        self.quotas = QuotaManager(policy.quotas, path=qpath, clock=self.clock) if policy.quotas else None
-        cache_path = policy.cache.path or shared
-        self.cache = ResponseCache(policy.cache, clock=self.clock, path=cache_path) if (
-            policy.cache.enabled and (policy.cache.backend == "memory" or cache_path)) else None
+        # the backend (embedded or Redis) is chosen here; everything below uses the interfaces only
+        self.backend = build_state(policy, clock=self.clock, quota_path=qpath, cache_path=policy.cache.path or shared,
+                                 on_health=self._on_health)
+        self.health, self.limits, self.quotas = self.backend.health, self.backend.limits, self.backend.quotas
+        self.cache, self.scoped_limits = self.backend.cache, self.backend.scoped
         self.adapters = AdapterPool(policy, overrides=adapters)
         self.dispatcher = Dispatcher(policy, health=self.health, limits=self.limits, quotas=self.quotas,
                                      clock=self.clock)
@@ -133,6 +128,7 @@ class Router:
         """
         rid, started, t0, request, decision, walk = self._begin(
             prompt, messages, max_tokens, temperature, stop, meta, model, options, surface, stream=False)
+        await self._admit(rid, started, t0, request, decision, walk)
         cache_key = self._cache_key(request, decision)
         try:
             if cache_key is not None and self.cache is not None:
@@ -165,6 +161,7 @@ class Router:
         """
         rid, started, t0, request, decision, walk = self._begin(
             prompt, messages, max_tokens, temperature, stop, meta, model, options, surface, stream=True)
+        await self._admit(rid, started, t0, request, decision, walk)
         msgs = _messages(request)
 
         async def first(m: Model, timeout: float) -> tuple[Any, AsyncIterator[Any]]:
@@ -217,6 +214,7 @@ class Router:
             return
         self._closed = True
         await self.adapters.aclose()
+        await self.backend.aclose()
         if self.cache is not None:
             self.cache.close()
         await self.recorder.aclose()
@@ -249,6 +247,17 @@ class Router:
             self.recorder.failed(rid, started, t0, request, decision, walk, err)
             raise err
         return rid, started, t0, request, decision, walk
+
+    async def _admit(self, rid: str, started: float, t0: float, request: Request, decision: Decision,
+                     walk: Walk) -> None:
+        """Per-tenant / per-key `limits`: a refusal is logged, then raised (nothing was sent)."""
+        if self.scoped_limits is None:
+            return
+        try:
+            await self.scoped_limits.admit(walk.tenant, walk.key, walk.est_tokens)
+        except RateLimitExceeded as e:
+            self.recorder.failed(rid, started, t0, request, decision, walk, e)
+            raise
 
     def _state(self, features: Features) -> RuntimeState:
         state = self.health.snapshot()
