@@ -29,6 +29,8 @@ class RoutedCompletion:
         query_type: the classified query type.
         request_id: id of the row in the decision log.
         downgraded: a `downgrade` quota changed the plan.
+        cache_kind: how a cached result was found: `exact` or `semantic` (None when not cached).
+        similarity: cosine similarity to the cached prompt, for a `semantic` hit.
     """
 
     text: str
@@ -47,6 +49,8 @@ class RoutedCompletion:
     query_type: str
     request_id: str
     downgraded: bool = False
+    cache_kind: str | None = None
+    similarity: float | None = None
 
     def cache_value(self) -> dict[str, Any]:
         """The part worth caching (routing facts are re-derived on each hit)."""

@@ -37,6 +37,7 @@ from engine.runtime.limits import RateLimits
 from engine.runtime.quotas import QuotaManager
 from engine.runtime.recording import Recorder
 from engine.runtime.result import RoutedCompletion, RoutedDelta, StreamDone
+from engine.semantic.cache import SemanticCache, SemanticHit
 
 
 class _FromPolicy:
@@ -83,6 +84,11 @@ class Router:
         cache_path = policy.cache.path or shared
         self.cache = ResponseCache(policy.cache, clock=self.clock, path=cache_path) if (
             policy.cache.enabled and (policy.cache.backend == "memory" or cache_path)) else None
+        self.semantic: SemanticCache | None = None
+        if self.cache is not None and policy.cache.semantic is not None:
+            from engine.semantic.build import build_semantic_cache
+
+            self.semantic = build_semantic_cache(policy, clock=self.clock, path=cache_path)
         self.adapters = AdapterPool(policy, overrides=adapters)
         self.dispatcher = Dispatcher(policy, health=self.health, limits=self.limits, quotas=self.quotas,
                                      clock=self.clock)
@@ -134,6 +140,12 @@ class Router:
                 if hit:
                     result = self._from_cache(value, rid, decision, t0)
                     self.recorder.served(rid, started, request, decision, walk, result, cache_saved=value["cost_usd"])
+                    return result
+                if isinstance(leader[0], SemanticHit):  # an exact miss that a paraphrase's answer served
+                    sim = leader[0].similarity
+                    result = self._from_cache(value, rid, decision, t0, kind="semantic", similarity=sim)
+                    self.recorder.served(rid, started, request, decision, walk, result, cache_saved=value["cost_usd"],
+                                         cache_info={"kind": "semantic", "similarity": round(sim, 4)})
                     return result
                 result = leader[0]
             else:
@@ -204,6 +216,8 @@ class Router:
             return
         self._closed = True
         await self.adapters.aclose()
+        if self.semantic is not None:
+            await self.semantic.aclose()
         if self.cache is not None:
             self.cache.close()
         await self.recorder.aclose()
@@ -297,7 +311,8 @@ class Router:
                         return block.error()
         return RoutingRefused(decision.refusal or "refused", decision)
 
-    def _cache_key(self, request: Request, decision: Decision) -> str | None:
+    def _cache_key(self, request: Request, decision: Decision,
+                   messages: Sequence[tuple[str, str]] | None = None) -> str | None:
         if self.cache is None or request.stream:
             return None
         when = self.compiled.cache_when
@@ -307,7 +322,8 @@ class Router:
             if not safe_truth(when, decision.features.env()):
                 return None
         tenant, _ = _who(request.meta)
-        return self.cache.make_key(scope=tenant, target=decision.route or "", messages=request.messages,
+        msgs = request.messages if messages is None else messages
+        return self.cache.make_key(scope=tenant, target=decision.route or "", messages=msgs,
                                    params={"max_tokens": request.max_tokens, "temperature": request.temperature,
                                            "stop": list(request.stop) or None})
 
@@ -323,12 +339,30 @@ class Router:
         return await self._result(served.value, served, walk, walk.request_id, decision, t0)
 
     async def _serve_for_cache(self, walk: Walk, request: Request, decision: Decision, t0: float,
-                               leader: list[RoutedCompletion]) -> tuple[dict[str, Any], float]:
+                               leader: list[Any]) -> tuple[dict[str, Any], float]:
+        semantic, probe = self.semantic, None
+        if semantic is not None and (scope := self._semantic_scope(request, decision)) is not None:
+            probe = await semantic.probe(scope[0], scope[1], decision.query_type)
+            if probe.hit is not None:
+                leader.append(probe.hit)
+                return dict(probe.hit.value), probe.hit.cost_usd
         result = await self._serve(walk, request, decision, t0)
         leader.append(result)  # the leader keeps its own result; waiters get the cached copy
         value = result.cache_value()
         value["cost_usd"] = result.cost_usd
+        if semantic is not None and probe is not None and probe.threshold is not None and scope is not None:
+            semantic.remember(scope[0], scope[1], probe.vector, value, result.cost_usd)  # not awaited
         return value, result.cost_usd
+
+    def _semantic_scope(self, request: Request, decision: Decision) -> tuple[str, str] | None:
+        """(scope key, last user message): the exact key of the request with that message blanked."""
+        msgs = request.messages
+        last = next((i for i in range(len(msgs) - 1, -1, -1) if msgs[i][0] == "user"), None)
+        if last is None:
+            return None
+        blanked = (*msgs[:last], ("user", "\x00semantic"), *msgs[last + 1:])
+        key = self._cache_key(request, decision, messages=blanked)
+        return None if key is None else (key, msgs[last][1])
 
     async def _result(self, c: Completion, served: Served[Any], walk: Walk, rid: str, decision: Decision,
                       t0: float) -> RoutedCompletion:
@@ -342,13 +376,14 @@ class Router:
             cached=False, route=decision.route, query_type=decision.query_type, request_id=rid,
             downgraded=decision.downgraded)
 
-    def _from_cache(self, value: Mapping[str, Any], rid: str, decision: Decision, t0: float) -> RoutedCompletion:
+    def _from_cache(self, value: Mapping[str, Any], rid: str, decision: Decision, t0: float, *,
+                    kind: str = "exact", similarity: float | None = None) -> RoutedCompletion:
         return RoutedCompletion(
             text=value["text"], model=value["model"], model_id=value["model_id"], provider=value["provider"],
             finish_reason=value["finish_reason"], input_tokens=value["input_tokens"],
             output_tokens=value["output_tokens"], cost_usd=0.0, latency_ms=(time.perf_counter() - t0) * 1000,
             attempts=0, fallbacks=0, cached=True, route=decision.route, query_type=decision.query_type,
-            request_id=rid)
+            request_id=rid, cache_kind=kind, similarity=similarity)
 
     def _on_health(self, event: HealthEvent) -> None:
         self.recorder.health_event(event)
