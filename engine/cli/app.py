@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("engine.cli.replay", "replay_cmd"),
     "serve": ("engine.cli.serve", "serve_cmd"),
     "keys": ("engine.cli.keys", "keys_group"),
+    "calibrate": ("engine.cli.calibrate", "calibrate_group"),
 }
 
 

@@ -159,7 +159,7 @@ class SemanticCacheConfig:
     """`bundled`, `hashing`, or `provider:NAME` for an API embedder (then `embedder_model` is set)."""
     embedder_model: str | None = None
     embedder_dimension: int | None = None
-    threshold: float = 0.75
+    threshold: float = 0.76
     """Cosine a neighbour needs before the guards; calibrated on the dev pairs (benchmarks/RESULTS.md)."""
     query_types: tuple[tuple[str, float | None], ...] = ()
     """(query type, its threshold or None = semantic cache off for that type)."""
