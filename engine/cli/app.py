@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("engine.cli.serve", "serve_cmd"),
     "keys": ("engine.cli.keys", "keys_group"),
     "doctor": ("engine.cli.doctor", "doctor_cmd"),
+    "calibrate": ("engine.cli.calibrate", "calibrate_group"),
 }
 
 

@@ -28,6 +28,7 @@ from engine.policy.model import (
     RetryConfig,
     Route,
     ScopedLimit,
+    SemanticCacheConfig,
     Signal,
     StateConfig,
     StateFailure,
@@ -95,7 +96,7 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
         enabled=c.get("enabled", bool(c)), ttl_s=float(c.get("ttl_s", 3600)),
         max_entries=int(c.get("max_entries", 10_000)), scope=c.get("scope", "tenant"), when=c.get("when"),
         normalize=tuple(c.get("normalize", ("whitespace",))), backend=c.get("backend", "memory"),
-        path=_relative(c.get("path"), base),
+        path=_relative(c.get("path"), base), semantic=_semantic(c.get("semantic")),
     )
     h = data.get("health") or {}
     oc, dm = h.get("open_circuit") or {}, h.get("demote") or {}
@@ -127,6 +128,28 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
         metrics_tenant_label=bool((data.get("metrics") or {}).get("tenant_label", False)),
         source=source, digest=digest,
     )
+
+
+def _semantic(s: Any) -> SemanticCacheConfig | None:
+    """`cache.semantic`: `true` means the calibrated defaults; an object overrides them."""
+    if not s:
+        return None
+    if s is True:
+        return SemanticCacheConfig()
+    if not s.get("enabled", True):
+        return None
+    emb = s.get("embedder", "bundled")
+    name, model, dim = (emb, None, None) if isinstance(emb, str) else (
+        f"provider:{emb['provider']}", emb["model"], emb.get("dimension"))
+    default = SemanticCacheConfig()
+    threshold = float(s.get("threshold", default.threshold))
+    qts = tuple((qt, None if v is False else float(v.get("threshold", threshold)))
+                for qt, v in (s.get("query_types") or {}).items())
+    idx = s.get("index") or {}
+    return SemanticCacheConfig(
+        embedder=name, embedder_model=model, embedder_dimension=dim, threshold=threshold, query_types=qts,
+        top_k=int(s.get("top_k", default.top_k)), index=idx.get("kind", "auto"),
+        ann_from=int(idx.get("ann_from", default.ann_from)))
 
 
 def _relative(path: str | None, base: Path) -> str | None:

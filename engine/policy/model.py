@@ -151,6 +151,31 @@ class Quota:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SemanticCacheConfig:
+    """The semantic layer behind the exact cache (`cache.semantic`); see docs/policy.md."""
+
+    enabled: bool = True
+    embedder: str = "bundled"
+    """`bundled`, `hashing`, or `provider:NAME` for an API embedder (then `embedder_model` is set)."""
+    embedder_model: str | None = None
+    embedder_dimension: int | None = None
+    threshold: float = 0.76
+    """Cosine a neighbour needs before the guards; calibrated on the dev pairs (benchmarks/RESULTS.md)."""
+    query_types: tuple[tuple[str, float | None], ...] = ()
+    """(query type, its threshold or None = semantic cache off for that type)."""
+    top_k: int = 5
+    index: Literal["auto", "exact", "ann"] = "auto"
+    ann_from: int = 20_000
+
+    def threshold_for(self, query_type: str) -> float | None:
+        """The threshold for `query_type`, or None when that type never takes semantic hits."""
+        for qt, t in self.query_types:
+            if qt == query_type:
+                return t
+        return self.threshold
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CacheConfig:
     """Exact response cache settings."""
 
@@ -163,6 +188,8 @@ class CacheConfig:
     backend: Literal["memory", "sqlite"] = "memory"
     path: str | None = None
     """SQLite file for `backend: sqlite`; defaults to the decision log's file."""
+    semantic: SemanticCacheConfig | None = None
+    """The semantic layer, or None when it is off."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

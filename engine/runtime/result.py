@@ -31,6 +31,8 @@ class RoutedCompletion:
         request_id: id of the row in the decision log.
         downgraded: a `downgrade` quota changed the plan.
         tool_calls: the tool calls the model made (arguments as JSON text; `.args()` parses).
+        cache_kind: how a cached result was found: `exact` or `semantic` (None when not cached).
+        similarity: cosine similarity to the cached prompt, for a `semantic` hit.
     """
 
     text: str
@@ -50,6 +52,8 @@ class RoutedCompletion:
     request_id: str
     downgraded: bool = False
     tool_calls: tuple[ToolCall, ...] = ()
+    cache_kind: str | None = None
+    similarity: float | None = None
 
     def cache_value(self) -> dict[str, Any]:
         """The part worth caching (routing facts are re-derived on each hit)."""

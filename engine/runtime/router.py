@@ -37,6 +37,7 @@ from engine.runtime.dispatch import Dispatcher, Served, Walk, mark_stream_failur
 from engine.runtime.health import HealthEvent
 from engine.runtime.recording import Recorder
 from engine.runtime.result import RoutedCompletion, RoutedDelta, StreamDone
+from engine.semantic.cache import SemanticCache, SemanticHit
 
 
 class _FromPolicy:
@@ -80,6 +81,11 @@ class Router:
                                  on_health=self._on_health)
         self.health, self.limits, self.quotas = self.backend.health, self.backend.limits, self.backend.quotas
         self.cache, self.scoped_limits = self.backend.cache, self.backend.scoped
+        self.semantic: SemanticCache | None = None
+        if self.cache is not None and policy.cache.semantic is not None:
+            from engine.semantic.build import build_semantic_cache
+
+            self.semantic = build_semantic_cache(policy, clock=self.clock, path=policy.cache.path or shared)
         self.adapters = AdapterPool(policy, overrides=adapters)
         self.dispatcher = Dispatcher(policy, health=self.health, limits=self.limits, quotas=self.quotas,
                                      clock=self.clock)
@@ -138,6 +144,12 @@ class Router:
                 if hit:
                     result = self._from_cache(value, rid, decision, t0)
                     self.recorder.served(rid, started, request, decision, walk, result, cache_saved=value["cost_usd"])
+                    return result
+                if isinstance(leader[0], SemanticHit):  # an exact miss that a paraphrase's answer served
+                    sim = leader[0].similarity
+                    result = self._from_cache(value, rid, decision, t0, kind="semantic", similarity=sim)
+                    self.recorder.served(rid, started, request, decision, walk, result, cache_saved=value["cost_usd"],
+                                         cache_info={"kind": "semantic", "similarity": round(sim, 4)})
                     return result
                 result = leader[0]
             else:
@@ -214,6 +226,8 @@ class Router:
             return
         self._closed = True
         await self.adapters.aclose()
+        if self.semantic is not None:
+            await self.semantic.aclose()
         await self.backend.aclose()
         if self.cache is not None:
             self.cache.close()
@@ -320,7 +334,8 @@ class Router:
                         return block.error()
         return RoutingRefused(decision.refusal or "refused", decision)
 
-    def _cache_key(self, request: Request, decision: Decision) -> str | None:
+    def _cache_key(self, request: Request, decision: Decision,
+                   messages: Sequence[Message] | None = None) -> str | None:
         if self.cache is None or request.stream:
             return None
         when = self.compiled.cache_when
@@ -334,8 +349,9 @@ class Router:
                                   "stop": list(request.stop) or None}
         if request.options is not NO_OPTIONS:
             params.update(request.options.cache_fields())
+        msgs = request.messages if messages is None else messages
         return self.cache.make_key(scope=tenant, target=decision.route or "",
-                                   messages=[(m.role, _cache_text(m)) for m in request.messages], params=params)
+                                   messages=[(m.role, _cache_text(m)) for m in msgs], params=params)
 
     async def _serve(self, walk: Walk, request: Request, decision: Decision, t0: float) -> RoutedCompletion:
         msgs = _messages(request)
@@ -350,12 +366,31 @@ class Router:
         return await self._result(served.value, served, walk, walk.request_id, decision, t0)
 
     async def _serve_for_cache(self, walk: Walk, request: Request, decision: Decision, t0: float,
-                               leader: list[RoutedCompletion]) -> tuple[dict[str, Any], float]:
+                               leader: list[Any]) -> tuple[dict[str, Any], float]:
+        semantic, probe = self.semantic, None
+        if semantic is not None and (scope := self._semantic_scope(request, decision)) is not None:
+            probe = await semantic.probe(scope[0], scope[1], decision.query_type)
+            if probe.hit is not None:
+                leader.append(probe.hit)
+                return dict(probe.hit.value), probe.hit.cost_usd
         result = await self._serve(walk, request, decision, t0)
         leader.append(result)  # the leader keeps its own result; waiters get the cached copy
         value = result.cache_value()
         value["cost_usd"] = result.cost_usd
+        if semantic is not None and probe is not None and probe.threshold is not None and scope is not None:
+            semantic.remember(scope[0], scope[1], probe.vector, value, result.cost_usd)  # not awaited
         return value, result.cost_usd
+
+    def _semantic_scope(self, request: Request, decision: Decision) -> tuple[str, str] | None:
+        """(scope key, last user message): the exact key of the request with that message blanked."""
+        msgs = request.messages
+        last = next((i for i in range(len(msgs) - 1, -1, -1) if msgs[i].role == "user"), None)
+        # only a plain-text question can be compared by meaning: an image or a part list is not
+        if last is None or not isinstance(msgs[last].content, str):
+            return None
+        blanked = (*msgs[:last], Message("user", "\x00semantic"), *msgs[last + 1:])
+        key = self._cache_key(request, decision, messages=blanked)
+        return None if key is None else (key, msgs[last].text)
 
     async def _result(self, c: Completion, served: Served[Any], walk: Walk, rid: str, decision: Decision,
                       t0: float) -> RoutedCompletion:
@@ -369,13 +404,15 @@ class Router:
             cached=False, route=decision.route, query_type=decision.query_type, request_id=rid,
             downgraded=decision.downgraded, tool_calls=c.tool_calls)
 
-    def _from_cache(self, value: Mapping[str, Any], rid: str, decision: Decision, t0: float) -> RoutedCompletion:
+    def _from_cache(self, value: Mapping[str, Any], rid: str, decision: Decision, t0: float, *,
+                    kind: str = "exact", similarity: float | None = None) -> RoutedCompletion:
         return RoutedCompletion(
             text=value["text"], model=value["model"], model_id=value["model_id"], provider=value["provider"],
             finish_reason=value["finish_reason"], input_tokens=value["input_tokens"],
             output_tokens=value["output_tokens"], cost_usd=0.0, latency_ms=(time.perf_counter() - t0) * 1000,
             attempts=0, fallbacks=0, cached=True, route=decision.route, query_type=decision.query_type,
-            request_id=rid, tool_calls=tuple(ToolCall(*c) for c in value.get("tool_calls", ())))
+            request_id=rid, tool_calls=tuple(ToolCall(*c) for c in value.get("tool_calls", ())), cache_kind=kind,
+            similarity=similarity)
 
     def _on_health(self, event: HealthEvent) -> None:
         self.recorder.health_event(event)
