@@ -130,11 +130,14 @@ class RedisHealth(HealthTracker):
             args += [ok, fail, probes.get(name, "-")]
         try:
             raw = await self._conn.script(HEALTH_SYNC, keys, args)
-        except StateDown:
+        except BaseException:
+            # not sent (Redis down, or we were cancelled): keep the outcomes for the next sync
             for name, (ok, fail) in counts.items():
                 mine = self._counts.setdefault(name, [0, 0])
                 mine[0] += ok
                 mine[1] += fail
+            for name, outcome in probes.items():
+                self._probe_out.setdefault(name, outcome)
             raise
         now = self._clock.monotonic()
         for name, row in zip(self._names, raw, strict=True):
@@ -154,9 +157,14 @@ class RedisHealth(HealthTracker):
         self._closed = True
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            if self._wake is not None:
+                self._wake.set()  # the loop ends after the sync it is in, if any
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self._conn.timeout_s * 2)
+            except (asyncio.TimeoutError, Exception):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if (self._counts or self._probe_out) and self._conn.available():
             with contextlib.suppress(StateDown):
                 await self.sync()
