@@ -54,6 +54,8 @@ async def test_concurrent_reservations_never_pass_the_limit(redis_server: RedisS
         return True
 
     admitted = await asyncio.gather(*(one(managers[i % 4]) for i in range(200)))
+    for m in managers:
+        await m.aflush()
     assert sum(admitted) == 33  # floor(0.01 / 0.0003): exact, no float drift, no race
     left = await managers[0].aremaining("q", CTX)
     assert left["cost_usd"] == pytest.approx(0.01 - 33 * 0.0003)
@@ -67,6 +69,7 @@ async def test_settle_replaces_the_estimate_and_release_gives_all_back(redis_ser
     with pytest.raises(QuotaExceeded):
         await m.areserve(CTX, 600, 0.0)  # 600 + 600 > 1000 while the estimate is held
     await m.asettle(r1, 50, 0.0)  # the actual usage was small
+    await m.aflush()  # settlements run after the answer; wait for this one
     r2 = await m.areserve(CTX, 600, 0.0)
     await m.arelease(r2)
     left = await m.aremaining("q", CTX)
@@ -84,6 +87,9 @@ async def test_an_unsettled_reservation_expires(redis_server: RedisServer) -> No
     left = await m.aremaining("q", CTX)
     assert left["tokens"] == 100 and left["requests"] == 8  # the dead one's request stays counted
     await m.asettle(r, 100, 0.0)
+    with pytest.raises(ValueError, match="already settled"):
+        await m.asettle(r, 100, 0.0)
+    await m.aflush()
     await m._conn.aclose()
 
 
@@ -92,6 +98,7 @@ async def test_late_settle_after_expiry_counts_the_actual_usage(redis_server: Re
     r = await m.areserve(CTX, 900, 0.0)
     await asyncio.sleep(0.3)
     await m.asettle(r, 300, 0.0)  # a very slow request: its estimate expired, its real usage counts
+    await m.aflush()
     assert (await m.aremaining("q", CTX))["tokens"] == 700
     await m._conn.aclose()
 
