@@ -102,6 +102,9 @@ class OpsPages:
                        "reloads": holder.reloads, "rejected": holder.rejections, "last_error": holder.last_error},
             "auth": self.auth.enabled,
             "providers": {p: {"state": _worst(models.values()), "models": models} for p, models in providers.items()},
+            # shared state (Redis): still ready while it is down, since the policy's state.on_failure
+            # says how requests are answered meanwhile and every replica shares the same store
+            "state": router.backend.status(),
         }
 
     async def readyz(self, request: Request) -> Response:

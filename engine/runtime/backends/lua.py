@@ -12,6 +12,10 @@ __all__ = ["HEALTH_CLAIM", "HEALTH_SYNC", "QUOTA_FINISH", "QUOTA_READ", "QUOTA_R
 _NOW = "local _t = redis.call('TIME') local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)\n"
 
 _PURGE = """
+local function incr(k, f, v)
+  -- Lua negation gives -0, which HINCRBY refuses as "not an integer"; and 0 changes nothing
+  if v ~= 0 then redis.call('HINCRBY', k, f, v) end
+end
 local function purge(k, zr, eh)
   -- reservations whose lease ran out (their process died): give back the token and cost
   -- estimates; the request itself stays counted, as a failed call's does
@@ -20,8 +24,8 @@ local function purge(k, zr, eh)
     local e = redis.call('HGET', eh, rid)
     if e then
       local tok, cost = string.match(e, '^(%d+):(%d+)$')
-      redis.call('HINCRBY', k, 'tokens', -tonumber(tok))
-      redis.call('HINCRBY', k, 'cost', -tonumber(cost))
+      incr(k, 'tokens', -tonumber(tok))
+      incr(k, 'cost', -tonumber(cost))
       redis.call('HDEL', eh, rid)
     end
   end
@@ -55,9 +59,9 @@ local out = {0}
 for i = 1, n do
   local k, zr, eh = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
   local expire_at = tonumber(ARGV[4*i+4])
-  redis.call('HINCRBY', k, 'requests', 1)
-  redis.call('HINCRBY', k, 'tokens', tok)
-  redis.call('HINCRBY', k, 'cost', cost)
+  incr(k, 'requests', 1)
+  incr(k, 'tokens', tok)
+  incr(k, 'cost', cost)
   redis.call('ZADD', zr, now + lease, rid)
   redis.call('HSET', eh, rid, tok .. ':' .. cost)
   redis.call('PEXPIREAT', k, expire_at)
@@ -83,17 +87,17 @@ for i = 1, #KEYS / 3 do
     local held = redis.call('ZREM', zr, rid) == 1
     redis.call('HDEL', eh, rid)
     if mode == 'release' then
-      redis.call('HINCRBY', k, 'requests', -1)
+      incr(k, 'requests', -1)
       if held then
-        redis.call('HINCRBY', k, 'tokens', -et)
-        redis.call('HINCRBY', k, 'cost', -ec)
+        incr(k, 'tokens', -et)
+        incr(k, 'cost', -ec)
       end
     elseif held then
-      redis.call('HINCRBY', k, 'tokens', at - et)
-      redis.call('HINCRBY', k, 'cost', ac - ec)
+      incr(k, 'tokens', at - et)
+      incr(k, 'cost', ac - ec)
     else
-      redis.call('HINCRBY', k, 'tokens', at)
-      redis.call('HINCRBY', k, 'cost', ac)
+      incr(k, 'tokens', at)
+      incr(k, 'cost', ac)
     end
   end
 end

@@ -26,6 +26,7 @@ from engine.policy.model import StateConfig
 __all__ = ["RedisConn", "StateDown", "redacted_url"]
 
 _log = logging.getLogger("engine.state")
+_POOL_SIZE = 16
 _T = TypeVar("_T")
 
 
@@ -67,6 +68,7 @@ class RedisConn:
         self._scripts: dict[str, Any] = {}  # lua source -> redis AsyncScript (EVALSHA, EVAL on NOSCRIPT)
         self._retry_at = 0.0  # monotonic instant before which a down connection is not tried
         self._errors_cls: tuple[type[BaseException], ...] = ()
+        self._reply_errors: tuple[type[BaseException], ...] = ()
         self.up: bool | None = None
         self.errors = 0
         self.reconnects = 0
@@ -81,17 +83,22 @@ class RedisConn:
             return self._client
         try:
             import redis.asyncio as aioredis
-            from redis.exceptions import RedisError
+            from redis.exceptions import RedisError, ResponseError
         except ImportError as e:  # pragma: no cover - the package is a dependency
             raise EngineError("state.backend 'redis' needs the `redis` package: pip install redis") from e
         # a client binds to the loop of its first connection; a router moved to another loop
         # (tests, `asyncio.run` twice) gets a fresh pool instead of a broken one
-        self._client = aioredis.Redis.from_url(
-            self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
-            retry_on_timeout=False, health_check_interval=0, max_connections=256)
+        # A bounded, blocking pool: a burst of requests queues for a few warm connections (each
+        # operation holds one for well under a millisecond) instead of opening hundreds at once,
+        # whose handshakes alone would outlast `timeout_ms` on a busy machine.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url, max_connections=_POOL_SIZE, timeout=self.timeout_s, socket_timeout=self.timeout_s,
+            socket_connect_timeout=self.timeout_s, retry_on_timeout=False, health_check_interval=0)
+        self._client = aioredis.Redis(connection_pool=pool)
         self._loop = loop
         self._scripts = {}
         self._errors_cls = (RedisError, OSError, asyncio.TimeoutError)
+        self._reply_errors = (ResponseError,)
         return self._client
 
     def available(self) -> bool:
@@ -122,6 +129,10 @@ class RedisConn:
         client = self._connect()
         try:
             result = await _bounded(op(client), self.timeout_s)
+        except self._reply_errors as e:
+            # the server answered with an error: a bug or a misconfigured server, not an outage
+            _log.error("state: Redis refused an operation: %s", e)
+            raise StateDown(f"Redis at {redacted_url(self.url)} refused the operation: {e}") from e
         except self._errors_cls as e:
             self._failed(e)
             raise StateDown(f"Redis at {redacted_url(self.url)}: {self.last_error}") from e

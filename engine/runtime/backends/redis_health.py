@@ -1,7 +1,7 @@
 """Health on Redis: outcome windows and circuits shared by every router, one half-open probe for all.
 
-Outcomes are counted locally and sent in one script call (`lua.HEALTH_SYNC`) per sync, which
-runs right after an outcome (batched while one is in flight) and every `SYNC_S` otherwise; the
+Outcomes are counted locally and sent in one script call (`lua.HEALTH_SYNC`) every `SYNC_S`,
+batched whatever the request rate (one call per router per interval, never one per request); the
 script adds the counts to the model's shared window (1 s buckets), opens the circuit when the
 error rate over all routers crosses the threshold, and returns every model's circuit. So an
 outage seen by one router opens the circuit in all of them within about `SYNC_S`. The half-open
@@ -87,9 +87,8 @@ class RedisHealth(HealthTracker):
     # -- background sync ------------------------------------------------------------------
 
     def _ensure(self) -> None:
+        # outcomes are batched: the loop sends them every SYNC_S, not one script per request
         if self._task is not None and not self._task.done() or self._closed:
-            if self._wake is not None:
-                self._wake.set()
             return
         try:
             loop = asyncio.get_running_loop()
@@ -130,11 +129,14 @@ class RedisHealth(HealthTracker):
             args += [ok, fail, probes.get(name, "-")]
         try:
             raw = await self._conn.script(HEALTH_SYNC, keys, args)
-        except StateDown:
+        except BaseException:
+            # not sent (Redis down, or we were cancelled): keep the outcomes for the next sync
             for name, (ok, fail) in counts.items():
                 mine = self._counts.setdefault(name, [0, 0])
                 mine[0] += ok
                 mine[1] += fail
+            for name, outcome in probes.items():
+                self._probe_out.setdefault(name, outcome)
             raise
         now = self._clock.monotonic()
         for name, row in zip(self._names, raw, strict=True):
@@ -154,9 +156,14 @@ class RedisHealth(HealthTracker):
         self._closed = True
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            if self._wake is not None:
+                self._wake.set()  # the loop ends after the sync it is in, if any
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self._conn.timeout_s * 2)
+            except (asyncio.TimeoutError, Exception):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if (self._counts or self._probe_out) and self._conn.available():
             with contextlib.suppress(StateDown):
                 await self.sync()

@@ -89,6 +89,8 @@ class RedisQuotaManager(QuotaManager):
         self._refreshing: asyncio.Task[None] | None = None
         self._tokens = itertools.count(1)
         self._origin = os.urandom(6).hex()
+        self._settling: set[asyncio.Task[None]] = set()  # settlements not yet acknowledged by Redis
+        self._done: set[int] = set()  # ids of reservations whose settlement is under way
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -218,12 +220,39 @@ class RedisQuotaManager(QuotaManager):
         return RedisReservation(next(self._ids), est_tokens, est_cost, local.buckets, local=local)
 
     async def asettle(self, reservation: Reservation, actual_tokens: int, actual_cost: float) -> None:
-        """Replace the estimate with the actual usage in the buckets reserved."""
+        """Replace the estimate with the actual usage in the buckets reserved.
+
+        The answer does not wait for it: the script runs as a task of its own (`aflush` waits for
+        them all; the router's close does). Until it lands, the bucket holds the estimate, which is
+        never less than the actual usage with worst-case estimates, so admission only errs safe.
+        """
         _check_amounts(actual_tokens, actual_cost)
-        await self._afinish_redis(reservation, "settle", actual_tokens, actual_cost)
+        if not isinstance(reservation, RedisReservation) or reservation.local is not None or not reservation.buckets:
+            await self._afinish_redis(reservation, "settle", actual_tokens, actual_cost)
+            return
+        self._ensure_open(reservation)
+        task = asyncio.get_running_loop().create_task(
+            self._afinish_redis(reservation, "settle", actual_tokens, actual_cost))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    def _ensure_open(self, reservation: RedisReservation) -> None:
+        # settling twice is the caller's bug: say so now, not in a background task
+        if reservation.id in self._done:
+            raise ValueError(f"reservation {reservation.id} was already settled or released")
+        self._done.add(reservation.id)
+        if len(self._done) > 100_000:
+            self._done.clear()
+
+    async def aflush(self) -> None:
+        """Wait for the settlements still on their way to Redis."""
+        while self._settling:
+            await asyncio.gather(*list(self._settling), return_exceptions=True)
 
     async def arelease(self, reservation: Reservation) -> None:
         """Give back everything, request included, for a request that never reached a vendor."""
+        if isinstance(reservation, RedisReservation) and reservation.local is None and reservation.buckets:
+            self._ensure_open(reservation)
         await self._afinish_redis(reservation, "release", 0, 0.0)
 
     async def _afinish_redis(self, reservation: Reservation, mode: str, tokens: int, cost: float) -> None:
@@ -247,9 +276,17 @@ class RedisQuotaManager(QuotaManager):
             _log.warning("quota %s not settled (Redis down: %s); its reservation expires in %.0fs",
                          mode, e, self._lease_ms / 1000)
             return
-        # the copy is now out of date by this request; the next probe re-reads it
+        # keep the probe copy current without a read: move it by this request's correction
+        now = self._clock.monotonic()
         for b in reservation.buckets:
-            self._seen.pop((b.quota, b.scope_key, b.window_start), None)
+            bk = (b.quota, b.scope_key, b.window_start)
+            hit = self._seen.get(bk)
+            if hit is not None:
+                if mode == "settle":
+                    moved = hit[0].plus(0, tokens - reservation.est_tokens, cost - reservation.est_cost)
+                else:
+                    moved = hit[0].plus(-1, -reservation.est_tokens, -reservation.est_cost)
+                self._seen[bk] = (moved, hit[1] if hit[1] <= now else now)
 
     # -- the embedded synchronous forms cannot reach Redis without blocking the loop ------
 

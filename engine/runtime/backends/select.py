@@ -44,11 +44,14 @@ class StateParts:
             return
         from engine.runtime.backends.redis_cache import RedisResponseCache
         from engine.runtime.backends.redis_health import RedisHealth
+        from engine.runtime.backends.redis_quotas import RedisQuotaManager
 
         if isinstance(self.health, RedisHealth):
             await self.health.aclose()
         if isinstance(self.cache, RedisResponseCache):
             await self.cache.flush()
+        if isinstance(self.quotas, RedisQuotaManager):
+            await self.quotas.aflush()
         await self.conn.aclose()
 
 
