@@ -10,8 +10,8 @@ import pytest
 
 from adapters import (
     ADAPTER_KINDS,
-    BadRequest,
     AnthropicAdapter,
+    BadRequest,
     GeminiAdapter,
     InvalidInput,
     OpenAIAdapter,
@@ -20,7 +20,6 @@ from adapters import (
     SimulatedAdapter,
     build_adapter,
 )
-
 from adapters.openai_http import OpenAICompatibleHTTPAdapter, OpenAIHTTPAdapter
 
 BASE = {"api_key": "k", "base_url": "http://127.0.0.1:9/v1", "timeout_s": 5.0, "price": Price(1, 2)}

@@ -81,18 +81,11 @@ def args_for(schema: Mapping[str, Any] | None, defs: Mapping[str, Any] | None = 
         kind = next((k for k in kind if k != "null"), "null")
     if kind is None and "properties" in schema:
         kind = "object"
-    if kind == "string":
-        return "x"
-    if kind == "integer":
-        return 1
-    if kind == "number":
-        return 1.5
-    if kind == "boolean":
-        return True
+    scalar = {"string": "x", "integer": 1, "number": 1.5, "boolean": True, "null": None}
+    if kind in scalar:
+        return scalar[kind]
     if kind == "array":
         return []
-    if kind == "null":
-        return None
     props = schema.get("properties")
     if not isinstance(props, Mapping):
         return {}
