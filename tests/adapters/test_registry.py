@@ -137,3 +137,37 @@ def test_simulated_features_per_model_id() -> None:
     with pytest.raises(InvalidInput, match="features must be a list"):
         build_adapter("simulated", provider="s", model="m", options={"features": "tools"},
                       **BASE)  # type: ignore[arg-type]
+
+
+_POLICY = """version: 1
+providers:
+  up: {{adapter: {adapter}, api_key: sk-x, base_url: 'http://127.0.0.1:9/v1', options: {options}}}
+models:
+  m: {{provider: up, id: m, price: {{input: 1, output: 1}}, context_window: 1000, scores: {{chat: 1}}}}
+routes:
+  - name: default
+    strategy: cheapest
+"""
+
+
+@pytest.mark.parametrize(("adapter", "options", "ok"), [
+    ("openai", "{pass_through: [top_k, store]}", True),
+    ("gemini", "{pass_through: [top_k]}", True),
+    ("anthropic", "{pass_through: [top_k]}", True),
+    ("openai_compatible", "{pass_through: [min_p], transport: sdk}", True),
+    ("openai", "{pass_through: [model]}", False),
+    ("openai", "{pass_through: top_k}", False),
+    ("simulated", "{pass_through: [top_k]}", False),
+    ("simulated", "{features: [tools, json]}", True),
+    ("simulated", "{features: {m: [streaming], other: []}}", True),
+    ("simulated", "{features: [tool]}", False),
+    ("openai", "{features: [tools]}", False),
+])
+def test_the_schema_knows_pass_through_and_features(adapter: str, options: str, ok: bool) -> None:
+    from engine.policy.api import analyze_text
+
+    text = _POLICY.format(adapter=adapter, options=options)
+    if adapter == "simulated":
+        text = text.replace("api_key: sk-x, base_url: 'http://127.0.0.1:9/v1', ", "")
+    errors = [d.message for d in analyze_text(text).errors]
+    assert (errors == []) is ok, errors
