@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.fakes.faults import Fault
+from tests.fakes.surface import Surface, ToolOffer, answer
 
 __all__ = ["ANTHROPIC", "GEMINI", "OPENAI", "Parsed", "Reply", "Vendor", "make_reply", "tokens"]
 
@@ -36,6 +37,7 @@ class Parsed:
     max_tokens: int
     stop: tuple[str, ...]
     include_usage: bool = True
+    surface: Surface | None = None  # tool calls / a text other than the echo (tests.fakes.surface)
 
     @property
     def input_tokens(self) -> int:
@@ -45,10 +47,11 @@ class Parsed:
 @dataclass(frozen=True, slots=True)
 class Reply:
     text: str
-    finish: str  # "stop" | "length" | "stop_sequence"
+    finish: str  # "stop" | "length" | "stop_sequence" | "tool_calls"
     stop_sequence: str | None
     input_tokens: int
     output_tokens: int
+    calls: tuple[tuple[str, str], ...] = ()  # (tool name, arguments JSON) when the model calls tools
 
     @property
     def pieces(self) -> list[str]:
@@ -57,7 +60,14 @@ class Reply:
 
 def make_reply(parsed: Parsed) -> Reply:
     """The deterministic answer to a request."""
+    surface = parsed.surface
+    if surface is not None and surface.calls:
+        out = sum(tokens(name + args) for name, args in surface.calls)
+        return Reply("", "tool_calls", None, parsed.input_tokens, out, surface.calls)
     text = f"Echo from {parsed.model}: {parsed.last_user}"
+    if surface is not None:
+        text = (text if surface.text is None else surface.text) + (
+            f" [images: {surface.images}]" if surface.images else "")
     finish, matched = "stop", None
     for s in parsed.stop:
         at = text.find(s)
@@ -122,10 +132,17 @@ class _OpenAI(Vendor):
         opts = body.get("stream_options") or {}
         return Parsed(
             body.get("model", ""), texts, last_user, int(max_tokens), (stop,) if isinstance(stop, str) else tuple(stop),
-            bool(opts.get("include_usage")),
+            bool(opts.get("include_usage")), _openai_surface(body, msgs, last_user),
         )
 
     def ok(self, parsed: Parsed, reply: Reply, n: int) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+        if reply.calls:
+            message["content"] = None
+            message["tool_calls"] = [
+                {"id": f"call_{i + 1}", "type": "function", "function": {"name": name, "arguments": args}}
+                for i, (name, args) in enumerate(reply.calls)
+            ]
         return {
             "id": f"chatcmpl-fake{n}",
             "object": "chat.completion",
@@ -134,9 +151,9 @@ class _OpenAI(Vendor):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.text, "refusal": None},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "length" if reply.finish == "length" else "stop",
+                    "finish_reason": _openai_finish(reply),
                 }
             ],
             "usage": _openai_usage(reply),
@@ -156,7 +173,12 @@ class _OpenAI(Vendor):
 
         events = [chunk({"role": "assistant", "content": "", "refusal": None}, None)]
         events += [chunk({"content": p}, None) for p in reply.pieces]
-        events.append(chunk({}, "length" if reply.finish == "length" else "stop"))
+        for i, (name, args) in enumerate(reply.calls):
+            events.append(chunk({"tool_calls": [{"index": i, "id": f"call_{i + 1}", "type": "function",
+                                                 "function": {"name": name, "arguments": ""}}]}, None))
+            events += [chunk({"tool_calls": [{"index": i, "function": {"arguments": frag}}]}, None)
+                       for frag in _fragments(args)]
+        events.append(chunk({}, _openai_finish(reply)))
         if parsed.include_usage:
             events.append(sse({
                 "id": f"chatcmpl-fake{n}", "object": "chat.completion.chunk", "created": 1_700_000_000,
@@ -210,6 +232,35 @@ class _OpenAI(Vendor):
     def stream_error(self, fault: Fault) -> bytes:
         return sse({"error": {"message": "The server had an error while processing your request.",
                               "type": "server_error", "param": None, "code": None}})
+
+
+def _openai_finish(reply: Reply) -> str:
+    return {"length": "length", "tool_calls": "tool_calls"}.get(reply.finish, "stop")
+
+
+def _fragments(args: str) -> list[str]:
+    """A call's arguments in two pieces, as vendors stream them (never all at once)."""
+    half = max(1, len(args) // 2)
+    return [args[:half], args[half:]]
+
+
+def _openai_surface(body: dict[str, Any], msgs: list[Any], last_user: str) -> Surface | None:
+    """The neutral facts of an OpenAI request, answered by `tests.fakes.surface.answer`."""
+    tools = [ToolOffer(t["function"]["name"], t["function"].get("parameters") or {})
+             for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    raw_choice = body.get("tool_choice")
+    choice = raw_choice["function"]["name"] if isinstance(raw_choice, dict) else raw_choice
+    result: tuple[str, str] | None = None
+    if msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "tool":
+        called = {c.get("id"): c.get("function", {}).get("name", "")
+                  for m in msgs if isinstance(m, dict) for c in m.get("tool_calls") or ()}
+        result = (called.get(msgs[-1].get("tool_call_id"), ""), _content_text(msgs[-1].get("content")))
+    fmt = body.get("response_format") or {}
+    images = sum(1 for m in msgs if isinstance(m, dict) and isinstance(m.get("content"), list)
+                 for p in m["content"] if isinstance(p, dict) and p.get("type") == "image_url")
+    return answer(tools=tools, choice=choice, parallel=body.get("parallel_tool_calls"), last_user=last_user,
+                  tool_result=result, output=fmt.get("type"),
+                  schema=(fmt.get("json_schema") or {}).get("schema"), images=images)
 
 
 def _openai_usage(reply: Reply) -> dict[str, Any]:
