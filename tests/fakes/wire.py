@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from tests.fakes.asks import Answer, Ask, answer, halves
 from tests.fakes.faults import Fault
 
 __all__ = ["ANTHROPIC", "GEMINI", "OPENAI", "Parsed", "Reply", "Vendor", "make_reply", "tokens"]
@@ -228,6 +229,62 @@ def _content_text(content: Any) -> str:
     return ""
 
 
+@dataclass(frozen=True, slots=True)
+class AskedParsed(Parsed):
+    """A parsed request with what it asks beyond text (`tests.fakes.asks`), for vendors that read it."""
+
+    ask: Ask = Ask()
+
+
+Calls = tuple[tuple[str, Any], ...]
+
+
+def _surface(parsed: Parsed, echo: Reply, ans: Answer | None = None) -> tuple[Calls, Reply]:
+    """(tool calls, reply) of a request under the surface rules; `echo` is its plain answer."""
+    if not isinstance(parsed, AskedParsed):
+        return (), echo
+    ans = ans or answer(parsed.ask, parsed.last_user)
+    if ans.calls:
+        size = sum(tokens(n + json.dumps(a)) for n, a in ans.calls)
+        return ans.calls, Reply("", "tool_calls", None, parsed.input_tokens, size)
+    if ans.json and ans.text is not None:
+        return (), Reply(ans.text, "stop", None, parsed.input_tokens, tokens(ans.text))
+    if ans.text is None and not ans.suffix:
+        return (), echo
+    text = (echo.text if ans.text is None else ans.text) + ans.suffix
+    finish, matched = "stop", None
+    for s in parsed.stop:
+        at = text.find(s)
+        if at >= 0:
+            text, finish, matched = text[:at], "stop_sequence", s
+    limit = max(1, parsed.max_tokens) * 4
+    if len(text) > limit:
+        text, finish, matched = text[:limit], "length", None
+    return (), Reply(text, finish, matched, parsed.input_tokens, tokens(text))
+
+
+def _anthropic_ask(body: dict[str, Any]) -> Ask:
+    tools = tuple((t["name"], t.get("input_schema") or {}) for t in body.get("tools") or [] if "name" in t)
+    tc = body.get("tool_choice") or {}
+    choice = {"any": "required", "tool": "tool", "none": "none"}.get(str(tc.get("type")), "auto")
+    msgs = body.get("messages") or []
+    result = None
+    last = msgs[-1] if msgs else {}
+    if last.get("role") == "user" and isinstance(last.get("content"), list):
+        results = [b for b in last["content"] if isinstance(b, dict) and b.get("type") == "tool_result"]
+        if results:
+            names = {b.get("id"): b.get("name") for m in msgs if isinstance(m.get("content"), list)
+                     for b in m["content"] if isinstance(b, dict) and b.get("type") == "tool_use"}
+            content = results[-1].get("content")
+            result = (str(names.get(results[-1].get("tool_use_id"), "?")),
+                      content if isinstance(content, str) else _content_text(content))
+    fmt = (body.get("output_config") or {}).get("format") or {}
+    images = sum(1 for m in msgs if isinstance(m.get("content"), list)
+                 for b in m["content"] if isinstance(b, dict) and b.get("type") == "image")
+    return Ask(tools, choice, tc.get("name") if choice == "tool" else None, not tc.get("disable_parallel_tool_use"),
+               result, "json_schema" if fmt.get("type") == "json_schema" else "text", fmt.get("schema"), images)
+
+
 class _Anthropic(Vendor):
     name = "anthropic"
 
@@ -236,30 +293,52 @@ class _Anthropic(Vendor):
         system = body.get("system")
         texts = ((_content_text(system),) if system else ()) + tuple(_content_text(m.get("content")) for m in msgs)
         last_user = next((_content_text(m.get("content")) for m in reversed(msgs) if m.get("role") == "user"), "")
-        return Parsed(
+        return AskedParsed(
             body.get("model", ""), texts, last_user, int(body.get("max_tokens") or 0),
-            tuple(body.get("stop_sequences") or ()),
+            tuple(body.get("stop_sequences") or ()), ask=_anthropic_ask(body),
         )
 
     def _stop_reason(self, reply: Reply) -> str:
-        return {"length": "max_tokens", "stop_sequence": "stop_sequence"}.get(reply.finish, "end_turn")
+        return {"length": "max_tokens", "stop_sequence": "stop_sequence", "tool_calls": "tool_use"}.get(
+            reply.finish, "end_turn")
+
+    def _answer(self, parsed: Parsed, reply: Reply, n: int) -> tuple[list[dict[str, Any]], Reply]:
+        """(tool_use blocks, reply) of a request."""
+        ans = answer(parsed.ask, parsed.last_user) if isinstance(parsed, AskedParsed) else None
+        if ans is not None and ans.calls and isinstance(parsed, AskedParsed):
+            # a forced tool with a free-form input (no properties) is how clients ask Claude for
+            # any JSON object: answer it as json_object
+            free = {n for n, schema in parsed.ask.tools if isinstance(schema, dict) and "properties" not in schema}
+            ans = Answer(calls=tuple((t, {"echo": parsed.last_user} if t in free else a) for t, a in ans.calls))
+        calls, reply = _surface(parsed, reply, ans)
+        return [{"type": "tool_use", "id": f"toolu_fake{n}_{i}", "name": name, "input": args}
+                for i, (name, args) in enumerate(calls)], reply
 
     def _usage(self, input_tokens: int, output_tokens: int) -> dict[str, Any]:
         return {"input_tokens": input_tokens, "output_tokens": output_tokens,
                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
 
     def ok(self, parsed: Parsed, reply: Reply, n: int, stop_reason: str | None = None) -> dict[str, Any]:
+        uses: list[dict[str, Any]] = []
+        if stop_reason is None:
+            uses, reply = self._answer(parsed, reply, n)
         return {
             "id": f"msg_fake{n}", "type": "message", "role": "assistant", "model": parsed.model,
-            "content": [{"type": "text", "text": reply.text}] if reply.text else [],
+            "content": ([{"type": "text", "text": reply.text}] if reply.text else []) + uses,
             "stop_reason": stop_reason or self._stop_reason(reply), "stop_sequence": reply.stop_sequence,
             "usage": self._usage(reply.input_tokens, reply.output_tokens),
         }
 
     def stream(self, parsed: Parsed, reply: Reply, n: int, stop_reason: str | None = None) -> list[bytes]:
-        start = self.ok(parsed, reply, n)
+        uses: list[dict[str, Any]] = []
+        if stop_reason is None:
+            uses, reply = self._answer(parsed, reply, n)
+        start = self.ok(parsed, reply, n, stop_reason="end_turn")
         start.update(content=[], stop_reason=None, stop_sequence=None,
                      usage=self._usage(reply.input_tokens, 1))
+        if uses:
+            return [sse({"type": "message_start", "message": start}, "message_start"),
+                    *self._tool_events(uses), *self._end_events(reply, stop_reason)]
         events = [
             sse({"type": "message_start", "message": start}, "message_start"),
             sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
@@ -271,14 +350,28 @@ class _Anthropic(Vendor):
                 "content_block_delta")
             for p in reply.pieces
         ]
-        events += [
-            sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+        events.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+        return events + self._end_events(reply, stop_reason)
+
+    def _end_events(self, reply: Reply, stop_reason: str | None) -> list[bytes]:
+        return [
             sse({"type": "message_delta",
                  "delta": {"stop_reason": stop_reason or self._stop_reason(reply),
                            "stop_sequence": reply.stop_sequence},
                  "usage": {"output_tokens": reply.output_tokens}}, "message_delta"),
             sse({"type": "message_stop"}, "message_stop"),
         ]
+
+    def _tool_events(self, uses: list[dict[str, Any]]) -> list[bytes]:
+        """Each tool_use block streamed: its start (empty input), its input JSON in fragments, its stop."""
+        events: list[bytes] = []
+        for i, use in enumerate(uses):
+            events.append(sse({"type": "content_block_start", "index": i,
+                               "content_block": {**use, "input": {}}}, "content_block_start"))
+            events += [sse({"type": "content_block_delta", "index": i,
+                            "delta": {"type": "input_json_delta", "partial_json": frag}}, "content_block_delta")
+                       for frag in halves(json.dumps(use["input"]))]
+            events.append(sse({"type": "content_block_stop", "index": i}, "content_block_stop"))
         return events
 
     def error(self, fault: Fault, parsed: Parsed | None, key: str | None) -> tuple[int, Headers, dict[str, Any]]:
@@ -330,9 +423,9 @@ class _Gemini(Vendor):
         last_user = next((_parts_text(c.get("parts")) for c in reversed(contents) if c.get("role", "user") == "user"),
                          "")
         config = body.get("generationConfig") or {}
-        return Parsed(
+        return AskedParsed(
             path_model or "", tuple(texts), last_user, int(config.get("maxOutputTokens") or 8192),
-            tuple(config.get("stopSequences") or ()),
+            tuple(config.get("stopSequences") or ()), ask=_gemini_ask(body),
         )
 
     def _usage(self, reply: Reply) -> dict[str, Any]:
@@ -341,8 +434,8 @@ class _Gemini(Vendor):
                 "promptTokensDetails": [{"modality": "TEXT", "tokenCount": reply.input_tokens}]}
 
     def _chunk(self, parsed: Parsed, text: str, finish: str | None, n: int,
-               usage: dict[str, Any] | None) -> dict[str, Any]:
-        cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+               usage: dict[str, Any] | None, parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        cand: dict[str, Any] = {"content": {"parts": parts or [{"text": text}], "role": "model"}, "index": 0}
         if finish:
             cand["finishReason"] = finish
         data: dict[str, Any] = {"candidates": [cand], "modelVersion": parsed.model, "responseId": f"fake{n}"}
@@ -351,10 +444,20 @@ class _Gemini(Vendor):
         return data
 
     def ok(self, parsed: Parsed, reply: Reply, n: int) -> dict[str, Any]:
+        calls, reply = _surface(parsed, reply)
         finish = "MAX_TOKENS" if reply.finish == "length" else "STOP"
-        return self._chunk(parsed, reply.text, finish, n, self._usage(reply))
+        # Gemini ends a turn of function calls with STOP and gives the calls no id
+        parts = [{"functionCall": {"name": name, "args": args}} for name, args in calls]
+        return self._chunk(parsed, reply.text, finish, n, self._usage(reply), parts)
 
     def stream(self, parsed: Parsed, reply: Reply, n: int) -> list[bytes]:
+        calls, reply = _surface(parsed, reply)
+        if calls:  # each call whole, one chunk each; the last chunk ends the turn
+            partial = {"promptTokenCount": reply.input_tokens, "totalTokenCount": reply.input_tokens}
+            return [sse(self._chunk(parsed, "", "STOP" if i == len(calls) - 1 else None, n,
+                                    self._usage(reply) if i == len(calls) - 1 else partial,
+                                    [{"functionCall": {"name": name, "args": args}}]))
+                    for i, (name, args) in enumerate(calls)]
         pieces = reply.pieces or [""]
         finish = "MAX_TOKENS" if reply.finish == "length" else "STOP"
         partial = {"promptTokenCount": reply.input_tokens, "totalTokenCount": reply.input_tokens}
@@ -404,6 +507,43 @@ class _Gemini(Vendor):
             "modelVersion": parsed.model, "responseId": f"fake{n}",
         }
         return (None, [sse(body)]) if stream else (body, [])
+
+
+def _g(d: Any, camel: str) -> Any:
+    """Field `camel` of a Gemini JSON object, also under its proto name: the API accepts both, and
+    google-genai sends nested fields snake_case (`parameters_json_schema`, `mime_type`)."""
+    if not isinstance(d, dict):
+        return None
+    if camel in d:
+        return d[camel]
+    return d.get(re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower())
+
+
+def _gemini_ask(body: dict[str, Any]) -> Ask:
+    decls = [d for t in _g(body, "tools") or [] for d in (_g(t, "functionDeclarations") or [])]
+    tools = tuple((d["name"], _g(d, "parametersJsonSchema") or _g(d, "parameters") or {}) for d in decls)
+    calling = _g(_g(body, "toolConfig"), "functionCallingConfig") or {}
+    mode = _g(calling, "mode") or "AUTO"
+    allowed = _g(calling, "allowedFunctionNames") or []
+    if allowed:
+        tools = tuple(t for t in tools if t[0] in allowed)
+    choice = {"ANY": "required", "NONE": "none"}.get(mode, "auto")
+    forced = allowed[0] if choice == "required" and len(allowed) == 1 else None
+    contents = body.get("contents") or []
+    result = None
+    last = contents[-1] if contents else {}
+    responses = [_g(p, "functionResponse") for p in last.get("parts") or [] if _g(p, "functionResponse")]
+    if last.get("role", "user") == "user" and responses:
+        response = responses[-1].get("response") or {}
+        value = response.get("result", response) if set(response) == {"result"} else response
+        result = (str(responses[-1].get("name", "?")), value if isinstance(value, str) else json.dumps(value))
+    config = _g(body, "generationConfig") or {}
+    schema = _g(config, "responseJsonSchema") or _g(config, "responseSchema")
+    output = "text"
+    if _g(config, "responseMimeType") == "application/json":
+        output = "json_schema" if schema else "json_object"
+    images = sum(1 for c in contents for p in c.get("parts") or [] if _g(p, "inlineData") or _g(p, "fileData"))
+    return Ask(tools, "tool" if forced else choice, forced, True, result, output, schema, images)
 
 
 def _parts_text(parts: Any) -> str:
