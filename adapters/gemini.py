@@ -261,7 +261,7 @@ def call_args(model: str, request: Request, *, extra_body_fields: Collection[str
     if opts.output is not None and opts.output.type != "text":
         config["response_mime_type"] = "application/json"
         if opts.output.type == "json_schema" and opts.output.schema is not None:
-            config["response_json_schema"] = dict(opts.output.schema)
+            config["response_json_schema"] = _json_schema(opts.output.schema)
     config.update(_tool_config(opts))
     if opts.extra_body:
         # top-level fields of the request body, merged by the SDK
@@ -277,7 +277,7 @@ def _tool_config(opts: Options) -> dict[str, Any]:
     # parametersJsonSchema takes the JSON Schema as given: no conversion to Gemini's Schema subset
     decls: list[dict[str, Any]] = []
     for t in opts.tools:
-        decl: dict[str, Any] = {"name": t.name, "parameters_json_schema": dict(t.parameters)}
+        decl: dict[str, Any] = {"name": t.name, "parameters_json_schema": _json_schema(t.parameters)}
         if t.description:
             decl["description"] = t.description
         decls.append(decl)
@@ -290,6 +290,11 @@ def _tool_config(opts: Options) -> dict[str, Any]:
             calling["allowed_function_names"] = [choice.name]
         out["tool_config"] = {"function_calling_config": calling}
     return out
+
+
+def _json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    # Gemini's JSON Schema subset has no `$schema` (generators such as zod-to-json-schema add it)
+    return {k: v for k, v in schema.items() if k != "$schema"}
 
 
 def map_contents(turns: tuple[Message, ...]) -> list[dict[str, Any]]:

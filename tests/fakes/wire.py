@@ -272,7 +272,7 @@ def _anthropic_ask(body: dict[str, Any]) -> Ask:
     last = msgs[-1] if msgs else {}
     if last.get("role") == "user" and isinstance(last.get("content"), list):
         results = [b for b in last["content"] if isinstance(b, dict) and b.get("type") == "tool_result"]
-        if results:
+        if results and results[-1] is last["content"][-1]:  # text after the results is a new question
             names = {b.get("id"): b.get("name") for m in msgs if isinstance(m.get("content"), list)
                      for b in m["content"] if isinstance(b, dict) and b.get("type") == "tool_use"}
             content = results[-1].get("content")
