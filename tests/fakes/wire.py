@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tests.fakes.asks import Answer, Ask, answer, halves
 from tests.fakes.faults import Fault
+from tests.fakes.surface import Surface, ToolOffer, answer
 
 __all__ = ["ANTHROPIC", "GEMINI", "OPENAI", "Parsed", "Reply", "Vendor", "make_reply", "tokens"]
 
@@ -37,6 +37,7 @@ class Parsed:
     max_tokens: int
     stop: tuple[str, ...]
     include_usage: bool = True
+    surface: Surface | None = None  # tool calls / a text other than the echo (tests.fakes.surface)
 
     @property
     def input_tokens(self) -> int:
@@ -46,10 +47,11 @@ class Parsed:
 @dataclass(frozen=True, slots=True)
 class Reply:
     text: str
-    finish: str  # "stop" | "length" | "stop_sequence"
+    finish: str  # "stop" | "length" | "stop_sequence" | "tool_calls"
     stop_sequence: str | None
     input_tokens: int
     output_tokens: int
+    calls: tuple[tuple[str, str], ...] = ()  # (tool name, arguments JSON) when the model calls tools
 
     @property
     def pieces(self) -> list[str]:
@@ -58,7 +60,14 @@ class Reply:
 
 def make_reply(parsed: Parsed) -> Reply:
     """The deterministic answer to a request."""
+    surface = parsed.surface
+    if surface is not None and surface.calls:
+        out = sum(tokens(name + args) for name, args in surface.calls)
+        return Reply("", "tool_calls", None, parsed.input_tokens, out, surface.calls)
     text = f"Echo from {parsed.model}: {parsed.last_user}"
+    if surface is not None:
+        text = (text if surface.text is None else surface.text) + (
+            f" [images: {surface.images}]" if surface.images else "")
     finish, matched = "stop", None
     for s in parsed.stop:
         at = text.find(s)
@@ -229,60 +238,39 @@ def _content_text(content: Any) -> str:
     return ""
 
 
-@dataclass(frozen=True, slots=True)
-class AskedParsed(Parsed):
-    """A parsed request with what it asks beyond text (`tests.fakes.asks`), for vendors that read it."""
-
-    ask: Ask = Ask()
-
-
-Calls = tuple[tuple[str, Any], ...]
+def _json_fragments(args: str) -> list[str]:
+    """A call's arguments JSON in two pieces (vendors that stream them never send them whole)."""
+    half = max(1, len(args) // 2)
+    return [args[:half], args[half:]]
 
 
-def _surface(parsed: Parsed, echo: Reply, ans: Answer | None = None) -> tuple[Calls, Reply]:
-    """(tool calls, reply) of a request under the surface rules; `echo` is its plain answer."""
-    if not isinstance(parsed, AskedParsed):
-        return (), echo
-    ans = ans or answer(parsed.ask, parsed.last_user)
-    if ans.calls:
-        size = sum(tokens(n + json.dumps(a)) for n, a in ans.calls)
-        return ans.calls, Reply("", "tool_calls", None, parsed.input_tokens, size)
-    if ans.json and ans.text is not None:
-        return (), Reply(ans.text, "stop", None, parsed.input_tokens, tokens(ans.text))
-    if ans.text is None and not ans.suffix:
-        return (), echo
-    text = (echo.text if ans.text is None else ans.text) + ans.suffix
-    finish, matched = "stop", None
-    for s in parsed.stop:
-        at = text.find(s)
-        if at >= 0:
-            text, finish, matched = text[:at], "stop_sequence", s
-    limit = max(1, parsed.max_tokens) * 4
-    if len(text) > limit:
-        text, finish, matched = text[:limit], "length", None
-    return (), Reply(text, finish, matched, parsed.input_tokens, tokens(text))
-
-
-def _anthropic_ask(body: dict[str, Any]) -> Ask:
-    tools = tuple((t["name"], t.get("input_schema") or {}) for t in body.get("tools") or [] if "name" in t)
+def _anthropic_surface(body: dict[str, Any], msgs: list[Any], last_user: str) -> Surface | None:
+    """The neutral facts of a Messages API request, answered by `tests.fakes.surface.answer`."""
+    tools = [ToolOffer(t["name"], t.get("input_schema") or {}) for t in body.get("tools") or ()
+             if isinstance(t, dict) and "name" in t]
     tc = body.get("tool_choice") or {}
-    choice = {"any": "required", "tool": "tool", "none": "none"}.get(str(tc.get("type")), "auto")
-    msgs = body.get("messages") or []
-    result = None
-    last = msgs[-1] if msgs else {}
-    if last.get("role") == "user" and isinstance(last.get("content"), list):
-        results = [b for b in last["content"] if isinstance(b, dict) and b.get("type") == "tool_result"]
-        if results and results[-1] is last["content"][-1]:  # text after the results is a new question
-            names = {b.get("id"): b.get("name") for m in msgs if isinstance(m.get("content"), list)
-                     for b in m["content"] if isinstance(b, dict) and b.get("type") == "tool_use"}
-            content = results[-1].get("content")
-            result = (str(names.get(results[-1].get("tool_use_id"), "?")),
-                      content if isinstance(content, str) else _content_text(content))
+    choice = {"any": "required", "none": "none", "tool": tc.get("name")}.get(str(tc.get("type")), "auto")
+    forced = next((t for t in tools if t.name == choice), None)
+    if forced is not None and "properties" not in forced.parameters:
+        # a forced tool with a free-form input is how clients ask Claude for any JSON object:
+        # answer it as json_object
+        return Surface(((forced.name, json.dumps({"echo": last_user}, ensure_ascii=False, separators=(",", ":"))),))
+    result: tuple[str, str] | None = None
+    last = msgs[-1] if msgs and isinstance(msgs[-1], dict) else {}
+    blocks = last.get("content") if last.get("role") == "user" else None
+    # the turn is a tool result when it ends with one (text after the results is a new question)
+    if isinstance(blocks, list) and blocks and isinstance(blocks[-1], dict) and blocks[-1].get("type") == "tool_result":
+        called = {b.get("id"): b.get("name", "") for m in msgs if isinstance(m, dict)
+                  and isinstance(m.get("content"), list) for b in m["content"]
+                  if isinstance(b, dict) and b.get("type") == "tool_use"}
+        content = blocks[-1].get("content")
+        result = (called.get(blocks[-1].get("tool_use_id"), ""),
+                  content if isinstance(content, str) else _content_text(content))
     fmt = (body.get("output_config") or {}).get("format") or {}
-    images = sum(1 for m in msgs if isinstance(m.get("content"), list)
+    images = sum(1 for m in msgs if isinstance(m, dict) and isinstance(m.get("content"), list)
                  for b in m["content"] if isinstance(b, dict) and b.get("type") == "image")
-    return Ask(tools, choice, tc.get("name") if choice == "tool" else None, not tc.get("disable_parallel_tool_use"),
-               result, "json_schema" if fmt.get("type") == "json_schema" else "text", fmt.get("schema"), images)
+    return answer(tools=tools, choice=choice, parallel=not tc.get("disable_parallel_tool_use"), last_user=last_user,
+                  tool_result=result, output=fmt.get("type"), schema=fmt.get("schema"), images=images)
 
 
 class _Anthropic(Vendor):
@@ -293,35 +281,26 @@ class _Anthropic(Vendor):
         system = body.get("system")
         texts = ((_content_text(system),) if system else ()) + tuple(_content_text(m.get("content")) for m in msgs)
         last_user = next((_content_text(m.get("content")) for m in reversed(msgs) if m.get("role") == "user"), "")
-        return AskedParsed(
+        return Parsed(
             body.get("model", ""), texts, last_user, int(body.get("max_tokens") or 0),
-            tuple(body.get("stop_sequences") or ()), ask=_anthropic_ask(body),
+            tuple(body.get("stop_sequences") or ()), surface=_anthropic_surface(body, msgs, last_user),
         )
 
     def _stop_reason(self, reply: Reply) -> str:
         return {"length": "max_tokens", "stop_sequence": "stop_sequence", "tool_calls": "tool_use"}.get(
             reply.finish, "end_turn")
 
-    def _answer(self, parsed: Parsed, reply: Reply, n: int) -> tuple[list[dict[str, Any]], Reply]:
-        """(tool_use blocks, reply) of a request."""
-        ans = answer(parsed.ask, parsed.last_user) if isinstance(parsed, AskedParsed) else None
-        if ans is not None and ans.calls and isinstance(parsed, AskedParsed):
-            # a forced tool with a free-form input (no properties) is how clients ask Claude for
-            # any JSON object: answer it as json_object
-            free = {n for n, schema in parsed.ask.tools if isinstance(schema, dict) and "properties" not in schema}
-            ans = Answer(calls=tuple((t, {"echo": parsed.last_user} if t in free else a) for t, a in ans.calls))
-        calls, reply = _surface(parsed, reply, ans)
-        return [{"type": "tool_use", "id": f"toolu_fake{n}_{i}", "name": name, "input": args}
-                for i, (name, args) in enumerate(calls)], reply
-
     def _usage(self, input_tokens: int, output_tokens: int) -> dict[str, Any]:
         return {"input_tokens": input_tokens, "output_tokens": output_tokens,
                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
 
+    def _uses(self, reply: Reply, n: int) -> list[dict[str, Any]]:
+        """The reply's tool calls as tool_use blocks."""
+        return [{"type": "tool_use", "id": f"toolu_fake{n}_{i}", "name": name, "input": json.loads(args)}
+                for i, (name, args) in enumerate(reply.calls)]
+
     def ok(self, parsed: Parsed, reply: Reply, n: int, stop_reason: str | None = None) -> dict[str, Any]:
-        uses: list[dict[str, Any]] = []
-        if stop_reason is None:
-            uses, reply = self._answer(parsed, reply, n)
+        uses = self._uses(reply, n) if stop_reason is None else []
         return {
             "id": f"msg_fake{n}", "type": "message", "role": "assistant", "model": parsed.model,
             "content": ([{"type": "text", "text": reply.text}] if reply.text else []) + uses,
@@ -330,9 +309,7 @@ class _Anthropic(Vendor):
         }
 
     def stream(self, parsed: Parsed, reply: Reply, n: int, stop_reason: str | None = None) -> list[bytes]:
-        uses: list[dict[str, Any]] = []
-        if stop_reason is None:
-            uses, reply = self._answer(parsed, reply, n)
+        uses = self._uses(reply, n) if stop_reason is None else []
         start = self.ok(parsed, reply, n, stop_reason="end_turn")
         start.update(content=[], stop_reason=None, stop_sequence=None,
                      usage=self._usage(reply.input_tokens, 1))
@@ -370,7 +347,7 @@ class _Anthropic(Vendor):
                                "content_block": {**use, "input": {}}}, "content_block_start"))
             events += [sse({"type": "content_block_delta", "index": i,
                             "delta": {"type": "input_json_delta", "partial_json": frag}}, "content_block_delta")
-                       for frag in halves(json.dumps(use["input"]))]
+                       for frag in _json_fragments(json.dumps(use["input"]))]
             events.append(sse({"type": "content_block_stop", "index": i}, "content_block_stop"))
         return events
 
@@ -423,9 +400,9 @@ class _Gemini(Vendor):
         last_user = next((_parts_text(c.get("parts")) for c in reversed(contents) if c.get("role", "user") == "user"),
                          "")
         config = body.get("generationConfig") or {}
-        return AskedParsed(
+        return Parsed(
             path_model or "", tuple(texts), last_user, int(config.get("maxOutputTokens") or 8192),
-            tuple(config.get("stopSequences") or ()), ask=_gemini_ask(body),
+            tuple(config.get("stopSequences") or ()), surface=_gemini_surface(body, contents, last_user),
         )
 
     def _usage(self, reply: Reply) -> dict[str, Any]:
@@ -444,14 +421,14 @@ class _Gemini(Vendor):
         return data
 
     def ok(self, parsed: Parsed, reply: Reply, n: int) -> dict[str, Any]:
-        calls, reply = _surface(parsed, reply)
+        calls = [(name, json.loads(args)) for name, args in reply.calls]
         finish = "MAX_TOKENS" if reply.finish == "length" else "STOP"
         # Gemini ends a turn of function calls with STOP and gives the calls no id
         parts = [{"functionCall": {"name": name, "args": args}} for name, args in calls]
         return self._chunk(parsed, reply.text, finish, n, self._usage(reply), parts)
 
     def stream(self, parsed: Parsed, reply: Reply, n: int) -> list[bytes]:
-        calls, reply = _surface(parsed, reply)
+        calls = [(name, json.loads(args)) for name, args in reply.calls]
         if calls:  # each call whole, one chunk each; the last chunk ends the turn
             partial = {"promptTokenCount": reply.input_tokens, "totalTokenCount": reply.input_tokens}
             return [sse(self._chunk(parsed, "", "STOP" if i == len(calls) - 1 else None, n,
@@ -519,31 +496,34 @@ def _g(d: Any, camel: str) -> Any:
     return d.get(re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower())
 
 
-def _gemini_ask(body: dict[str, Any]) -> Ask:
+def _gemini_surface(body: dict[str, Any], contents: list[Any], last_user: str) -> Surface | None:
+    """The neutral facts of a generateContent request, answered by `tests.fakes.surface.answer`."""
     decls = [d for t in _g(body, "tools") or [] for d in (_g(t, "functionDeclarations") or [])]
-    tools = tuple((d["name"], _g(d, "parametersJsonSchema") or _g(d, "parameters") or {}) for d in decls)
+    tools = [ToolOffer(d["name"], _g(d, "parametersJsonSchema") or _g(d, "parameters") or {}) for d in decls]
     calling = _g(_g(body, "toolConfig"), "functionCallingConfig") or {}
-    mode = _g(calling, "mode") or "AUTO"
     allowed = _g(calling, "allowedFunctionNames") or []
     if allowed:
-        tools = tuple(t for t in tools if t[0] in allowed)
-    choice = {"ANY": "required", "NONE": "none"}.get(mode, "auto")
-    forced = allowed[0] if choice == "required" and len(allowed) == 1 else None
-    contents = body.get("contents") or []
-    result = None
-    last = contents[-1] if contents else {}
+        tools = [t for t in tools if t.name in allowed]
+    choice = {"ANY": "required", "NONE": "none"}.get(_g(calling, "mode") or "AUTO", "auto")
+    if choice == "required" and len(allowed) == 1:
+        choice = allowed[0]
+    result: tuple[str, str] | None = None
+    last = contents[-1] if contents and isinstance(contents[-1], dict) else {}
     responses = [_g(p, "functionResponse") for p in last.get("parts") or [] if _g(p, "functionResponse")]
     if last.get("role", "user") == "user" and responses:
         response = responses[-1].get("response") or {}
-        value = response.get("result", response) if set(response) == {"result"} else response
-        result = (str(responses[-1].get("name", "?")), value if isinstance(value, str) else json.dumps(value))
+        value = response["result"] if set(response) == {"result"} else response
+        result = (str(responses[-1].get("name", "")), value if isinstance(value, str) else json.dumps(value))
     config = _g(body, "generationConfig") or {}
     schema = _g(config, "responseJsonSchema") or _g(config, "responseSchema")
-    output = "text"
+    output = None
     if _g(config, "responseMimeType") == "application/json":
         output = "json_schema" if schema else "json_object"
-    images = sum(1 for c in contents for p in c.get("parts") or [] if _g(p, "inlineData") or _g(p, "fileData"))
-    return Ask(tools, "tool" if forced else choice, forced, True, result, output, schema, images)
+    images = sum(1 for c in contents if isinstance(c, dict) for p in c.get("parts") or []
+                 if _g(p, "inlineData") or _g(p, "fileData"))
+    # Gemini has no switch for parallel calls
+    return answer(tools=tools, choice=choice, last_user=last_user, tool_result=result, output=output,
+                  schema=schema, images=images)
 
 
 def _parts_text(parts: Any) -> str:
