@@ -44,6 +44,8 @@ _FILTERED = frozenset(
     ("SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "MODEL_ARMOR",
      "JAILBREAK", "OTHER")
 )
+# GenerateContentConfig fields that are not generation settings the policy may pass through
+_NOT_GENERATION = frozenset({"http_options", "should_return_http_response", "automatic_function_calling"})
 _DELAY = re.compile(r"^\s*([0-9.]+)s\s*$")
 
 
@@ -66,8 +68,9 @@ class GeminiAdapter(LLMAdapter):
     max_stop_sequences = 5
     supported_options = frozenset({"tools", "tool_choice", "parallel_tool_calls", "response_format", "top_p", "seed",
                                    "presence_penalty", "frequency_penalty"})
-    """Mapped natively (`parallel_tool_calls` only as true: Gemini cannot be held to one call);
-    `user` and `metadata` have no Gemini Developer API equivalent and are refused."""
+    """Mapped natively, but for `parallel_tool_calls=false`: Gemini has no such switch, so a turn
+    keeps its first call only. `user` and `metadata` have no Gemini Developer API equivalent
+    and are refused."""
     supports_images = True
 
     def __init__(
@@ -123,12 +126,6 @@ class GeminiAdapter(LLMAdapter):
 
     # ------------------------------------------------------------- translate
 
-    def _check_options(self, request: Request) -> None:
-        super()._check_options(request)
-        if request.options.parallel_tool_calls is False and request.options.tools:
-            raise self._error(BadRequest, f"parallel_tool_calls=false is not supported by {self.kind} model "
-                                          f"{self.model} (Gemini has no switch to limit a turn to one call)")
-
     def _call_args(self, request: Request) -> dict[str, Any]:
         args = call_args(self.model, request, extra_body_fields=self.extra_body_fields)
         if request.timeout_s != self.timeout_s:
@@ -139,11 +136,14 @@ class GeminiAdapter(LLMAdapter):
         resp = await self._get_client().aio.models.generate_content(**self._call_args(request))
         parts, finish = self._read(resp)
         text, calls = reply_parts(parts, salt=resp.response_id or "")
+        if request.options.parallel_tool_calls is False:
+            calls = calls[:1]
         return Reply(text, self._usage(_finish(finish, bool(calls)), resp), calls)
 
     async def _stream(self, request: Request) -> AsyncIterator[str | ToolCallDelta | Usage]:
         stream = await self._get_client().aio.models.generate_content_stream(**self._call_args(request))
         mapper = StreamMapper()
+        single = request.options.parallel_tool_calls is False
         finish: str | None = None
         last: GenerateContentResponse | None = None
         blocked: ProviderError | None = None
@@ -157,7 +157,8 @@ class GeminiAdapter(LLMAdapter):
                     blocked = exc
                     continue
                 for item in mapper.feed(parts, chunk.response_id or ""):
-                    yield item
+                    if not (single and isinstance(item, ToolCallDelta) and item.index > 0):
+                        yield item
                 if chunk_finish:
                     finish = chunk_finish
                 if chunk.usage_metadata is not None:
@@ -264,10 +265,21 @@ def call_args(model: str, request: Request, *, extra_body_fields: Collection[str
             config["response_json_schema"] = _json_schema(opts.output.schema)
     config.update(_tool_config(opts))
     if opts.extra_body:
-        # top-level fields of the request body, merged by the SDK
-        extra = {k: v for k, v in opts.extra_body.items() if k in extra_body_fields}
-        if extra:
-            config["http_options"] = {"extra_body": extra}
+        from google.genai import types
+
+        # a generation setting (top_k, candidate_count, ...) goes in the config, which the SDK
+        # writes as generationConfig; any other field is merged into the body as it is
+        top: dict[str, Any] = {}
+        for k, v in opts.extra_body.items():
+            if k not in extra_body_fields:
+                continue
+            snake = re.sub(r"(?<!^)(?=[A-Z])", "_", k).lower()
+            if snake in types.GenerateContentConfig.model_fields and snake not in _NOT_GENERATION:
+                config[snake] = v
+            else:
+                top[k] = v
+        if top:
+            config["http_options"] = {"extra_body": top}
     return {"model": model, "contents": map_contents(request.turns), "config": config}
 
 

@@ -186,7 +186,6 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     "user": ({"user": "u-1"}, "user is not supported by gemini model gemini-2.5-flash"),
     "metadata": ({"metadata": {"k": "v"}}, "metadata is not supported"),
     "extra-body": ({"extra_body": {"safetySettings": []}}, "safetySettings is not a body field the policy lets"),
-    "no-parallel": ({"tools": TOOLS, "parallel_tool_calls": False}, "parallel_tool_calls=false is not supported"),
 }
 
 
@@ -201,9 +200,26 @@ async def test_unsupported_parameters_are_refused_before_any_call(
     assert fake.calls() == 0
 
 
-async def test_parallel_tool_calls_true_is_gemini_default(adapter: GeminiAdapter, fake: FakeVendorServer) -> None:
+async def test_parallel_tool_calls_switch(adapter: GeminiAdapter, fake: FakeVendorServer) -> None:
     c = await adapter.generate("Both, in parallel", 50, 0.5, tools=TOOLS, parallel_tool_calls=True)
     assert len(c.tool_calls) == 2
+    # Gemini has no switch: the turn keeps its first call, streamed or not
+    c = await adapter.generate("Both, in parallel", 50, 0.5, tools=TOOLS, parallel_tool_calls=False)
+    assert [t.name for t in c.tool_calls] == ["get_weather"] and c.finish_reason == "tool_calls"
+    deltas, s = await _stream(adapter, "Both, in parallel", 50, 0.5, tools=TOOLS, parallel_tool_calls=False)
+    assert [d.index for d in deltas if isinstance(d, ToolCallDelta)] == [0]
+    assert [t.name for t in s.tool_calls] == ["get_weather"]
+
+
+async def test_generation_settings_the_policy_lets_through_go_in_generation_config(fake: FakeVendorServer) -> None:
+    a = adapter_for("gemini", fake)
+    a.extra_body_fields = frozenset({"top_k", "candidateCount"})
+    try:
+        await a.generate("hi", 50, 0.5, extra_body={"top_k": 40, "candidateCount": 1})
+    finally:
+        await a.aclose()
+    config = fake.last_body("gemini")["generationConfig"]
+    assert (config["topK"], config["candidateCount"]) == (40, 1)
 
 
 async def test_policy_pass_through_fields_reach_the_body(fake: FakeVendorServer) -> None:
