@@ -302,6 +302,14 @@ class RedisQuotaManager(QuotaManager):
         """Not available on Redis: use `arelease`."""
         raise TypeError("RedisQuotaManager.release would block the event loop; use `await arelease(...)`")
 
+    def remaining(self, quota_name: str, ctx: QuotaContext) -> dict[str, float]:
+        """Not available on Redis: use `aremaining`."""
+        raise TypeError("RedisQuotaManager.remaining would block the event loop; use `await aremaining(...)`")
+
+    def prune(self, keep_s: float = 35 * 86400.0) -> int:
+        """Nothing to prune: Redis expires each bucket a day after its window ends."""
+        return 0
+
 
 def _usage(raw: Sequence[Any]) -> Usage:
     return Usage(int(raw[0]), int(raw[1]), int(raw[2]) / _NANO)
