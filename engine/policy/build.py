@@ -82,9 +82,7 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
         for i, r in enumerate(data["routes"])
     )
     quotas = tuple(
-        Quota(name=q["name"], scope=tuple(q.get("scope", ())), window=q["window"],
-              limit=QuotaLimit(cost_usd=q["limit"].get("cost_usd"), tokens=q["limit"].get("tokens"),
-                               requests=q["limit"].get("requests")),
+        Quota(name=q["name"], scope=tuple(q.get("scope", ())), window=q["window"], limit=_quota_limit(q["limit"]),
               on_exceed=q.get("on_exceed", "reject"))
         for q in data.get("quotas") or ()
     )
@@ -127,6 +125,13 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
         metrics_tenant_label=bool((data.get("metrics") or {}).get("tenant_label", False)),
         source=source, digest=digest,
     )
+
+
+def _quota_limit(d: dict[str, Any]) -> QuotaLimit:
+    return QuotaLimit(
+        cost_usd=d.get("cost_usd"), tokens=d.get("tokens"), requests=d.get("requests"),
+        by_provider=tuple((name, _quota_limit(sub)) for name, sub in (d.get("by_provider") or {}).items()),
+        by_model=tuple((name, _quota_limit(sub)) for name, sub in (d.get("by_model") or {}).items()))
 
 
 def _relative(path: str | None, base: Path) -> str | None:
