@@ -137,6 +137,10 @@ class QuotaLimit:
     cost_usd: float | None = None
     tokens: int | None = None
     requests: int | None = None
+    by_provider: tuple[tuple[str, QuotaLimit], ...] = ()
+    """Per-provider limits in one quota: (provider, its limits); counted per provider."""
+    by_model: tuple[tuple[str, QuotaLimit], ...] = ()
+    """Per-model limits in one quota: (model, its limits); counted per model."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
