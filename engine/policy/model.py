@@ -163,6 +163,8 @@ class CacheConfig:
     backend: Literal["memory", "sqlite"] = "memory"
     path: str | None = None
     """SQLite file for `backend: sqlite`; defaults to the decision log's file."""
+    seeded: bool = False
+    """Whether requests that set `seed` may be cached (the seed is part of the key)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
