@@ -79,7 +79,7 @@ def test_a_plain_conversation_hashes_as_before() -> None:
     import hashlib
 
     msgs = coerce_messages([{"role": "system", "content": "be  brief"}, {"role": "user", "content": "hi\nthere"}])
-    old = hashlib.sha256("system\0be brief\0user\0hi there\0".encode()).hexdigest()
+    old = hashlib.sha256(b"system\0be brief\0user\0hi there\0").hexdigest()
     assert prompt_hash(msgs) == old
     with_image = coerce_messages([{"role": "user", "content": [
         {"type": "text", "text": "hi there"}, {"type": "image_url", "image_url": {"url": PIXEL}}]}])

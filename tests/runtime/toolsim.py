@@ -100,7 +100,8 @@ class ToolSim(SimulatedAdapter):
         text, calls, finish = self._answer(request, plan.text)
         return Reply(text, self._usage_of(request, text, calls, finish), calls)
 
-    async def _stream(self, request: Request) -> AsyncIterator[str | ToolCallDelta | Usage]:
+    # ignore: the simulated adapter this subclasses may still declare a text-only stream
+    async def _stream(self, request: Request) -> AsyncIterator[str | ToolCallDelta | Usage]:  # type: ignore[override,unused-ignore]
         plan = self._plan(request)
         await self._wait(plan, request)
         if plan.error is not None and plan.fail_after is None:
