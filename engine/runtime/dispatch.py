@@ -48,6 +48,8 @@ class Attempt:
     output_tokens: int = 0
     cost_usd: float = 0.0
     retry_after: float | None = None
+    callers_error: bool = False
+    """The error was the caller's bad input (`is_callers_error`), not the model failing."""
 
 
 @dataclass(slots=True)
@@ -74,6 +76,12 @@ class Walk:
     attempts: list[Attempt] = field(default_factory=list)
     models_tried: list[str] = field(default_factory=list)
     quota_errors: list[QuotaExceeded] = field(default_factory=list)
+
+    @property
+    def callers_fault(self) -> bool:
+        """Every model that was tried refused the request as the caller's bad input."""
+        tried = [a for a in self.attempts if a.outcome == "error"]
+        return bool(tried) and all(a.callers_error for a in tried)
 
     @property
     def fallbacks(self) -> int:
@@ -224,11 +232,11 @@ class Dispatcher:
             except (ProviderError, InvalidInput, asyncio.TimeoutError) as e:
                 err = _as_provider_error(e, model, timeout)
                 ms = (loop.time() - started) * 1000
+                callers = is_callers_error(err)
                 walk.attempts.append(Attempt(n=len(walk.attempts) + 1, model=model.name, provider=model.provider,
                                              ts=started_wall, outcome="error", latency_ms=ms,
                                              error_class=type(err).__name__, error_message=err.message,
-                                             retry_after=err.retry_after))
-                callers = is_callers_error(err)
+                                             retry_after=err.retry_after, callers_error=callers))
                 # the caller's own bad input says nothing about the model: it is recorded as a
                 # neutral outcome (which also hands a half-open circuit's probe back)
                 self.health.record(model.name, ok=False, latency_ms=ms,

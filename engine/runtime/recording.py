@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters.conversation import Message
+from adapters.conversation import NO_OPTIONS, Message
 from engine.errors import QuotaExceeded, RoutingRefused
 from engine.policy.model import Policy
 from engine.routing.decide import Decision
@@ -61,7 +61,7 @@ class Recorder:
             "prompt_hash": phash, "prompt": prompt, "meta": meta, "downgraded": downgraded,
             "features": {"signals": dict(f.signals), "has_tools": f.has_tools, "has_images": f.has_images,
                          "has_system": f.has_system},
-            "needs": tuple(sorted(request.needs)), "tools_offered": len(opts.tools),
+            "needs": _needs(request), "tools_offered": len(opts.tools),
             "images": sum(len(m.images) for m in request.messages) if f.has_images else 0,
             "output_format": "text" if output is None else output.type, "seed": opts.seed,
         }
@@ -101,7 +101,7 @@ class Recorder:
                error: Exception) -> None:
         """Log a request that ended in an error (refused, over quota, every model failed)."""
         outcome: Outcome = "quota_exceeded" if isinstance(error, QuotaExceeded) else (
-            "refused" if isinstance(error, RoutingRefused) else "error")
+            "refused" if isinstance(error, RoutingRefused) else "bad_request" if walk.callers_fault else "error")
         rec = RequestRecord(
             **self._base(rid, started, request, decision.features, decision.route, decision.plan,
                          decision.downgraded), attempts=sum(
@@ -150,6 +150,16 @@ class Recorder:
         """Flush and close the log."""
         if self.log is not None:
             await self.log.aclose()
+
+
+_STREAMING = ("streaming",)
+
+
+def _needs(request: Request) -> tuple[str, ...]:
+    if request.options is NO_OPTIONS and not (request.has_tools or request.has_images):
+        # plain text (the common case): nothing to scan; history tool turns set has_tools
+        return _STREAMING if request.stream else ()
+    return tuple(sorted(request.needs))
 
 
 def prompt_hash(messages: Sequence[Message]) -> str:
