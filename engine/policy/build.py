@@ -95,6 +95,7 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
         max_entries=int(c.get("max_entries", 10_000)), scope=c.get("scope", "tenant"), when=c.get("when"),
         normalize=tuple(c.get("normalize", ("whitespace",))), backend=c.get("backend", "memory"),
         path=_relative(c.get("path"), base), semantic=_semantic(c.get("semantic")),
+        seeded=bool(c.get("seeded", False)),
     )
     h = data.get("health") or {}
     oc, dm = h.get("open_circuit") or {}, h.get("demote") or {}

@@ -194,6 +194,8 @@ class CacheConfig:
     """SQLite file for `backend: sqlite`; defaults to the decision log's file."""
     semantic: SemanticCacheConfig | None = None
     """The semantic layer, or None when it is off."""
+    seeded: bool = False
+    """Whether requests that set `seed` may be cached (the seed is part of the key)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
