@@ -57,6 +57,10 @@ def test_quota_reject_and_downgrade() -> None:
     only_small = RuntimeState(quota_probe=lambda m, t, cost: None if m == "small" else ("tokens", True))
     text = MINIMAL.replace("strategy: cheapest", "strategy: cheapest\n    candidates: [big]")
     d = decide(compiled(text), Request.of("hello"), only_small)
+    # a downgrade never leaves the route: `small` is not among its candidates
+    assert d.plan == () and d.quota_refused and not d.downgraded
+    d = decide(compiled(text.replace("candidates: [big]", "candidates: [big]\n    downgrade_to: [small]")),
+               Request.of("hello"), only_small)
     assert d.plan == ("small",) and d.downgraded
 
 
