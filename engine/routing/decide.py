@@ -351,13 +351,14 @@ def _rank(strategy: str, eligible: list[tuple[Model, float, int]], state: Runtim
 
 def _downgrade_view(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: RuntimeState,
                     downgraded: list[str] | None) -> tuple[tuple[str, ...] | None, str | None]:
-    """For explain: the models a downgrade can reach and what it would pick now if a quota tripped."""
+    """For explain: the models a downgrade can reach and what it would pick now if a `downgrade`
+    quota tripped (the same search as live traffic, on the same state)."""
     if not compiled.downgrades:
         return None, None
     reach = tuple(m.name for m in cr.downgrade)
     if downgraded:
         return reach, downgraded[0]
-    pick = _downgrade(cr, f, dataclasses.replace(state, quota_probe=None), f.prompt_tokens + f.max_tokens)
+    pick = _downgrade(cr, f, state, f.prompt_tokens + f.max_tokens)
     return reach, (pick.name if pick is not None else None)
 
 
