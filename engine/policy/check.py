@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.policy.diagnostics import Diagnostic, did_you_mean
-from engine.policy.expr import REQUEST_NAMES, Expr, ExprError, Scope, conjuncts, discrete_test, parse_expr
+from engine.policy.expr import REQUEST_NAMES, Expr, Scope, conjuncts, discrete_test, parse_expr_lenient
 from engine.policy.load import Located, PathT
 from engine.policy.model import Model, Policy, Route, downgrade_reach, expand
 
@@ -25,6 +25,8 @@ class Ctx:
     loc: Located
     route_exprs: dict[int, Expr | None]
     qt_names: list[str]
+    route_nodes: dict[int, Expr] = field(default_factory=dict)
+    """Route conditions parsed leniently (also those with problems), for literal checks."""
 
     def diag(self, code: str, message: str, path: PathT, severity: str = "error", key: bool = False) -> Diagnostic:
         return self.loc.diag(code, message, path, severity=severity, key=key)
@@ -50,11 +52,11 @@ def check_references(c: Ctx) -> Iterable[Diagnostic]:
             yield c.diag("duplicate-route", f"route name {r.name!r} is already used by routes[{seen[r.name]}]",
                          ("routes", i, "name"))
         seen.setdefault(r.name, i)
-        for field in ("candidates", "fallback", "downgrade_to"):
-            for j, m in enumerate(getattr(r, field) or ()):
+        for attr in ("candidates", "fallback", "downgrade_to"):
+            for j, m in enumerate(getattr(r, attr) or ()):
                 if m not in p.models and m not in p.groups:
                     yield c.diag("unknown-model", f"route {r.name!r} names unknown model {m!r}"
-                                 f"{did_you_mean(m, [*p.models, *p.groups])}", ("routes", i, field, j))
+                                 f"{did_you_mean(m, [*p.models, *p.groups])}", ("routes", i, attr, j))
     qseen: set[str] = set()
     for i, q in enumerate(p.quotas):
         if q.name in qseen:
@@ -107,10 +109,9 @@ def check_signals(c: Ctx) -> Iterable[Diagnostic]:
 
 
 def _parse(c: Ctx, text: str, scope: Scope, path: PathT) -> Iterable[Diagnostic]:
-    try:
-        parse_expr(text, scope)
-    except ExprError as e:
-        yield c.diag("expr", _expr_message(str(e), text, scope, c), path)
+    _, problems = parse_expr_lenient(text, scope)
+    for problem in problems:  # every problem of the expression, not only the first
+        yield c.diag("expr", _expr_message(problem, text, scope, c), path)
 
 
 def _expr_message(msg: str, text: str, scope: Scope, c: Ctx) -> str:
@@ -135,10 +136,12 @@ def check_expressions(c: Ctx) -> Iterable[Diagnostic]:
     for i, r in enumerate(p.routes):
         c.route_exprs[i] = None
         if r.when:
-            diags = list(_parse(c, r.when, route_scope, ("routes", i, "when")))
-            yield from diags
-            if not diags:
-                c.route_exprs[i] = parse_expr(r.when, route_scope)
+            lenient, problems = parse_expr_lenient(r.when, route_scope)
+            yield from _parse(c, r.when, route_scope, ("routes", i, "when"))
+            if lenient is not None:
+                c.route_nodes[i] = lenient
+            if not problems:
+                c.route_exprs[i] = lenient
     if p.cache.when:
         yield from _parse(c, p.cache.when, route_scope, ("cache", "when"))
 
@@ -163,9 +166,8 @@ def check_query_types(c: Ctx) -> Iterable[Diagnostic]:
                              f"; declared: {', '.join(known)}", ("models", name, "scores", qt), key=True)
     from engine.policy.expr import string_literals_compared
 
-    for i, e in c.route_exprs.items():
-        if e is None:
-            continue
+    # lenient nodes: a typo'd name elsewhere in the expression must not hide a bad literal
+    for i, e in c.route_nodes.items():
         for value, _ in string_literals_compared(e.node, "query_type"):
             if value not in known:
                 yield c.diag("unknown-query-type", f"query_type is never {value!r}{did_you_mean(value, known)}",
