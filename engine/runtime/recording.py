@@ -59,7 +59,7 @@ class Recorder:
             "max_tokens": request.max_tokens, "temperature": request.temperature, "prompt_hash": phash,
             "prompt": prompt, "meta": meta, "downgraded": decision.downgraded,
             "features": {"signals": dict(f.signals), "has_tools": f.has_tools, "has_images": f.has_images,
-                         "has_system": f.has_system},
+                         "has_system": f.has_system, "needs": sorted(f.needs)},
         }
 
     def _attempts(self, rid: str, walk: Walk) -> list[AttemptRecord]:
