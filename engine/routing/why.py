@@ -186,6 +186,10 @@ def _over(q: Quota, used: Mapping[str, float], tokens: int, cost: float) -> tupl
     return None
 
 
+def _n(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:.10g}"
+
+
 def dry_quota_probe(policy: Policy, meta: Mapping[str, Any], used: QuotaUsed) -> QuotaProbe:
     """A `RuntimeState.quota_probe` over stated usage, with the ledger's rules: every quota whose
     scope the request carries must fit the estimate (1 request, prompt + max_tokens, worst-case cost).
@@ -206,8 +210,8 @@ def dry_quota_probe(policy: Policy, meta: Mapping[str, Any], used: QuotaUsed) ->
             if over is not None:
                 measure, have, want, limit = over
                 alone = "; this one request's estimate alone exceeds the whole limit" if want > limit else ""
-                return (f"quota {q.name!r} ({key or 'global'}, on_exceed={q.on_exceed}): {measure} used {have:g} + "
-                        f"{want:g} > limit {limit:g}{alone}", q.on_exceed == "downgrade")
+                return (f"quota {q.name!r} ({key or 'global'}, on_exceed={q.on_exceed}): {measure} used {_n(have)} + "
+                        f"{_n(want)} > limit {_n(limit)}{alone}", q.on_exceed == "downgrade")
         return None
 
     return probe
