@@ -110,7 +110,8 @@ def test_explain_describes_tools_images_and_schema_requests(tmp_path: Path) -> N
                     "Write a short poem about the sea at night.")
     d = json.loads(out)
     assert code == 0 and d["features"]["needs"] == ["tools"] and d["model"] == "claude-haiku"
-    assert {c["model"]: c.get("reason") for c in d["candidates"] if c["role"] == "candidate"}["mixtral"] == "lacks tools"
+    reasons = {c["model"]: c.get("reason") for c in d["candidates"] if c["role"] == "candidate"}
+    assert reasons["mixtral"] == "lacks tools"
     code, out = run("explain", "-p", str(default), "--json", "--image", "--json-schema", str(schema), "--tools", "2",
                     "Write a short poem about the sea at night.")
     d = json.loads(out)

@@ -112,7 +112,8 @@ def test_in_memory_decision_log_is_refused() -> None:
 
 
 def test_every_problem_of_one_expression_and_the_literal_behind_a_typo() -> None:
-    text = MINIMAL.replace('when: "query_type == \'code\'"', 'when: "promt_tokens > 5 and query_type == \'cdoe\' and bad(1)"')
+    text = MINIMAL.replace('when: "query_type == \'code\'"',
+                           'when: "promt_tokens > 5 and query_type == \'cdoe\' and bad(1)"')
     a = analyze_text(text, "p.yaml", {})
     msgs = sorted(d.message for d in a.errors if d.path == "$.routes[0].when")
     assert len(msgs) == 3
