@@ -75,6 +75,7 @@ class AnthropicAdapter(LLMAdapter):
     """
 
     kind = "anthropic"
+    sdk_modules = ("anthropic",)
     max_temperature = 1.0
     supported_options = frozenset({"tools", "tool_choice", "parallel_tool_calls", "response_format", "top_p",
                                    "user"})

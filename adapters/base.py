@@ -182,6 +182,9 @@ class LLMAdapter(ABC):
     request sets is refused with `BadRequest` before the call, never silently dropped."""
     supports_images: bool = False
     """Whether image parts can be sent."""
+    sdk_modules: ClassVar[tuple[str, ...]] = ()
+    """Modules the adapter imports on first use (its SDK): a service imports them off the event
+    loop before a policy goes live, so a first request never waits seconds for an import."""
 
     def __init__(self, provider: str, model: str, *, price: Price | None = None, timeout_s: float = 30.0) -> None:
         if not provider or not model:

@@ -64,6 +64,7 @@ class GeminiAdapter(LLMAdapter):
     """
 
     kind = "gemini"
+    sdk_modules = ("google.genai",)
     max_temperature = 2.0
     max_stop_sequences = 5
     supported_options = frozenset({"tools", "tool_choice", "parallel_tool_calls", "response_format", "top_p", "seed",

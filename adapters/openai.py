@@ -62,6 +62,7 @@ class OpenAIAdapter(LLMAdapter):
     """
 
     kind = "openai"
+    sdk_modules = ("openai",)
     max_temperature = 2.0
     max_stop_sequences = 4
     supported_options = OPENAI_OPTIONS

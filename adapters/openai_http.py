@@ -71,6 +71,8 @@ def _require_aiohttp() -> None:
 class _ChatCompletionsOverHTTP(OpenAIAdapter):
     """The transport swap: `_complete`, `_stream`, the session and status errors; the rest is inherited."""
 
+    sdk_modules = ("aiohttp",)
+
     _http: aiohttp.ClientSession | None = None
     """The shared session, created on first use inside the running loop (after the key is resolved)."""
     _url: str = ""

@@ -67,8 +67,8 @@ async def test_replay_repeats_group_order_and_reads_needs_from_the_log(tmp_path:
     report = replay(db, policy, baseline=policy)
     assert report.replayed == 30 and report.model_changed == 0 and report.runtime_shaped == 0
     with sqlite3.connect(db) as conn:
-        logged = conn.execute("select features from requests limit 1").fetchone()[0]
-    assert json.loads(logged)["needs"] == []
+        logged = conn.execute("select needs from requests limit 1").fetchone()[0]
+    assert json.loads(logged) == []
     row = {"id": "r-1", "prompt_tokens": 10, "max_tokens": 50, "temperature": 0.7, "stream": 1, "meta": {},
            "features": {"has_tools": True, "needs": ["tools", "json"]}}
     assert _features(compile_policy(policy), row, {}, "chat").needs == {"tools", "json"}

@@ -15,6 +15,19 @@ class AdapterPool:
         self._policy = policy
         self._adapters: dict[str, LLMAdapter] = dict(overrides or {})
 
+    def preload(self) -> None:
+        """Build every adapter of the policy and import the SDKs they will use (seconds on a busy
+        machine). Meant for a thread that prepares a router before it goes live."""
+        import importlib
+
+        for model in self._policy.models.values():
+            try:
+                modules = self.get(model).sdk_modules
+            except Exception:  # noqa: BLE001 - a model that cannot be built fails its requests, with the reason
+                continue
+            for module in modules:
+                importlib.import_module(module)
+
     def get(self, model: Model) -> LLMAdapter:
         """The adapter serving `model`, created the first time it is asked for."""
         adapter = self._adapters.get(model.name)

@@ -99,7 +99,9 @@ class Service:
 
             self.stats.metrics = RouterMetrics(tenant_label=policy.metrics_tenant_label)
         kwargs: dict[str, Any] = {"log_path": self.config.log_db} if self.config.log_db else {}
-        return Router(policy, metrics=self.stats, **kwargs)
+        router = Router(policy, metrics=self.stats, **kwargs)
+        router.adapters.preload()  # this runs in a worker thread: SDK imports stay off the event loop
+        return router
 
     async def start(self) -> None:
         """Load the policy and start the file and key watchers."""
