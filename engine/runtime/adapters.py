@@ -23,7 +23,7 @@ class AdapterPool:
         for model in self._policy.models.values():
             try:
                 modules = self.get(model).sdk_modules
-            except Exception:  # noqa: BLE001 - a model that cannot be built fails its requests, with the reason
+            except Exception:
                 continue
             for module in modules:
                 importlib.import_module(module)
