@@ -233,6 +233,25 @@ async def test_every_request_kind_same_bytes_and_results_as_the_sdk(
         assert via_http.headers["content-length"] == via_sdk.headers["content-length"], "same bytes"
 
 
+@pytest.mark.parametrize("endpoint", ["mistral", "ollama", "vllm"])
+async def test_endpoint_rows_map_the_surface_alike(
+    endpoint: str, pair: Callable[..., tuple[LLMAdapter, LLMAdapter]], fake: FakeVendorServer
+) -> None:
+    sdk, http = pair("openai_compatible", endpoint=endpoint)
+    case = {**SURFACE["everything"], "seed": 11, "presence_penalty": 0.25}
+    if endpoint == "ollama":
+        case.pop("parallel_tool_calls")
+    outcomes = [await _drive_surface(adapter, stream, case) for adapter in (sdk, http) for stream in (False, True)]
+    assert outcomes[0][0] == "ok" and outcomes[2:] == outcomes[:2]
+    reqs = fake.requests("compat")
+    for via_sdk, via_http in ((reqs[0], reqs[2]), (reqs[1], reqs[3])):
+        assert list(via_http.body.items()) == list(via_sdk.body.items())
+        assert via_http.headers["content-length"] == via_sdk.headers["content-length"]
+    seed_field = "random_seed" if endpoint == "mistral" else "seed"
+    assert reqs[0].body[seed_field] == 11
+    assert list(reqs[0].body)[-1] == (seed_field if endpoint == "mistral" else "top_p"), "a row's own field goes last"
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 @pytest.mark.parametrize("fault", ["rate_limit", "server_error", "bad_request", "stream_error", "drop"])
 async def test_surface_requests_fail_as_with_the_sdk(
