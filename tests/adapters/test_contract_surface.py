@@ -128,7 +128,8 @@ async def test_streamed_tool_call_reassembles_into_valid_json(kind: str, make: M
     assert text == ""
     assert {d.index for d in deltas} == {0}
     assert deltas[0].id and deltas[0].name == "get_weather"
-    assert len([d for d in deltas if d.arguments]) >= 2, "the arguments came in fragments"
+    if kind != "gemini":  # Gemini streams each functionCall whole; the others in argument fragments
+        assert len([d for d in deltas if d.arguments]) >= 2, "the arguments came in fragments"
     acc = ToolCallAccumulator()
     for d in deltas:
         acc.add(d)
@@ -136,7 +137,7 @@ async def test_streamed_tool_call_reassembles_into_valid_json(kind: str, make: M
     assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", WEATHER_ARGS)]
     assert end.tool_calls == calls
     assert end.finish_reason == "tool_calls" == whole.finish_reason
-    assert [(c.name, c.arguments) for c in end.tool_calls] == [(c.name, c.arguments) for c in whole.tool_calls]
+    assert [(c.name, c.args()) for c in end.tool_calls] == [(c.name, c.args()) for c in whole.tool_calls]
 
 
 async def test_tool_result_round_trip(kind: str, make: Make, fake: FakeVendorServer) -> None:
