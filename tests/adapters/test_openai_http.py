@@ -233,6 +233,22 @@ async def test_every_request_kind_same_bytes_and_results_as_the_sdk(
         assert via_http.headers["content-length"] == via_sdk.headers["content-length"], "same bytes"
 
 
+def test_the_body_order_is_the_installed_sdks() -> None:
+    import inspect
+    import re
+
+    from openai.resources.chat.completions import AsyncCompletions
+
+    from adapters.openai_wire import SDK_BODY_ORDER
+
+    source = inspect.getsource(AsyncCompletions.create)
+    literal = source[source.index("body=await async_maybe_transform("):]
+    keys = re.findall(r'^\s*"(\w+)": \w+,$', literal[: literal.index("},")], re.M)
+    assert "messages" in keys and keys == [k for k in SDK_BODY_ORDER if k in keys], "SDK_BODY_ORDER is stale"
+    missing = set(keys) - set(SDK_BODY_ORDER)
+    assert not missing, f"fields of this SDK missing from SDK_BODY_ORDER: {missing}"
+
+
 @pytest.mark.parametrize("endpoint", ["mistral", "ollama", "vllm"])
 async def test_endpoint_rows_map_the_surface_alike(
     endpoint: str, pair: Callable[..., tuple[LLMAdapter, LLMAdapter]], fake: FakeVendorServer
