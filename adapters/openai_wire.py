@@ -267,12 +267,13 @@ class ChunkReader:
     usually is that already; a server that numbers otherwise still yields consistent indexes).
     """
 
-    __slots__ = ("_index", "finish", "usage")
+    __slots__ = ("_index", "finish", "produced", "usage")
 
     def __init__(self) -> None:
         self._index: dict[Any, int] = {}
         self.finish: str | None = None
         self.usage: Any = None
+        self.produced = False  # any text or tool-call delta so far
 
     def read(self, chunk: Mapping[str, Any]) -> list[str | ToolCallDelta]:
         """The text pieces and tool-call deltas of one chunk, in order; keeps finish and usage."""
@@ -294,6 +295,8 @@ class ChunkReader:
             reason = choice.get("finish_reason")
             if isinstance(reason, str) and reason:
                 self.finish = reason
+        if out:
+            self.produced = True
         return out
 
     def _delta(self, call: Mapping[str, Any]) -> ToolCallDelta:

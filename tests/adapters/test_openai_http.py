@@ -449,6 +449,9 @@ MOCKS: dict[str, tuple[int, dict[str, str], list[bytes], bool]] = {
                                             b"data: [DONE]\n\n"], True),
     "sse-no-finish": (200, {}, [_chunk("x"), b"data: [DONE]\n\n"], True),
     "sse-content-filter": (200, {}, [_chunk("x", "content_filter"), b"data: [DONE]\n\n"], True),
+    "sse-content-filter-at-once": (200, {}, [_chunk("", "content_filter"), b"data: [DONE]\n\n"], True),
+    "filtered-200-empty": (200, {}, [_OK.replace(b'"hi there"', b'""').replace(b'"stop"', b'"content_filter"') + b"}"],
+                           False),
     "sse-error-event-context": (200, {}, [_chunk("x"), b'data: {"error":{"message":"too long",'
                                           b'"code":"context_length_exceeded"}}\n\n'], True),
     "sse-error-event-no-message": (200, {}, [b'data: {"error":{"type":"server_error"}}\n\n'], True),
@@ -625,6 +628,24 @@ async def test_redirects_are_followed_and_a_loop_keeps_the_key_out_of_the_cause(
     assert isinstance(err.__cause__, aiohttp.TooManyRedirects)
     for text in (repr(err.__cause__), "".join(traceback.format_exception(err)), err.message):
         assert MOCK_KEY not in text
+
+
+@pytest.mark.parametrize(("name", "outcome"), [
+    ("filtered-200", ("ok", "hi there", "content_filter")), ("sse-content-filter", ("ok", "x", "content_filter")),
+    ("filtered-200-empty", ("ContentFiltered", None)), ("sse-content-filter-at-once", ("ContentFiltered", None)),
+])
+async def test_content_filter_keeps_partial_output_and_refuses_when_there_is_none(
+    name: str, outcome: tuple[Any, ...], odd: OddServer
+) -> None:
+    spec = MOCKS[name]
+    sdk, http = _both("openai", odd, spec)
+    try:
+        results = [await _drive(adapter, spec[3]) for adapter in (sdk, http)]
+    finally:
+        await sdk.aclose()
+        await http.aclose()
+    assert results[0] == results[1]
+    assert results[0][: len(outcome)] == outcome
 
 
 def test_sse_decoder_framing() -> None:
