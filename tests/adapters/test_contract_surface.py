@@ -14,7 +14,6 @@ fakes' behaviour is the one in tests/fakes/surface.py; the SDKs parse every fake
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -128,7 +127,7 @@ async def test_streamed_tool_call_reassembles_into_valid_json(kind: str, make: M
     assert text == ""
     assert {d.index for d in deltas} == {0}
     assert deltas[0].id and deltas[0].name == "get_weather"
-    if kind != "gemini":  # Gemini streams each functionCall whole; the others in argument fragments
+    if kind != "gemini":  # Gemini streams each functionCall part whole; the others stream argument fragments
         assert len([d for d in deltas if d.arguments]) >= 2, "the arguments came in fragments"
     acc = ToolCallAccumulator()
     for d in deltas:
@@ -137,7 +136,9 @@ async def test_streamed_tool_call_reassembles_into_valid_json(kind: str, make: M
     assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", WEATHER_ARGS)]
     assert end.tool_calls == calls
     assert end.finish_reason == "tool_calls" == whole.finish_reason
-    assert [(c.name, c.args()) for c in end.tool_calls] == [(c.name, c.args()) for c in whole.tool_calls]
+    # Anthropic's tool input is an object (we serialize it) but its stream is the vendor's own JSON text
+    assert [(c.name, json.loads(c.arguments)) for c in end.tool_calls] == \
+        [(c.name, json.loads(c.arguments)) for c in whole.tool_calls]
 
 
 async def test_tool_result_round_trip(kind: str, make: Make, fake: FakeVendorServer) -> None:
@@ -308,4 +309,5 @@ async def test_a_field_the_policy_lets_through_is_sent(kind: str, make: Make, fa
     if kind in ("anthropic", "gemini") and not adapter.supported_options:
         pytest.skip(f"{kind} does not map the request surface yet (no supported_options)")
     await adapter.generate("hi", 10, 0.5, extra_body={"top_k": 5})
-    assert re.search(r"'(top_k|topK)': 5\b", repr(fake.last_body(channel_of(kind)))), "sent as it is"
+    body = fake.last_body(channel_of(kind))
+    assert 5 in (body.get("top_k"), (body.get("generationConfig") or {}).get("topK"))
