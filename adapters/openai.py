@@ -163,7 +163,9 @@ class OpenAIAdapter(LLMAdapter):
             answer = read_completion(data)
         except MalformedAnswer as exc:
             raise self._error(ServerError, str(exc)) from None
-        if answer.finish == "content_filter":
+        if answer.finish == "content_filter" and not answer.text and not answer.tool_calls:
+            # nothing came back: a refusal; with partial output (Azure cuts answers) the caller gets
+            # that output and finish_reason content_filter, as OpenAI's own clients do
             raise self._error(ContentFiltered, "the answer was withheld by the vendor's content filter")
         if answer.refusal and not answer.text and not answer.tool_calls:
             raise self._error(ContentFiltered, f"the model refused: {answer.refusal}")
@@ -173,7 +175,7 @@ class OpenAIAdapter(LLMAdapter):
         """The stream's end: its finish reason checked, its usage."""
         if reader.finish is None:
             raise self._error(ServerError, "stream ended without a finish_reason")
-        if reader.finish == "content_filter":
+        if reader.finish == "content_filter" and not reader.produced:
             raise self._error(ContentFiltered, "the answer was withheld by the vendor's content filter")
         return usage_of(reader.finish, reader.usage)
 

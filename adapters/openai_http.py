@@ -19,7 +19,9 @@ Timeouts: a call's `timeout_s` bounds a whole non-streaming call (`total`); a st
 per phase (connect, then each read), as httpx bounds the SDK's, so that a long answer that keeps
 flowing is not cut.
 
-Selected with the provider option `transport: http` (see `adapters.registry`).
+The default transport of the `openai` and `openai_compatible` kinds (`transport: http`, see
+`adapters.registry`); `transport: sdk` selects the SDK adapters. Both build the body and read the
+answers with the same pure functions (`adapters.openai_wire`); only the wire differs.
 """
 
 from __future__ import annotations

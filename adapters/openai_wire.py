@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.base import Request, Usage
-from adapters.conversation import Message, Options, OutputFormat, Tool, ToolCall, ToolCallDelta, ToolChoice
+from adapters.conversation import NO_OPTIONS, Message, Options, OutputFormat, Tool, ToolCall, ToolCallDelta, ToolChoice
 
 __all__ = [
     "FINISH",
@@ -73,57 +73,66 @@ def chat_body(
     pass-through list); they go last, as the SDK merges its `extra_body`. A `seed_field` other
     than "seed" (a compatible server's name for it) is an extra field too.
     """
+    # written in SDK_BODY_ORDER directly (no sort on the hot path); a test asserts the order
     body: dict[str, Any] = {"model": model}
     if stream:
         body["stream"] = True
     body["messages"] = chat_messages(request.messages)
-    body[max_tokens_field] = request.max_tokens
     extra: dict[str, Any] = {}
     opts = request.options
-    _sampling(opts, body, extra, seed_field)
+    plain = opts is NO_OPTIONS
+    if not plain and opts.frequency_penalty is not None:
+        body["frequency_penalty"] = opts.frequency_penalty
+    if max_tokens_field in _SDK_FIELDS:
+        body[max_tokens_field] = request.max_tokens
+    else:  # a field the SDK does not know goes after the rest, as its extra_body would
+        extra[max_tokens_field] = request.max_tokens
+    if not plain:
+        _middle(opts, body, extra, seed_field)
     if request.stop:
         body["stop"] = list(request.stop)
     if stream and stream_usage:
         body["stream_options"] = {"include_usage": True}
     if send_temperature:
         body["temperature"] = request.temperature
-    if opts.output is not None and opts.output.type != "text":
-        body["response_format"] = response_format(opts.output)
-    if opts.tool_choice is not None:
-        body["tool_choice"] = tool_choice(opts.tool_choice)
-    if opts.tools:
-        body["tools"] = [tool(t) for t in opts.tools]
-    ordered = {k: body[k] for k in SDK_BODY_ORDER if k in body}
-    for k in body:  # fields the SDK does not know (a row's max-tokens name) go after the rest
-        if k not in ordered:
-            extra.setdefault(k, body[k])
-    if opts.extra_body:
-        extra.update(opts.extra_body)
-    return ordered, extra
+    if not plain:
+        _tail(opts, body, extra)
+    return body, extra
 
 
-def _sampling(opts: Options, body: dict[str, Any], extra: dict[str, Any], seed_field: str) -> None:
-    if opts.frequency_penalty is not None:
-        body["frequency_penalty"] = opts.frequency_penalty
+def _middle(opts: Options, body: dict[str, Any], extra: dict[str, Any], seed_field: str) -> None:
     if opts.metadata is not None:
         body["metadata"] = dict(opts.metadata)
     if opts.parallel_tool_calls is not None:
         body["parallel_tool_calls"] = opts.parallel_tool_calls
     if opts.presence_penalty is not None:
         body["presence_penalty"] = opts.presence_penalty
+    if opts.output is not None and opts.output.type != "text":
+        body["response_format"] = response_format(opts.output)
     if opts.seed is not None:
         (body if seed_field == "seed" else extra)[seed_field] = opts.seed
+
+
+def _tail(opts: Options, body: dict[str, Any], extra: dict[str, Any]) -> None:
+    if opts.tool_choice is not None:
+        body["tool_choice"] = tool_choice(opts.tool_choice)
+    if opts.tools:
+        body["tools"] = [tool(t) for t in opts.tools]
     if opts.top_p is not None:
         body["top_p"] = opts.top_p
     if opts.user is not None:
         body["user"] = opts.user
+    if opts.extra_body:
+        extra.update(opts.extra_body)
 
 
 def chat_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
     """Our messages as Chat Completions messages (text stays a plain string)."""
     out: list[dict[str, Any]] = []
     for m in messages:
-        if m.role == "tool":
+        if isinstance(m.content, str) and not m.tool_calls and m.role != "tool":  # the common case first
+            out.append({"role": m.role, "content": m.content})
+        elif m.role == "tool":
             out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.text})
         elif m.role == "assistant" and m.tool_calls:
             out.append({
@@ -131,8 +140,6 @@ def chat_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
                 "tool_calls": [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                                for c in m.tool_calls],
             })
-        elif isinstance(m.content, str):
-            out.append({"role": m.role, "content": m.content})
         else:
             out.append({"role": m.role, "content": [_part(p) for p in m.content]})
     return out
@@ -260,12 +267,13 @@ class ChunkReader:
     usually is that already; a server that numbers otherwise still yields consistent indexes).
     """
 
-    __slots__ = ("_index", "finish", "usage")
+    __slots__ = ("_index", "finish", "produced", "usage")
 
     def __init__(self) -> None:
         self._index: dict[Any, int] = {}
         self.finish: str | None = None
         self.usage: Any = None
+        self.produced = False  # any text or tool-call delta so far
 
     def read(self, chunk: Mapping[str, Any]) -> list[str | ToolCallDelta]:
         """The text pieces and tool-call deltas of one chunk, in order; keeps finish and usage."""
@@ -287,6 +295,8 @@ class ChunkReader:
             reason = choice.get("finish_reason")
             if isinstance(reason, str) and reason:
                 self.finish = reason
+        if out:
+            self.produced = True
         return out
 
     def _delta(self, call: Mapping[str, Any]) -> ToolCallDelta:

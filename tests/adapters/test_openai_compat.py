@@ -77,3 +77,31 @@ async def test_a_custom_row(fake: FakeVendorServer) -> None:
     finally:
         await adapter.aclose()
     assert fake.last_body("strict")["max_completion_tokens"] == 12
+
+
+@pytest.mark.parametrize("transport", ["sdk", "http"])
+async def test_a_row_without_tools_or_vision_refuses_them_before_the_call(
+    transport: str, fake: FakeVendorServer
+) -> None:
+    from adapters import BadRequest
+    from adapters.openai_compat import COMPATIBLE_OPTIONS
+    from adapters.openai_http import OpenAICompatibleHTTPAdapter
+
+    row = CompatibleEndpoint("textonly", options=COMPATIBLE_OPTIONS - {"tools", "tool_choice", "parallel_tool_calls"},
+                             images=False)
+    cls = OpenAICompatibleAdapter if transport == "sdk" else OpenAICompatibleHTTPAdapter
+    adapter = cls("t", "m", base_url=fake.channel_url("textonly"), endpoint=row)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
+    try:
+        assert (adapter.supports_images, "tools" in adapter.supported_options) == (False, False)
+        with pytest.raises(BadRequest, match="tools is not supported by openai_compatible model m"):
+            await adapter.generate("hi", 12, 0.5, tools=tools)
+        with pytest.raises(BadRequest, match="image input is not supported by openai_compatible model m"):
+            await adapter.generate(messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "https://images.example.com/a.png"}}]}], max_tokens=12)
+        assert fake.calls() == 0
+        c = await adapter.generate("json please", 12, 0.5, seed=3, response_format={"type": "json_object"})
+    finally:
+        await adapter.aclose()
+    assert c.text == '{"echo":"json please"}'
+    assert fake.last_body("textonly")["seed"] == 3

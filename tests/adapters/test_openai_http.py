@@ -233,6 +233,41 @@ async def test_every_request_kind_same_bytes_and_results_as_the_sdk(
         assert via_http.headers["content-length"] == via_sdk.headers["content-length"], "same bytes"
 
 
+def test_the_body_order_is_the_installed_sdks() -> None:
+    import inspect
+    import re
+
+    from openai.resources.chat.completions import AsyncCompletions
+
+    from adapters.openai_wire import SDK_BODY_ORDER
+
+    source = inspect.getsource(AsyncCompletions.create)
+    literal = source[source.index("body=await async_maybe_transform("):]
+    keys = re.findall(r'^\s*"(\w+)": \w+,$', literal[: literal.index("},")], re.M)
+    assert "messages" in keys and keys == [k for k in SDK_BODY_ORDER if k in keys], "SDK_BODY_ORDER is stale"
+    missing = set(keys) - set(SDK_BODY_ORDER)
+    assert not missing, f"fields of this SDK missing from SDK_BODY_ORDER: {missing}"
+
+
+@pytest.mark.parametrize("endpoint", ["mistral", "ollama", "vllm"])
+async def test_endpoint_rows_map_the_surface_alike(
+    endpoint: str, pair: Callable[..., tuple[LLMAdapter, LLMAdapter]], fake: FakeVendorServer
+) -> None:
+    sdk, http = pair("openai_compatible", endpoint=endpoint)
+    case = {**SURFACE["everything"], "seed": 11, "presence_penalty": 0.25}
+    if endpoint == "ollama":
+        case.pop("parallel_tool_calls")
+    outcomes = [await _drive_surface(adapter, stream, case) for adapter in (sdk, http) for stream in (False, True)]
+    assert outcomes[0][0] == "ok" and outcomes[2:] == outcomes[:2]
+    reqs = fake.requests("compat")
+    for via_sdk, via_http in ((reqs[0], reqs[2]), (reqs[1], reqs[3])):
+        assert list(via_http.body.items()) == list(via_sdk.body.items())
+        assert via_http.headers["content-length"] == via_sdk.headers["content-length"]
+    seed_field = "random_seed" if endpoint == "mistral" else "seed"
+    assert reqs[0].body[seed_field] == 11
+    assert list(reqs[0].body)[-1] == (seed_field if endpoint == "mistral" else "top_p"), "a row's own field goes last"
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 @pytest.mark.parametrize("fault", ["rate_limit", "server_error", "bad_request", "stream_error", "drop"])
 async def test_surface_requests_fail_as_with_the_sdk(
@@ -414,6 +449,9 @@ MOCKS: dict[str, tuple[int, dict[str, str], list[bytes], bool]] = {
                                             b"data: [DONE]\n\n"], True),
     "sse-no-finish": (200, {}, [_chunk("x"), b"data: [DONE]\n\n"], True),
     "sse-content-filter": (200, {}, [_chunk("x", "content_filter"), b"data: [DONE]\n\n"], True),
+    "sse-content-filter-at-once": (200, {}, [_chunk("", "content_filter"), b"data: [DONE]\n\n"], True),
+    "filtered-200-empty": (200, {}, [_OK.replace(b'"hi there"', b'""').replace(b'"stop"', b'"content_filter"') + b"}"],
+                           False),
     "sse-error-event-context": (200, {}, [_chunk("x"), b'data: {"error":{"message":"too long",'
                                           b'"code":"context_length_exceeded"}}\n\n'], True),
     "sse-error-event-no-message": (200, {}, [b'data: {"error":{"type":"server_error"}}\n\n'], True),
@@ -590,6 +628,24 @@ async def test_redirects_are_followed_and_a_loop_keeps_the_key_out_of_the_cause(
     assert isinstance(err.__cause__, aiohttp.TooManyRedirects)
     for text in (repr(err.__cause__), "".join(traceback.format_exception(err)), err.message):
         assert MOCK_KEY not in text
+
+
+@pytest.mark.parametrize(("name", "outcome"), [
+    ("filtered-200", ("ok", "hi there", "content_filter")), ("sse-content-filter", ("ok", "x", "content_filter")),
+    ("filtered-200-empty", ("ContentFiltered", None)), ("sse-content-filter-at-once", ("ContentFiltered", None)),
+])
+async def test_content_filter_keeps_partial_output_and_refuses_when_there_is_none(
+    name: str, outcome: tuple[Any, ...], odd: OddServer
+) -> None:
+    spec = MOCKS[name]
+    sdk, http = _both("openai", odd, spec)
+    try:
+        results = [await _drive(adapter, spec[3]) for adapter in (sdk, http)]
+    finally:
+        await sdk.aclose()
+        await http.aclose()
+    assert results[0] == results[1]
+    assert results[0][: len(outcome)] == outcome
 
 
 def test_sse_decoder_framing() -> None:

@@ -3,7 +3,8 @@ and error bodies in the shapes the real APIs use.
 
 The reply is deterministic and echo-derived (`Echo from MODEL: <last user message>`), cut at
 `max_tokens * 4` characters ("length") or at the first stop sequence; token counts are
-ceil(chars / 4) per message, so tests can predict them.
+ceil(chars / 4) per message, so tests can predict them. Tools, tool results, JSON output and
+images change the answer as `tests.fakes.surface` says (a vendor's parser fills `Parsed.surface`).
 """
 
 from __future__ import annotations
