@@ -347,7 +347,7 @@ class _Anthropic(Vendor):
                                "content_block": {**use, "input": {}}}, "content_block_start"))
             events += [sse({"type": "content_block_delta", "index": i,
                             "delta": {"type": "input_json_delta", "partial_json": frag}}, "content_block_delta")
-                       for frag in _json_fragments(json.dumps(use["input"]))]
+                       for frag in _json_fragments(json.dumps(use["input"], ensure_ascii=False, separators=(",", ":")))]
             events.append(sse({"type": "content_block_stop", "index": i}, "content_block_stop"))
         return events
 
