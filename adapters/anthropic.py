@@ -15,6 +15,7 @@ from adapters.errors import (
     BadRequest,
     ContentFiltered,
     ContextTooLong,
+    InvalidInput,
     Overloaded,
     ProviderError,
     RateLimited,
@@ -133,6 +134,7 @@ class AnthropicAdapter(LLMAdapter):
 
     def _check_options(self, request: Request) -> None:
         super()._check_options(request)
+        _check_history(request)
         opts = request.options
         if opts.output is not None and opts.output.type == "json_object" and opts.tools:
             raise self._error(BadRequest, f"response_format json_object cannot be combined with tools on "
@@ -276,7 +278,9 @@ def map_messages(turns: tuple[Message, ...]) -> list[dict[str, Any]]:
     merge = False  # the last message is a user turn holding tool results
     for m in turns:
         if m.role == "tool":
-            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.text}
+            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id}
+            if m.text:  # an empty result is a result without content
+                block["content"] = m.text
             if merge:
                 out[-1]["content"].append(block)
             else:
@@ -297,7 +301,7 @@ def _assistant_content(m: Message) -> str | list[dict[str, Any]]:
     if not m.tool_calls:
         return m.text
     blocks: list[dict[str, Any]] = [{"type": "text", "text": m.text}] if m.text else []
-    blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.args()} for c in m.tool_calls]
+    blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": _call_input(c)} for c in m.tool_calls]
     return blocks
 
 
@@ -399,3 +403,18 @@ class StreamMapper:
         elif event.type == "message_stop":
             self.finished = True
         return []
+
+
+def _check_history(request: Request) -> None:
+    """Refuse, before the call, history tool calls whose arguments Anthropic cannot take as an input object."""
+    for m in request.messages:
+        for c in m.tool_calls:
+            _call_input(c)
+
+
+def _call_input(call: ToolCall) -> dict[str, Any]:
+    """A history tool call's arguments as the object the vendor wants."""
+    try:
+        return call.args()
+    except ValueError as exc:  # json.JSONDecodeError is one
+        raise InvalidInput(f"tool call {call.id!r} ({call.name}): arguments are not a JSON object: {exc}") from None

@@ -26,6 +26,7 @@ from adapters.errors import (
     BadRequest,
     ContentFiltered,
     ContextTooLong,
+    InvalidInput,
     ProviderError,
     ServerError,
     class_for_status,
@@ -125,6 +126,12 @@ class GeminiAdapter(LLMAdapter):
             await client.aio.aclose()
 
     # ------------------------------------------------------------- translate
+
+    def _check_options(self, request: Request) -> None:
+        super()._check_options(request)
+        for m in request.messages:  # Gemini takes a history call's arguments as an object
+            for c in m.tool_calls:
+                _call_input(c)
 
     def _call_args(self, request: Request) -> dict[str, Any]:
         args = call_args(self.model, request, extra_body_fields=self.extra_body_fields)
@@ -333,7 +340,7 @@ def map_contents(turns: tuple[Message, ...]) -> list[dict[str, Any]]:
             parts: list[dict[str, Any]] = [{"text": m.text}] if m.text or not m.tool_calls else []
             for c in m.tool_calls:
                 names[c.id] = c.name
-                parts.append({"function_call": {"name": c.name, "args": c.args()}})
+                parts.append({"function_call": {"name": c.name, "args": _call_input(c)}})
             out.append({"role": "model", "parts": parts})
         else:
             out.append({"role": "user", "parts": [_user_part(p) for p in m.parts]})
@@ -416,3 +423,11 @@ class StreamMapper:
             elif p.text and not p.thought:
                 out.append(p.text)
         return out
+
+
+def _call_input(call: ToolCall) -> dict[str, Any]:
+    """A history tool call's arguments as the object the vendor wants."""
+    try:
+        return call.args()
+    except ValueError as exc:  # json.JSONDecodeError is one
+        raise InvalidInput(f"tool call {call.id!r} ({call.name}): arguments are not a JSON object: {exc}") from None

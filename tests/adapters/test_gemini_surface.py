@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from syrupy.assertion import SnapshotAssertion
 
-from adapters import BadRequest, Completion, GeminiAdapter, Message, StreamEnd
-from adapters.conversation import ToolCallAccumulator, ToolCallDelta
+from adapters import BadRequest, Completion, GeminiAdapter, InvalidInput, Message, StreamEnd
+from adapters.conversation import ToolCall, ToolCallAccumulator, ToolCallDelta
 from tests.adapters.surface_data import (
     IMAGE_URL,
     JSON_SCHEMA_FORMAT,
@@ -237,3 +237,13 @@ async def test_assistant_text_turns_and_images_keep_order(adapter: GeminiAdapter
     msgs = [Message("user", "Hi"), Message("assistant", "Hello"), image_message(url_image(), text="And this?")]
     await adapter.generate(messages=msgs, max_tokens=50, temperature=0.5)
     assert [c["role"] for c in fake.last_body("gemini")["contents"]] == ["user", "model", "user"]
+
+
+async def test_history_call_arguments_must_be_a_json_object(adapter: GeminiAdapter, fake: FakeVendorServer) -> None:
+    msgs = tool_round_trip()
+    msgs[2] = Message("assistant", "", tool_calls=(ToolCall("call_1", "get_weather", "[1, 2]"),))
+    with pytest.raises(InvalidInput, match="tool call 'call_1' \\(get_weather\\): arguments are not a JSON object"):
+        await adapter.generate(messages=msgs, max_tokens=50, temperature=0.5, tools=TOOLS)
+    with pytest.raises(InvalidInput, match="arguments are not a JSON object"):
+        adapter.stream(messages=msgs, max_tokens=50, temperature=0.5, tools=TOOLS)
+    assert fake.calls() == 0
