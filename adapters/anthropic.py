@@ -1,4 +1,9 @@
-"""Anthropic Messages API through the official `anthropic` SDK (imported on first use)."""
+"""Anthropic Messages API through the official `anthropic` SDK (imported on first use).
+
+The pure mappings live at the bottom: `request_params` (ours -> Anthropic), `reply_parts`
+(Anthropic -> ours) and `StreamMapper` (stream events -> text and tool-call deltas). What maps
+to what, and what is refused, is in docs/vendors.md.
+"""
 
 from __future__ import annotations
 

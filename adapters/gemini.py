@@ -1,4 +1,9 @@
-"""Google Gemini (Developer API) through the official `google-genai` SDK (imported on first use)."""
+"""Google Gemini (Developer API) through the official `google-genai` SDK (imported on first use).
+
+The pure mappings live at the bottom: `call_args` (ours -> Gemini), `reply_parts` (Gemini ->
+ours) and `StreamMapper` (stream chunks -> text and tool-call deltas). What maps to what, and
+what is refused, is in docs/vendors.md.
+"""
 
 from __future__ import annotations
 
