@@ -42,7 +42,7 @@ async def adapter(fake: FakeVendorServer) -> AsyncIterator[GeminiAdapter]:
     await a.aclose()
 
 
-async def _stream(a: GeminiAdapter, *args: Any, **kw: Any) -> tuple[list[object], Completion]:
+async def _stream(a: GeminiAdapter, *args: Any, **kw: Any) -> tuple[list[Any], Completion]:
     events = [e async for e in a.stream(*args, **kw)]
     end = events[-1]
     assert isinstance(end, StreamEnd)
