@@ -67,8 +67,10 @@ _BY_TYPE: dict[str, type[ProviderError]] = {
 class AnthropicAdapter(LLMAdapter):
     """Anthropic's `POST /v1/messages`.
 
+    Also built standalone, in the seed's shape: `AnthropicAdapter(api_key=..., model=...)`.
+
     Args:
-        provider: Provider name.
+        provider: Provider name (default: the adapter's kind).
         model: Claude model id.
         api_key: The key; defaults to the `ANTHROPIC_API_KEY` environment variable.
         base_url: Override of `https://api.anthropic.com` (proxies, fakes).
@@ -90,8 +92,8 @@ class AnthropicAdapter(LLMAdapter):
 
     def __init__(
         self,
-        provider: str,
-        model: str,
+        provider: str | None = None,
+        model: str | None = None,
         *,
         api_key: str | None = None,
         base_url: str | None = None,
@@ -100,7 +102,7 @@ class AnthropicAdapter(LLMAdapter):
         headers: Mapping[str, str] | None = None,
         send_temperature: bool = False,
     ) -> None:
-        super().__init__(provider, model, price=price, timeout_s=timeout_s)
+        super().__init__(provider or self.kind, model or "", price=price, timeout_s=timeout_s)
         self._send_temperature = send_temperature
         if importlib.util.find_spec("anthropic") is None:
             raise ImportError(f"the anthropic adapter needs the Anthropic SDK: {_PIP}")

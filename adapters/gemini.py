@@ -58,8 +58,10 @@ _DELAY = re.compile(r"^\s*([0-9.]+)s\s*$")
 class GeminiAdapter(LLMAdapter):
     """Gemini's `models/{model}:generateContent` and `:streamGenerateContent`.
 
+    Also built standalone, in the seed's shape: `GeminiAdapter(api_key=..., model=...)`.
+
     Args:
-        provider: Provider name.
+        provider: Provider name (default: the adapter's kind).
         model: Gemini model id.
         api_key: The key; defaults to `GEMINI_API_KEY` (or `GOOGLE_API_KEY`).
         base_url: Override of `https://generativelanguage.googleapis.com` (proxies, fakes).
@@ -81,8 +83,8 @@ class GeminiAdapter(LLMAdapter):
 
     def __init__(
         self,
-        provider: str,
-        model: str,
+        provider: str | None = None,
+        model: str | None = None,
         *,
         api_key: str | None = None,
         base_url: str | None = None,
@@ -91,7 +93,7 @@ class GeminiAdapter(LLMAdapter):
         api_version: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(provider, model, price=price, timeout_s=timeout_s)
+        super().__init__(provider or self.kind, model or "", price=price, timeout_s=timeout_s)
         if importlib.util.find_spec("google.genai") is None:
             raise ImportError(f"the gemini adapter needs the Google GenAI SDK: {_PIP}")
         self._api_key = api_key

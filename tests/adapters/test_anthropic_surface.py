@@ -31,7 +31,7 @@ from tests.adapters.surface_data import (
     url_image,
 )
 from tests.fakes import FakeVendorServer
-from tests.fakes.clients import adapter_for
+from tests.fakes.clients import TEST_KEYS, adapter_for
 
 
 @pytest.fixture
@@ -242,3 +242,14 @@ async def test_an_empty_tool_result_has_no_content(adapter: AnthropicAdapter, fa
     assert fake.last_body("anthropic")["messages"][-1]["content"] == [
         {"type": "tool_result", "tool_use_id": "call_1"}]
     assert c.text == "Tool get_weather returned: "
+
+
+async def test_standalone_in_the_seeds_shape(fake: FakeVendorServer) -> None:
+    a = AnthropicAdapter(api_key=TEST_KEYS["anthropic"], model="claude-haiku-4-5", base_url=fake.anthropic_url)
+    try:
+        c = await a.generate("Weather?", 100, 0.5, tools=TOOLS)
+    finally:
+        await a.aclose()
+    assert (c.provider, c.model, [t.name for t in c.tool_calls]) == ("anthropic", "claude-haiku-4-5", ["get_weather"])
+    with pytest.raises(InvalidInput, match="model id"):
+        AnthropicAdapter(api_key="k")

@@ -31,7 +31,7 @@ from tests.adapters.surface_data import (
     url_image,
 )
 from tests.fakes import FakeVendorServer
-from tests.fakes.clients import adapter_for
+from tests.fakes.clients import TEST_KEYS, adapter_for
 
 
 @pytest.fixture
@@ -247,3 +247,14 @@ async def test_history_call_arguments_must_be_a_json_object(adapter: GeminiAdapt
     with pytest.raises(InvalidInput, match="arguments are not a JSON object"):
         adapter.stream(messages=msgs, max_tokens=50, temperature=0.5, tools=TOOLS)
     assert fake.calls() == 0
+
+
+async def test_standalone_in_the_seeds_shape(fake: FakeVendorServer) -> None:
+    a = GeminiAdapter(api_key=TEST_KEYS["gemini"], model="gemini-2.5-flash", base_url=fake.gemini_url)
+    try:
+        c = await a.generate("Weather?", 100, 0.5, tools=TOOLS)
+    finally:
+        await a.aclose()
+    assert (c.provider, c.model, [t.name for t in c.tool_calls]) == ("gemini", "gemini-2.5-flash", ["get_weather"])
+    with pytest.raises(InvalidInput, match="model id"):
+        GeminiAdapter(api_key="k")
