@@ -6,6 +6,7 @@ answers are checked as the router sees them.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -258,3 +259,25 @@ async def test_standalone_in_the_seeds_shape(fake: FakeVendorServer) -> None:
     assert (c.provider, c.model, [t.name for t in c.tool_calls]) == ("gemini", "gemini-2.5-flash", ["get_weather"])
     with pytest.raises(InvalidInput, match="model id"):
         GeminiAdapter(api_key="k")
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["json", "stream"])
+async def test_thought_signatures_go_back_with_their_calls(
+    adapter: GeminiAdapter, fake: FakeVendorServer, streamed: bool
+) -> None:
+    prompt = "Weather and time, in parallel"
+    if streamed:
+        _, first = await _stream(adapter, prompt, 200, 0.5, tools=TOOLS)
+    else:
+        first = await adapter.generate(prompt, 200, 0.5, tools=TOOLS)
+    a, b = first.tool_calls
+    history = [Message("user", prompt), Message("assistant", "", tool_calls=first.tool_calls),
+               Message("tool", "sunny", tool_call_id=a.id), Message("tool", "noon", tool_call_id=b.id)]
+    await adapter.generate(messages=history, max_tokens=200, temperature=0.5, tools=TOOLS)
+    parts = fake.last_body("gemini")["contents"][1]["parts"]
+    # the fake signs a turn's first call, as Gemini's thinking models do: the signature goes back as it came
+    assert base64.b64decode(parts[0]["thoughtSignature"]).startswith(b"sig-fake")
+    assert "thoughtSignature" not in parts[1]
+    # a call Gemini did not make (another vendor's, or the caller's own) has none to send
+    await adapter.generate(messages=tool_round_trip(), max_tokens=200, temperature=0.5, tools=TOOLS)
+    assert "thoughtSignature" not in fake.last_body("gemini")["contents"][1]["parts"][1]

@@ -8,6 +8,7 @@ ceil(chars / 4) per message, so tests can predict them.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass
@@ -424,7 +425,7 @@ class _Gemini(Vendor):
         calls = [(name, json.loads(args)) for name, args in reply.calls]
         finish = "MAX_TOKENS" if reply.finish == "length" else "STOP"
         # Gemini ends a turn of function calls with STOP and gives the calls no id
-        parts = [{"functionCall": {"name": name, "args": args}} for name, args in calls]
+        parts = [_function_call(name, args, n, i) for i, (name, args) in enumerate(calls)]
         return self._chunk(parsed, reply.text, finish, n, self._usage(reply), parts)
 
     def stream(self, parsed: Parsed, reply: Reply, n: int) -> list[bytes]:
@@ -433,7 +434,7 @@ class _Gemini(Vendor):
             partial = {"promptTokenCount": reply.input_tokens, "totalTokenCount": reply.input_tokens}
             return [sse(self._chunk(parsed, "", "STOP" if i == len(calls) - 1 else None, n,
                                     self._usage(reply) if i == len(calls) - 1 else partial,
-                                    [{"functionCall": {"name": name, "args": args}}]))
+                                    [_function_call(name, args, n, i)]))
                     for i, (name, args) in enumerate(calls)]
         pieces = reply.pieces or [""]
         finish = "MAX_TOKENS" if reply.finish == "length" else "STOP"
@@ -484,6 +485,14 @@ class _Gemini(Vendor):
             "modelVersion": parsed.model, "responseId": f"fake{n}",
         }
         return (None, [sse(body)]) if stream else (body, [])
+
+
+def _function_call(name: str, args: Any, n: int, i: int) -> dict[str, Any]:
+    """A functionCall part; the turn's first call carries a thought signature, as thinking models give."""
+    part: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
+    if i == 0:
+        part["thoughtSignature"] = base64.b64encode(f"sig-fake{n}".encode()).decode()
+    return part
 
 
 def _g(d: Any, camel: str) -> Any:
