@@ -1,4 +1,9 @@
-"""Anthropic Messages API through the official `anthropic` SDK (imported on first use)."""
+"""Anthropic Messages API through the official `anthropic` SDK (imported on first use).
+
+The pure mappings live at the bottom: `request_params` (ours -> Anthropic), `reply_parts`
+(Anthropic -> ours) and `StreamMapper` (stream events -> text and tool-call deltas). What maps
+to what, and what is refused, is in docs/vendors.md.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from adapters.errors import (
     BadRequest,
     ContentFiltered,
     ContextTooLong,
+    InvalidInput,
     Overloaded,
     ProviderError,
     RateLimited,
@@ -61,8 +67,10 @@ _BY_TYPE: dict[str, type[ProviderError]] = {
 class AnthropicAdapter(LLMAdapter):
     """Anthropic's `POST /v1/messages`.
 
+    Also built standalone, in the seed's shape: `AnthropicAdapter(api_key=..., model=...)`.
+
     Args:
-        provider: Provider name.
+        provider: Provider name (default: the adapter's kind).
         model: Claude model id.
         api_key: The key; defaults to the `ANTHROPIC_API_KEY` environment variable.
         base_url: Override of `https://api.anthropic.com` (proxies, fakes).
@@ -85,8 +93,8 @@ class AnthropicAdapter(LLMAdapter):
 
     def __init__(
         self,
-        provider: str,
-        model: str,
+        provider: str | None = None,
+        model: str | None = None,
         *,
         api_key: str | None = None,
         base_url: str | None = None,
@@ -95,7 +103,7 @@ class AnthropicAdapter(LLMAdapter):
         headers: Mapping[str, str] | None = None,
         send_temperature: bool = False,
     ) -> None:
-        super().__init__(provider, model, price=price, timeout_s=timeout_s)
+        super().__init__(provider or self.kind, model or "", price=price, timeout_s=timeout_s)
         self._send_temperature = send_temperature
         if importlib.util.find_spec("anthropic") is None:
             raise ImportError(f"the anthropic adapter needs the Anthropic SDK: {_PIP}")
@@ -137,6 +145,7 @@ class AnthropicAdapter(LLMAdapter):
 
     def _check_options(self, request: Request) -> None:
         super()._check_options(request)
+        _check_history(request)
         opts = request.options
         if opts.output is not None and opts.output.type == "json_object" and opts.tools:
             raise self._error(BadRequest, f"response_format json_object cannot be combined with tools on "
@@ -280,7 +289,9 @@ def map_messages(turns: tuple[Message, ...]) -> list[dict[str, Any]]:
     merge = False  # the last message is a user turn holding tool results
     for m in turns:
         if m.role == "tool":
-            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.text}
+            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id}
+            if m.text:  # an empty result is a result without content
+                block["content"] = m.text
             if merge:
                 out[-1]["content"].append(block)
             else:
@@ -301,7 +312,7 @@ def _assistant_content(m: Message) -> str | list[dict[str, Any]]:
     if not m.tool_calls:
         return m.text
     blocks: list[dict[str, Any]] = [{"type": "text", "text": m.text}] if m.text else []
-    blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.args()} for c in m.tool_calls]
+    blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": _call_input(c)} for c in m.tool_calls]
     return blocks
 
 
@@ -403,3 +414,18 @@ class StreamMapper:
         elif event.type == "message_stop":
             self.finished = True
         return []
+
+
+def _check_history(request: Request) -> None:
+    """Refuse, before the call, history tool calls whose arguments Anthropic cannot take as an input object."""
+    for m in request.messages:
+        for c in m.tool_calls:
+            _call_input(c)
+
+
+def _call_input(call: ToolCall) -> dict[str, Any]:
+    """A history tool call's arguments as the object the vendor wants."""
+    try:
+        return call.args()
+    except ValueError as exc:  # json.JSONDecodeError is one
+        raise InvalidInput(f"tool call {call.id!r} ({call.name}): arguments are not a JSON object: {exc}") from None

@@ -1,4 +1,9 @@
-"""Google Gemini (Developer API) through the official `google-genai` SDK (imported on first use)."""
+"""Google Gemini (Developer API) through the official `google-genai` SDK (imported on first use).
+
+The pure mappings live at the bottom: `call_args` (ours -> Gemini), `reply_parts` (Gemini ->
+ours) and `StreamMapper` (stream chunks -> text and tool-call deltas). What maps to what, and
+what is refused, is in docs/vendors.md.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import json
 import mimetypes
 import re
 import sys
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
@@ -26,6 +32,7 @@ from adapters.errors import (
     BadRequest,
     ContentFiltered,
     ContextTooLong,
+    InvalidInput,
     ProviderError,
     ServerError,
     class_for_status,
@@ -44,6 +51,7 @@ _FILTERED = frozenset(
     ("SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "MODEL_ARMOR",
      "JAILBREAK", "OTHER")
 )
+_SIGNATURES_KEPT = 10_000  # thought signatures remembered per adapter (a few hundred bytes each)
 # GenerateContentConfig fields that are not generation settings the policy may pass through
 _NOT_GENERATION = frozenset({"http_options", "should_return_http_response", "automatic_function_calling"})
 _DELAY = re.compile(r"^\s*([0-9.]+)s\s*$")
@@ -52,8 +60,10 @@ _DELAY = re.compile(r"^\s*([0-9.]+)s\s*$")
 class GeminiAdapter(LLMAdapter):
     """Gemini's `models/{model}:generateContent` and `:streamGenerateContent`.
 
+    Also built standalone, in the seed's shape: `GeminiAdapter(api_key=..., model=...)`.
+
     Args:
-        provider: Provider name.
+        provider: Provider name (default: the adapter's kind).
         model: Gemini model id.
         api_key: The key; defaults to `GEMINI_API_KEY` (or `GOOGLE_API_KEY`).
         base_url: Override of `https://generativelanguage.googleapis.com` (proxies, fakes).
@@ -76,8 +86,8 @@ class GeminiAdapter(LLMAdapter):
 
     def __init__(
         self,
-        provider: str,
-        model: str,
+        provider: str | None = None,
+        model: str | None = None,
         *,
         api_key: str | None = None,
         base_url: str | None = None,
@@ -86,7 +96,7 @@ class GeminiAdapter(LLMAdapter):
         api_version: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(provider, model, price=price, timeout_s=timeout_s)
+        super().__init__(provider or self.kind, model or "", price=price, timeout_s=timeout_s)
         if importlib.util.find_spec("google.genai") is None:
             raise ImportError(f"the gemini adapter needs the Google GenAI SDK: {_PIP}")
         self._api_key = api_key
@@ -95,6 +105,10 @@ class GeminiAdapter(LLMAdapter):
         self._headers = dict(headers) if headers else None
         self._client: Client | None = None
         self._secrets = tuple(s for s in (api_key,) if s)
+        # call id -> Gemini's thought signature of that call, sent back with the call when the
+        # conversation continues (thinking models refuse a call history without them); the
+        # OpenAI-shaped conversation has no place for it, so it is kept here, newest last
+        self._signatures: OrderedDict[str, bytes] = OrderedDict()
 
     def _warm(self) -> None:
         self._get_client()
@@ -130,8 +144,14 @@ class GeminiAdapter(LLMAdapter):
 
     # ------------------------------------------------------------- translate
 
+    def _check_options(self, request: Request) -> None:
+        super()._check_options(request)
+        for m in request.messages:  # Gemini takes a history call's arguments as an object
+            for c in m.tool_calls:
+                _call_input(c)
+
     def _call_args(self, request: Request) -> dict[str, Any]:
-        args = call_args(self.model, request, extra_body_fields=self.extra_body_fields)
+        args = call_args(self.model, request, extra_body_fields=self.extra_body_fields, signatures=self._signatures)
         if request.timeout_s != self.timeout_s:
             args["config"].setdefault("http_options", {})["timeout"] = _ms(request.timeout_s)
         return args
@@ -140,6 +160,7 @@ class GeminiAdapter(LLMAdapter):
         resp = await self._get_client().aio.models.generate_content(**self._call_args(request))
         parts, finish = self._read(resp)
         text, calls = reply_parts(parts, salt=resp.response_id or "")
+        self._remember(thought_signatures(parts, calls))
         if request.options.parallel_tool_calls is False:
             calls = calls[:1]
         return Reply(text, self._usage(_finish(finish, bool(calls)), resp), calls)
@@ -171,7 +192,15 @@ class GeminiAdapter(LLMAdapter):
             raise blocked
         if finish is None:
             raise self._error(ServerError, "stream ended without a finish reason")
+        self._remember(mapper.signatures)
         yield self._usage(_finish(finish, mapper.calls > 0), last)
+
+    def _remember(self, signatures: Mapping[str, bytes]) -> None:
+        for call_id, signature in signatures.items():
+            self._signatures[call_id] = signature
+            self._signatures.move_to_end(call_id)
+        while len(self._signatures) > _SIGNATURES_KEPT:
+            self._signatures.popitem(last=False)
 
     def _read(self, resp: GenerateContentResponse) -> tuple[list[Part], str | None]:
         """Parts and finish reason of one response (or chunk); raises ContentFiltered on a block."""
@@ -250,8 +279,12 @@ def _retry_delay(details: list[Mapping[str, Any]]) -> float | None:
 # ---------------------------------------------------------------- pure mappings
 
 
-def call_args(model: str, request: Request, *, extra_body_fields: Collection[str] = ()) -> dict[str, Any]:
-    """The `generate_content` keyword arguments of a request (ours -> Gemini), without timeout."""
+def call_args(model: str, request: Request, *, extra_body_fields: Collection[str] = (),
+              signatures: Mapping[str, bytes] | None = None) -> dict[str, Any]:
+    """The `generate_content` keyword arguments of a request (ours -> Gemini), without timeout.
+
+    `signatures` maps call ids to the thought signatures Gemini gave those calls.
+    """
     opts = request.options
     config: dict[str, Any] = {"temperature": request.temperature, "max_output_tokens": request.max_tokens}
     system = request.system
@@ -284,7 +317,7 @@ def call_args(model: str, request: Request, *, extra_body_fields: Collection[str
                 top[k] = v
         if top:
             config["http_options"] = {"extra_body": top}
-    return {"model": model, "contents": map_contents(request.turns), "config": config}
+    return {"model": model, "contents": map_contents(request.turns, signatures), "config": config}
 
 
 def _tool_config(opts: Options) -> dict[str, Any]:
@@ -313,8 +346,10 @@ def _json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in schema.items() if k != "$schema"}
 
 
-def map_contents(turns: tuple[Message, ...]) -> list[dict[str, Any]]:
+def map_contents(turns: tuple[Message, ...], signatures: Mapping[str, bytes] | None = None) -> list[dict[str, Any]]:
     """User, assistant and tool turns as Gemini contents.
+
+    A call Gemini made keeps its thought signature (from `signatures`, by call id).
 
     A tool result becomes a `function_response` part named after the call it answers;
     consecutive results (answers to parallel calls) share one user turn, as Gemini wants.
@@ -337,7 +372,11 @@ def map_contents(turns: tuple[Message, ...]) -> list[dict[str, Any]]:
             parts: list[dict[str, Any]] = [{"text": m.text}] if m.text or not m.tool_calls else []
             for c in m.tool_calls:
                 names[c.id] = c.name
-                parts.append({"function_call": {"name": c.name, "args": c.args()}})
+                call_part: dict[str, Any] = {"function_call": {"name": c.name, "args": _call_input(c)}}
+                signature = signatures.get(c.id) if signatures else None
+                if signature is not None:
+                    call_part["thought_signature"] = signature
+                parts.append(call_part)
             out.append({"role": "model", "parts": parts})
         else:
             out.append({"role": "user", "parts": [_user_part(p) for p in m.parts]})
@@ -394,6 +433,13 @@ def reply_parts(parts: list[Part], *, salt: str = "") -> tuple[str, tuple[ToolCa
     return "".join(texts), tuple(calls)
 
 
+def thought_signatures(parts: list[Part], calls: tuple[ToolCall, ...]) -> dict[str, bytes]:
+    """Call id -> thought signature, for the function calls of `parts` that carry one (`calls`
+    being `reply_parts`' calls of the same parts, in order)."""
+    fcs = [p for p in parts if p.function_call is not None]
+    return {c.id: p.thought_signature for p, c in zip(fcs, calls, strict=False) if p.thought_signature}
+
+
 class StreamMapper:
     """Maps streamed chunks' parts to text pieces and `ToolCallDelta`s (Gemini -> ours).
 
@@ -401,11 +447,13 @@ class StreamMapper:
     and all its arguments; indexes count calls only, 0, 1, ... in order.
     """
 
-    __slots__ = ("calls",)
+    __slots__ = ("calls", "signatures")
 
     def __init__(self) -> None:
         self.calls = 0
         """Tool calls seen so far."""
+        self.signatures: dict[str, bytes] = {}
+        """Call id -> thought signature, for the calls that carried one."""
 
     def feed(self, parts: list[Part], salt: str = "") -> list[str | ToolCallDelta]:
         """What one chunk's parts contribute, in order."""
@@ -414,9 +462,19 @@ class StreamMapper:
             if p.function_call is not None:
                 fc = p.function_call
                 name = fc.name or ""
-                out.append(ToolCallDelta(self.calls, fc.id or synth_call_id(name, self.calls, salt), name,
-                                         _arguments(fc.args)))
+                call_id = fc.id or synth_call_id(name, self.calls, salt)
+                if p.thought_signature:
+                    self.signatures[call_id] = p.thought_signature
+                out.append(ToolCallDelta(self.calls, call_id, name, _arguments(fc.args)))
                 self.calls += 1
             elif p.text and not p.thought:
                 out.append(p.text)
         return out
+
+
+def _call_input(call: ToolCall) -> dict[str, Any]:
+    """A history tool call's arguments as the object the vendor wants."""
+    try:
+        return call.args()
+    except ValueError as exc:  # json.JSONDecodeError is one
+        raise InvalidInput(f"tool call {call.id!r} ({call.name}): arguments are not a JSON object: {exc}") from None

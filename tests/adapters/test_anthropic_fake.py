@@ -21,7 +21,7 @@ from tests.fakes import FakeVendorServer
 from tests.fakes.clients import TEST_KEYS, TEST_MODELS
 
 MODEL = TEST_MODELS["anthropic"]
-TOOLS = [{"name": t["function"]["name"], "description": t["function"]["description"],
+TOOLS: list[Any] = [{"name": t["function"]["name"], "description": t["function"]["description"],
           "input_schema": t["function"]["parameters"]} for t in (WEATHER, TIME)]
 EVENTS: TypeAdapter[RawMessageStreamEvent] = TypeAdapter(RawMessageStreamEvent)
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from syrupy.assertion import SnapshotAssertion
 
-from adapters import AnthropicAdapter, BadRequest, Completion, Message, StreamEnd, TextDelta
-from adapters.conversation import ToolCallAccumulator, ToolCallDelta
+from adapters import AnthropicAdapter, BadRequest, Completion, InvalidInput, Message, StreamEnd, TextDelta
+from adapters.conversation import ToolCall, ToolCallAccumulator, ToolCallDelta
 from tests.adapters.surface_data import (
     IMAGE_URL,
     JSON_SCHEMA_FORMAT,
@@ -31,7 +31,7 @@ from tests.adapters.surface_data import (
     url_image,
 )
 from tests.fakes import FakeVendorServer
-from tests.fakes.clients import adapter_for
+from tests.fakes.clients import TEST_KEYS, adapter_for
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ async def adapter(fake: FakeVendorServer) -> AsyncIterator[AnthropicAdapter]:
     await a.aclose()
 
 
-async def _stream(a: AnthropicAdapter, *args: Any, **kw: Any) -> tuple[list[object], Completion]:
+async def _stream(a: AnthropicAdapter, *args: Any, **kw: Any) -> tuple[list[Any], Completion]:
     events = [e async for e in a.stream(*args, **kw)]
     end = events[-1]
     assert isinstance(end, StreamEnd)
@@ -224,3 +224,32 @@ async def test_policy_pass_through_fields_reach_the_body(fake: FakeVendorServer)
     finally:
         await a.aclose()
     assert fake.last_body("anthropic")["top_k"] == 5
+
+
+async def test_history_call_arguments_must_be_a_json_object(adapter: AnthropicAdapter, fake: FakeVendorServer) -> None:
+    msgs = tool_round_trip()
+    msgs[2] = Message("assistant", "", tool_calls=(ToolCall("call_1", "get_weather", '{"city": "Par'),))
+    with pytest.raises(InvalidInput, match="tool call 'call_1' \\(get_weather\\): arguments are not a JSON object"):
+        await adapter.generate(messages=msgs, max_tokens=50, temperature=0.5, tools=TOOLS)
+    with pytest.raises(InvalidInput, match="arguments are not a JSON object"):
+        adapter.stream(messages=msgs, max_tokens=50, temperature=0.5, tools=TOOLS)
+    assert fake.calls() == 0
+
+
+async def test_an_empty_tool_result_has_no_content(adapter: AnthropicAdapter, fake: FakeVendorServer) -> None:
+    msgs = tool_round_trip(result="")
+    c = await adapter.generate(messages=msgs, max_tokens=50, temperature=0.5, tools=TOOLS)
+    assert fake.last_body("anthropic")["messages"][-1]["content"] == [
+        {"type": "tool_result", "tool_use_id": "call_1"}]
+    assert c.text == "Tool get_weather returned: "
+
+
+async def test_standalone_in_the_seeds_shape(fake: FakeVendorServer) -> None:
+    a = AnthropicAdapter(api_key=TEST_KEYS["anthropic"], model="claude-haiku-4-5", base_url=fake.anthropic_url)
+    try:
+        c = await a.generate("Weather?", 100, 0.5, tools=TOOLS)
+    finally:
+        await a.aclose()
+    assert (c.provider, c.model, [t.name for t in c.tool_calls]) == ("anthropic", "claude-haiku-4-5", ["get_weather"])
+    with pytest.raises(InvalidInput, match="model id"):
+        AnthropicAdapter(api_key="k")

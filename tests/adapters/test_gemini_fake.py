@@ -51,6 +51,8 @@ async def test_function_call(client: genai.Client) -> None:
     assert resp.candidates and resp.candidates[0].finish_reason == types.FinishReason.STOP
     calls = resp.function_calls or []
     assert [(c.name, c.args, c.id) for c in calls] == [("get_weather", {"city": "x", "unit": "celsius"}, None)]
+    parts = resp.candidates[0].content.parts if resp.candidates[0].content else None
+    assert parts and (parts[0].thought_signature or b"").startswith(b"sig-fake")  # base64 on the wire
 
 
 async def test_parallel_forced_and_none(client: genai.Client) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.genai import types
 
 from adapters.conversation import ToolCall, ToolCallDelta, synth_call_id
-from adapters.gemini import StreamMapper, reply_parts
+from adapters.gemini import StreamMapper, reply_parts, thought_signatures
 
 
 def _call(name: str, args: dict[str, object], call_id: str | None = None) -> types.Part:
@@ -32,3 +32,13 @@ def test_stream_mapper_numbers_calls_across_chunks_and_matches_reply_ids() -> No
     assert mapper.calls == 2
     _, whole = reply_parts([_call("search", {"q": "a"}), _call("fetch", {})], salt="resp-1")
     assert [c.id for c in whole] == [d.id for d in (*first[1:], *second) if isinstance(d, ToolCallDelta)]
+
+
+def test_thought_signatures_pair_with_their_calls() -> None:
+    signed = types.Part(function_call=types.FunctionCall(name="search", args={}), thought_signature=b"sig")
+    parts = [types.Part(text="Looking."), signed, _call("fetch", {})]
+    _, calls = reply_parts(parts, salt="r")
+    assert thought_signatures(parts, calls) == {calls[0].id: b"sig"}
+    mapper = StreamMapper()
+    mapper.feed(parts, "r")
+    assert mapper.signatures == {calls[0].id: b"sig"}

@@ -6,6 +6,7 @@ answers are checked as the router sees them.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,8 +14,8 @@ from typing import Any
 import pytest
 from syrupy.assertion import SnapshotAssertion
 
-from adapters import BadRequest, Completion, GeminiAdapter, Message, StreamEnd
-from adapters.conversation import ToolCallAccumulator, ToolCallDelta
+from adapters import BadRequest, Completion, GeminiAdapter, InvalidInput, Message, StreamEnd
+from adapters.conversation import ToolCall, ToolCallAccumulator, ToolCallDelta
 from tests.adapters.surface_data import (
     IMAGE_URL,
     JSON_SCHEMA_FORMAT,
@@ -31,7 +32,7 @@ from tests.adapters.surface_data import (
     url_image,
 )
 from tests.fakes import FakeVendorServer
-from tests.fakes.clients import adapter_for
+from tests.fakes.clients import TEST_KEYS, adapter_for
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ async def adapter(fake: FakeVendorServer) -> AsyncIterator[GeminiAdapter]:
     await a.aclose()
 
 
-async def _stream(a: GeminiAdapter, *args: Any, **kw: Any) -> tuple[list[object], Completion]:
+async def _stream(a: GeminiAdapter, *args: Any, **kw: Any) -> tuple[list[Any], Completion]:
     events = [e async for e in a.stream(*args, **kw)]
     end = events[-1]
     assert isinstance(end, StreamEnd)
@@ -237,3 +238,46 @@ async def test_assistant_text_turns_and_images_keep_order(adapter: GeminiAdapter
     msgs = [Message("user", "Hi"), Message("assistant", "Hello"), image_message(url_image(), text="And this?")]
     await adapter.generate(messages=msgs, max_tokens=50, temperature=0.5)
     assert [c["role"] for c in fake.last_body("gemini")["contents"]] == ["user", "model", "user"]
+
+
+async def test_history_call_arguments_must_be_a_json_object(adapter: GeminiAdapter, fake: FakeVendorServer) -> None:
+    msgs = tool_round_trip()
+    msgs[2] = Message("assistant", "", tool_calls=(ToolCall("call_1", "get_weather", "[1, 2]"),))
+    with pytest.raises(InvalidInput, match="tool call 'call_1' \\(get_weather\\): arguments are not a JSON object"):
+        await adapter.generate(messages=msgs, max_tokens=50, temperature=0.5, tools=TOOLS)
+    with pytest.raises(InvalidInput, match="arguments are not a JSON object"):
+        adapter.stream(messages=msgs, max_tokens=50, temperature=0.5, tools=TOOLS)
+    assert fake.calls() == 0
+
+
+async def test_standalone_in_the_seeds_shape(fake: FakeVendorServer) -> None:
+    a = GeminiAdapter(api_key=TEST_KEYS["gemini"], model="gemini-2.5-flash", base_url=fake.gemini_url)
+    try:
+        c = await a.generate("Weather?", 100, 0.5, tools=TOOLS)
+    finally:
+        await a.aclose()
+    assert (c.provider, c.model, [t.name for t in c.tool_calls]) == ("gemini", "gemini-2.5-flash", ["get_weather"])
+    with pytest.raises(InvalidInput, match="model id"):
+        GeminiAdapter(api_key="k")
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["json", "stream"])
+async def test_thought_signatures_go_back_with_their_calls(
+    adapter: GeminiAdapter, fake: FakeVendorServer, streamed: bool
+) -> None:
+    prompt = "Weather and time, in parallel"
+    if streamed:
+        _, first = await _stream(adapter, prompt, 200, 0.5, tools=TOOLS)
+    else:
+        first = await adapter.generate(prompt, 200, 0.5, tools=TOOLS)
+    a, b = first.tool_calls
+    history = [Message("user", prompt), Message("assistant", "", tool_calls=first.tool_calls),
+               Message("tool", "sunny", tool_call_id=a.id), Message("tool", "noon", tool_call_id=b.id)]
+    await adapter.generate(messages=history, max_tokens=200, temperature=0.5, tools=TOOLS)
+    parts = fake.last_body("gemini")["contents"][1]["parts"]
+    # the fake signs a turn's first call, as Gemini's thinking models do: the signature goes back as it came
+    assert base64.b64decode(parts[0]["thoughtSignature"]).startswith(b"sig-fake")
+    assert "thoughtSignature" not in parts[1]
+    # a call Gemini did not make (another vendor's, or the caller's own) has none to send
+    await adapter.generate(messages=tool_round_trip(), max_tokens=200, temperature=0.5, tools=TOOLS)
+    assert "thoughtSignature" not in fake.last_body("gemini")["contents"][1]["parts"][1]

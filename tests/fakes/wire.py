@@ -9,6 +9,7 @@ images change the answer as `tests.fakes.surface` says (a vendor's parser fills 
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass
@@ -389,7 +390,7 @@ class _Anthropic(Vendor):
                                "content_block": {**use, "input": {}}}, "content_block_start"))
             events += [sse({"type": "content_block_delta", "index": i,
                             "delta": {"type": "input_json_delta", "partial_json": frag}}, "content_block_delta")
-                       for frag in _json_fragments(json.dumps(use["input"]))]
+                       for frag in _json_fragments(json.dumps(use["input"], ensure_ascii=False, separators=(",", ":")))]
             events.append(sse({"type": "content_block_stop", "index": i}, "content_block_stop"))
         return events
 
@@ -466,7 +467,7 @@ class _Gemini(Vendor):
         calls = [(name, json.loads(args)) for name, args in reply.calls]
         finish = "MAX_TOKENS" if reply.finish == "length" else "STOP"
         # Gemini ends a turn of function calls with STOP and gives the calls no id
-        parts = [{"functionCall": {"name": name, "args": args}} for name, args in calls]
+        parts = [_function_call(name, args, n, i) for i, (name, args) in enumerate(calls)]
         return self._chunk(parsed, reply.text, finish, n, self._usage(reply), parts)
 
     def stream(self, parsed: Parsed, reply: Reply, n: int) -> list[bytes]:
@@ -475,7 +476,7 @@ class _Gemini(Vendor):
             partial = {"promptTokenCount": reply.input_tokens, "totalTokenCount": reply.input_tokens}
             return [sse(self._chunk(parsed, "", "STOP" if i == len(calls) - 1 else None, n,
                                     self._usage(reply) if i == len(calls) - 1 else partial,
-                                    [{"functionCall": {"name": name, "args": args}}]))
+                                    [_function_call(name, args, n, i)]))
                     for i, (name, args) in enumerate(calls)]
         pieces = reply.pieces or [""]
         finish = "MAX_TOKENS" if reply.finish == "length" else "STOP"
@@ -526,6 +527,14 @@ class _Gemini(Vendor):
             "modelVersion": parsed.model, "responseId": f"fake{n}",
         }
         return (None, [sse(body)]) if stream else (body, [])
+
+
+def _function_call(name: str, args: Any, n: int, i: int) -> dict[str, Any]:
+    """A functionCall part; the turn's first call carries a thought signature, as thinking models give."""
+    part: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
+    if i == 0:
+        part["thoughtSignature"] = base64.b64encode(f"sig-fake{n}".encode()).decode()
+    return part
 
 
 def _g(d: Any, camel: str) -> Any:
