@@ -294,7 +294,8 @@ class Router:
         routed = decide_route(self.compiled, pinned, decision.features, state)
         if routed is not None:
             return routed
-        raise RequestError(f"unknown model or route {pinned!r} (nor a model group); models: {', '.join(self.policy.models)}")
+        raise RequestError(f"unknown model or route {pinned!r} (nor a model group); "
+                           f"models: {', '.join(self.policy.models)}")
 
     def _walk(self, rid: str, request: Request, decision: Decision) -> Walk:
         tenant, key = _who(request.meta)
