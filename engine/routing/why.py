@@ -239,7 +239,8 @@ def quota_view(policy: Policy, d: Decision, used: QuotaUsed) -> list[dict[str, A
         view["applies"] = key is not None
         if key is None:
             missing = [s for s in q.scope if s in ("tenant", "key") and f.meta.get(s) is None]
-            view["verdict"] = f"does not apply: the request has no meta.{' or meta.'.join(missing)}"
+            view["verdict"] = (f"does not apply: the request has no meta.{' or meta.'.join(missing)}" if missing
+                               else "does not apply: no model was considered")
             out.append(view)
             continue
         view["scope_key"] = key or "global"
