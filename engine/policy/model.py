@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Strategy = Literal["best", "cheapest", "fastest", "ordered"]
-Window = Literal["minute", "hour", "day", "month"]
+Window = str
+"""`minute`, `hour`, `day`, `month` (calendar, UTC) or a rolling span such as `24h`, `7d`, `30d`."""
 OnExceed = Literal["reject", "downgrade"]
 PromptLogging = Literal["hash", "full", "none"]
 AdapterKind = Literal["openai", "anthropic", "gemini", "openai_compatible", "simulated"]
