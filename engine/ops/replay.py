@@ -77,7 +77,7 @@ class _Side:
     @classmethod
     def of(cls, policy: Policy) -> _Side:
         clock = _ReplayClock()
-        quotas = QuotaManager(policy.quotas, path=None, clock=clock) if policy.quotas else None
+        quotas = QuotaManager(policy.quotas, path=None, clock=clock, signals=policy.signals) if policy.quotas else None
         return cls(policy, compile_policy(policy), clock, quotas)
 
     def state(self, tenant: str | None, key: str | None) -> RuntimeState:

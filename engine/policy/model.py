@@ -153,6 +153,8 @@ class Quota:
     window: Window
     limit: QuotaLimit
     on_exceed: OnExceed = "reject"
+    when: str | None = None
+    """Only requests for which this expression holds are counted (and limited) by the quota."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,10 +21,10 @@ import itertools
 import math
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from engine.errors import QuotaExceeded
 from engine.policy.model import OnExceed, Quota, QuotaLimit, Window
@@ -79,6 +79,8 @@ class QuotaContext:
     key: str | None
     model: str
     provider: str
+    skip: frozenset[str] = frozenset()
+    """Conditional quotas whose `when` is false for this request (`QuotaManager.skipped`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +289,7 @@ class QuotaManager:
             again (other processes' writes are invisible until then). Ignored in memory, where
             this object makes every write and the cache is exact.
         busy_timeout_ms: how long a write waits for another process's transaction.
+        signals: the policy's signal names, which quota `when` expressions may read.
 
     Attributes:
         downgrade_quotas: names of the quotas whose policy says `on_exceed: downgrade`.
@@ -300,12 +303,14 @@ class QuotaManager:
         clock: Clock,
         probe_max_age_s: float = 0.5,
         busy_timeout_ms: int = 10_000,
+        signals: Collection[str] = (),
     ) -> None:
         self._rules = tuple(_compile(q) for q in quotas)
         self._by_name = {r.quota.name: r for r in self._rules}
         if len(self._by_name) != len(self._rules):
             raise ValueError("quota names must be unique")
         self.downgrade_quotas = frozenset(r.quota.name for r in self._rules if r.quota.on_exceed == "downgrade")
+        self._whens = _conditions(quotas, signals)
         self._clock = clock
         self._busy_ms = busy_timeout_ms
         self._shared = path is not None and str(path) != ":memory:"
@@ -338,6 +343,24 @@ class QuotaManager:
             self._reader, self._read_lock = self._db, self._lock
 
     # -- reading ------------------------------------------------------------------------------
+
+    def skipped(self, env: Mapping[str, Any]) -> frozenset[str]:
+        """The conditional quotas that do not apply to a request with these features (`Features.env()`).
+
+        An expression that fails to evaluate (e.g. `meta.size > 3` without `meta.size`) counts as
+        false, as in routes: the quota does not apply.
+        """
+        if not self._whens:
+            return frozenset()
+        out = []
+        for name, expr in self._whens:
+            try:
+                holds = bool(expr.evaluate(env))
+            except Exception:
+                holds = False
+            if not holds:
+                out.append(name)
+        return frozenset(out)
 
     def check(self, ctx: QuotaContext, est_tokens: int, est_cost: float) -> QuotaBlock | None:
         """The first applicable quota (policy order) that could not take this estimate, or None.
@@ -516,8 +539,8 @@ class QuotaManager:
             if len(self._keyed) >= _CACHE_MAX:
                 self._keyed.clear()
             keyed = self._keyed[ctx] = tuple(
-                (rule, key) for base in self._rules if (rule := base.pick(ctx)) is not None
-                and (key := _scope_key(rule.fields, ctx)) is not None
+                (rule, key) for base in self._rules if base.quota.name not in ctx.skip
+                and (rule := base.pick(ctx)) is not None and (key := _scope_key(rule.fields, ctx)) is not None
             )
         ts = self._clock.time()
         return [(rule, key, *self._bounds(rule.quota.window, ts)) for rule, key in keyed]
@@ -656,6 +679,16 @@ class QuotaManager:
         finally:
             self._pending = []
             self._lock.release()
+
+
+def _conditions(quotas: Sequence[Quota], signals: Collection[str]) -> tuple[tuple[str, Any], ...]:
+    """(quota name, parsed `when`) of the conditional quotas."""
+    if not any(q.when for q in quotas):
+        return ()
+    from engine.policy.expr import Scope, parse_expr
+
+    scope = Scope(signals=frozenset(signals))
+    return tuple((q.name, parse_expr(q.when, scope)) for q in quotas if q.when)
 
 
 def _add(a: Usage, b: Usage) -> Usage:

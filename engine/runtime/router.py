@@ -78,6 +78,7 @@ class Router:
                                  on_health=self._on_health)
         self.health, self.limits, self.quotas = self.backend.health, self.backend.limits, self.backend.quotas
         self.cache, self.scoped_limits = self.backend.cache, self.backend.scoped
+        self._conditional_quotas = any(q.when for q in policy.quotas)
         self.adapters = AdapterPool(policy, overrides=adapters)
         self.dispatcher = Dispatcher(policy, health=self.health, limits=self.limits, quotas=self.quotas,
                                      clock=self.clock)
@@ -259,11 +260,12 @@ class Router:
         if self.quotas is not None:
             quotas = self.quotas
             providers = {n: m.provider for n, m in self.policy.models.items()}
+            skip = quotas.skipped(features.env()) if self._conditional_quotas else frozenset()
 
             def probe(model: str, tokens: int, cost: float) -> tuple[str, bool] | None:
                 from engine.runtime.quotas import QuotaContext
 
-                block = quotas.check(QuotaContext(tenant, key, model, providers[model]), tokens, cost)
+                block = quotas.check(QuotaContext(tenant, key, model, providers[model], skip), tokens, cost)
                 return None if block is None else (block.reason, block.on_exceed == "downgrade")
         # built directly: dataclasses.replace costs more than the rest of this method
         return RuntimeState(open_circuits=state.open_circuits, demoted=state.demoted, latency_ms=state.latency_ms,
@@ -290,8 +292,10 @@ class Router:
         tenant, key = _who(request.meta)
         f = decision.features
         loop_deadline = asyncio.get_running_loop().time() + self.policy.deadline_s
+        skip = self.quotas.skipped(f.env()) if self.quotas is not None and self._conditional_quotas else frozenset()
         return Walk(request_id=rid, tenant=tenant, key=key, est_tokens=f.prompt_tokens + f.max_tokens,
-                    est_cost_of=lambda m: m.est_cost(f.prompt_tokens, f.max_tokens), deadline=loop_deadline)
+                    est_cost_of=lambda m: m.est_cost(f.prompt_tokens, f.max_tokens), deadline=loop_deadline,
+                    quota_skip=skip)
 
     def _refusal(self, decision: Decision, walk: Walk) -> Exception:
         if decision.quota_refused and self.quotas is not None:
@@ -300,7 +304,7 @@ class Router:
             f = decision.features
             for m, _, cost, reason, _ in decision.rows:
                 if reason is not None and reason.startswith("quota"):
-                    block = self.quotas.check(QuotaContext(walk.tenant, walk.key, m.name, m.provider),
+                    block = self.quotas.check(QuotaContext(walk.tenant, walk.key, m.name, m.provider, walk.quota_skip),
                                               f.prompt_tokens + f.max_tokens, cost)
                     if block is not None:
                         return block.error()

@@ -22,7 +22,7 @@ import asyncio
 import itertools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,9 +80,9 @@ class RedisQuotaManager(QuotaManager):
     """
 
     def __init__(self, quotas: Sequence[Quota], *, conn: RedisConn, clock: Clock, reservation_ttl_s: float,
-                 fail_closed: bool, probe_max_age_s: float = 0.25) -> None:
+                 fail_closed: bool, probe_max_age_s: float = 0.25, signals: Collection[str] = ()) -> None:
         # the embedded in-memory ledger: the rules, windows and probe helpers, and the fallback
-        super().__init__(quotas, path=None, clock=clock)
+        super().__init__(quotas, path=None, clock=clock, signals=signals)
         self._conn = conn
         self._lease_ms = int(reservation_ttl_s * 1000)
         self._fail_closed = fail_closed
