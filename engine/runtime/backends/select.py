@@ -83,6 +83,12 @@ def build_state(policy: Policy, *, clock: Clock, quota_path: str | Path | None, 
             if policy.quotas else None,
             cache=ResponseCache(policy.cache, clock=clock, path=cache_path) if cache_on else None,
             scoped=scoped)
+    import importlib.util
+
+    if importlib.util.find_spec("redis") is None:  # a dependency; this is for trimmed installs
+        from engine.errors import EngineError
+
+        raise EngineError("state.backend 'redis' needs the `redis` package: pip install redis")
     from engine.runtime.backends.redis_cache import RedisResponseCache
     from engine.runtime.backends.redis_conn import RedisConn
     from engine.runtime.backends.redis_health import RedisHealth
