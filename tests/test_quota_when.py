@@ -75,3 +75,26 @@ def test_validate_checks_the_condition() -> None:
     bad = POLICY.format(state="").replace("signals.urgent", "signals.urgnt")
     codes = {d.code for d in analyze_text(bad).diagnostics}
     assert "expr" in codes
+
+
+async def test_replay_applies_the_condition(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from engine.cli.app import cli
+
+    free = POLICY.format(state="").replace("limit: {requests: 2}", "limit: {requests: 1}")
+    unlimited = free.split("quotas:")[0]
+    db = tmp_path / "log.db"
+    policy = load_policy_text(unlimited, "p.yaml", env={})
+    r = Router(policy, log_path=db, adapters=sims(policy))
+    for tier in ("free", "free", "free", "premium", "premium"):
+        await r.generate(f"a {tier} request", max_tokens=10, meta={"tier": tier, "key": "k"})
+    await r.aclose()
+    new = tmp_path / "new.yaml"
+    new.write_text(free)
+    result = CliRunner().invoke(cli, ["replay", "--db", str(db), "--policy", str(new), "--json"],
+                                catch_exceptions=False)
+    report = json.loads(result.output)
+    assert sum(report["newly_refused"].values()) == 2  # the 2nd and 3rd free requests; premium is not counted

@@ -311,6 +311,8 @@ class QuotaManager:
             raise ValueError("quota names must be unique")
         self.downgrade_quotas = frozenset(r.quota.name for r in self._rules if r.quota.on_exceed == "downgrade")
         self._whens = _conditions(quotas, signals)
+        self.conditional = bool(self._whens)
+        """Whether some quota has a `when` (callers then pass `skipped(...)` in their contexts)."""
         self._clock = clock
         self._busy_ms = busy_timeout_ms
         self._shared = path is not None and str(path) != ":memory:"

@@ -78,7 +78,6 @@ class Router:
                                  on_health=self._on_health)
         self.health, self.limits, self.quotas = self.backend.health, self.backend.limits, self.backend.quotas
         self.cache, self.scoped_limits = self.backend.cache, self.backend.scoped
-        self._conditional_quotas = any(q.when for q in policy.quotas)
         self.adapters = AdapterPool(policy, overrides=adapters)
         self.dispatcher = Dispatcher(policy, health=self.health, limits=self.limits, quotas=self.quotas,
                                      clock=self.clock)
@@ -260,7 +259,7 @@ class Router:
         if self.quotas is not None:
             quotas = self.quotas
             providers = {n: m.provider for n, m in self.policy.models.items()}
-            skip = quotas.skipped(features.env()) if self._conditional_quotas else frozenset()
+            skip = quotas.skipped(features.env()) if quotas.conditional else frozenset()
 
             def probe(model: str, tokens: int, cost: float) -> tuple[str, bool] | None:
                 from engine.runtime.quotas import QuotaContext
@@ -292,7 +291,7 @@ class Router:
         tenant, key = _who(request.meta)
         f = decision.features
         loop_deadline = asyncio.get_running_loop().time() + self.policy.deadline_s
-        skip = self.quotas.skipped(f.env()) if self.quotas is not None and self._conditional_quotas else frozenset()
+        skip = self.quotas.skipped(f.env()) if self.quotas is not None and self.quotas.conditional else frozenset()
         return Walk(request_id=rid, tenant=tenant, key=key, est_tokens=f.prompt_tokens + f.max_tokens,
                     est_cost_of=lambda m: m.est_cost(f.prompt_tokens, f.max_tokens), deadline=loop_deadline,
                     quota_skip=skip)
