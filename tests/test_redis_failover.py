@@ -36,7 +36,7 @@ deadline_s: 5
 state:
   backend: redis
   url: "{url}"
-  timeout_ms: 300
+  timeout_ms: 1500
   retry_s: 0.2
   on_failure: {{quotas: {quotas}, limits: local}}
 """

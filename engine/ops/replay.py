@@ -78,16 +78,18 @@ class _Side:
     @classmethod
     def of(cls, policy: Policy) -> _Side:
         clock = _ReplayClock()
-        quotas = QuotaManager(policy.quotas, path=None, clock=clock) if policy.quotas else None
+        quotas = QuotaManager(policy.quotas, path=None, clock=clock, signals=policy.signals) if policy.quotas else None
         return cls(policy, compile_policy(policy), clock, quotas)
 
-    def state(self, tenant: str | None, key: str | None) -> RuntimeState:
+    def state(self, tenant: str | None, key: str | None, features: Features | None = None) -> RuntimeState:
         if self.quotas is None:
             return EMPTY_STATE
         quotas, models = self.quotas, self.policy.models
+        # conditional quotas (`when:`) apply as they would have live
+        skip = quotas.skipped(features.env()) if features is not None else frozenset()
 
         def probe(model: str, tokens: int, cost: float) -> tuple[str, bool] | None:
-            block = quotas.check(QuotaContext(tenant, key, model, models[model].provider), tokens, cost)
+            block = quotas.check(QuotaContext(tenant, key, model, models[model].provider, skip), tokens, cost)
             return None if block is None else (block.reason, block.on_exceed == "downgrade")
 
         return RuntimeState(quota_probe=probe)
@@ -97,7 +99,11 @@ class _Side:
         if self.quotas is None or model is None or cost is None:
             return
         m = self.policy.models[model]
-        ctx = QuotaContext(row["tenant"], row["api_key_id"], model, m.provider)
+        skip: frozenset[str] = frozenset()
+        if self.quotas.conditional:
+            f = _features(self.compiled, row, dict(_fixed_signals(row)), row["query_type"] or "")
+            skip = self.quotas.skipped(f.env())
+        ctx = QuotaContext(row["tenant"], row["api_key_id"], model, m.provider, skip)
         tokens = int(row["input_tokens"] or 0) + int(row["output_tokens"] or 0)
         try:
             self.quotas.settle(self.quotas.reserve(ctx, tokens, cost), tokens, cost)
@@ -337,9 +343,9 @@ def _same_definition(a: Signal, b: Signal) -> bool:
 
 def _redecide(side: _Side, row: Mapping[str, Any], baseline: Policy | None) -> tuple[_Outcome | None, str | None]:
     """The decision under `side`, or (None, why) when the log cannot settle it."""
-    state = side.state(row["tenant"], row["api_key_id"])
     from_text = _from_prompt_text(side.compiled, row)
     if from_text is not None:
+        state = side.state(row["tenant"], row["api_key_id"], from_text)
         return _Outcome.of(decide_features(side.compiled, from_text, state)), None
     logged = dict(_fixed_signals(row))
     known: dict[str, bool] = {}
@@ -358,7 +364,7 @@ def _redecide(side: _Side, row: Mapping[str, Any], baseline: Policy | None) -> t
     outcomes: set[_Outcome] = set()
     for values in itertools.product((False, True), repeat=len(unknown)):
         f = _features(side.compiled, row, {**known, **dict(zip(unknown, values, strict=True))}, row["query_type"] or "")
-        outcomes.add(_Outcome.of(decide_features(side.compiled, f, state)))
+        outcomes.add(_Outcome.of(decide_features(side.compiled, f, side.state(row["tenant"], row["api_key_id"], f))))
         if len(outcomes) > 1:
             return None, _unknown_reason(unknown, row)
     return outcomes.pop(), None

@@ -87,7 +87,7 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
     )
     quotas = tuple(
         Quota(name=q["name"], scope=tuple(q.get("scope", ())), window=q["window"], limit=_quota_limit(q["limit"]),
-              on_exceed=q.get("on_exceed", "reject"))
+              on_exceed=q.get("on_exceed", "reject"), when=q.get("when"))
         for q in data.get("quotas") or ()
     )
     groups = {

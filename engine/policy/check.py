@@ -279,9 +279,12 @@ def check_log(c: Ctx) -> Iterable[Diagnostic]:
 
 
 def check_quota_maps(c: Ctx) -> Iterable[Diagnostic]:
-    """`by_provider` / `by_model` quota maps that name what exists."""
+    """Quota `when` expressions that parse; `by_provider` / `by_model` maps that name what exists."""
     p = c.policy
+    scope = Scope(signals=frozenset(p.signals))
     for i, q in enumerate(p.quotas):
+        if q.when:
+            yield from _parse(c, q.when, scope, ("quotas", i, "when"))
         if q.limit.by_provider and q.limit.by_model:
             yield c.diag("quota-map-both", f"quota {q.name!r} has both by_provider and by_model; split it in two",
                          ("quotas", i, "limit", "by_model"))

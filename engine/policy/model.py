@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 Strategy = Literal["best", "cheapest", "fastest", "ordered", "largest_context"]
 GroupStrategy = Literal["weighted", "shuffle", "least_busy", "lowest_latency"]
-Window = Literal["minute", "hour", "day", "month"]
+Window = str
+"""`minute`, `hour`, `day`, `month` (calendar, UTC) or a rolling span such as `24h`, `7d`, `30d`."""
 OnExceed = Literal["reject", "downgrade"]
 PromptLogging = Literal["hash", "full", "none"]
 AdapterKind = Literal["openai", "anthropic", "gemini", "openai_compatible", "simulated"]
@@ -185,6 +186,8 @@ class Quota:
     window: Window
     limit: QuotaLimit
     on_exceed: OnExceed = "reject"
+    when: str | None = None
+    """Only requests for which this expression holds are counted (and limited) by the quota."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -73,6 +73,8 @@ class Walk:
     est_cost_of: Callable[[Model], float]
     deadline: float
     """Loop-time instant the whole request must finish by."""
+    quota_skip: frozenset[str] = frozenset()
+    """Conditional quotas whose `when` does not hold for this request."""
     attempts: list[Attempt] = field(default_factory=list)
     models_tried: list[str] = field(default_factory=list)
     quota_errors: list[QuotaExceeded] = field(default_factory=list)
@@ -205,7 +207,7 @@ class Dispatcher:
         """(may proceed, reservation to settle); a full quota skips the model."""
         if self.quotas is None:
             return True, None
-        ctx = QuotaContext(walk.tenant, walk.key, model.name, model.provider)
+        ctx = QuotaContext(walk.tenant, walk.key, model.name, model.provider, walk.quota_skip)
         try:
             # the async forms only leave the loop for a thread when another process holds the lock
             return True, await self.quotas.areserve(ctx, walk.est_tokens, walk.est_cost_of(model))

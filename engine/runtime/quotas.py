@@ -1,4 +1,4 @@
-"""Quota budgets over calendar windows, kept in SQLite so that several processes share them.
+"""Quota budgets over calendar or rolling windows (`windows`), kept in SQLite so that several processes share them.
 
 `decide` calls `probe` (read-only, served from an in-memory copy of the current window) to drop
 models a quota cannot fit; the runtime calls `reserve` before dispatch and `settle` or `release`
@@ -21,14 +21,15 @@ import itertools
 import math
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from engine.errors import QuotaExceeded
 from engine.policy.model import OnExceed, Quota, QuotaLimit, Window
 from engine.runtime.clock import Clock
+from engine.runtime.windows import ROLLING_STEPS, step_of, window_bounds
 
 __all__ = [
     "SCOPE_FIELDS",
@@ -47,7 +48,6 @@ SCOPE_FIELDS = ("tenant", "key", "model", "provider")
 
 _T = TypeVar("_T")
 _UTC = dt.timezone.utc
-_FIXED_S: dict[str, float] = {"minute": 60.0, "hour": 3600.0, "day": 86400.0}
 _COST_DIGITS = 12  # pico-dollars: keeps repeated float additions from drifting past a limit
 _COST_EPS = 1e-9
 _CACHE_MAX = 8192  # probe cache entries; cleared wholesale when exceeded (the db is the truth)
@@ -71,23 +71,6 @@ _UPSERT = (
 )
 
 
-def window_bounds(window: Window, ts: float) -> tuple[float, float]:
-    """The UTC calendar window holding `ts`: (start, start of the next window)."""
-    size = _FIXED_S.get(window)
-    if size is not None:
-        start = math.floor(ts / size) * size
-        # float division can land one window off right at a boundary
-        if start > ts:
-            start -= size
-        elif start + size <= ts:
-            start += size
-        return start, start + size
-    d = dt.datetime.fromtimestamp(ts, _UTC)
-    first = dt.datetime(d.year, d.month, 1, tzinfo=_UTC)
-    following = dt.datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=_UTC)
-    return first.timestamp(), following.timestamp()
-
-
 @dataclass(frozen=True, slots=True)
 class QuotaContext:
     """Who and what a request attempt is, as far as quotas care."""
@@ -96,6 +79,8 @@ class QuotaContext:
     key: str | None
     model: str
     provider: str
+    skip: frozenset[str] = frozenset()
+    """Conditional quotas whose `when` is false for this request (`QuotaManager.skipped`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +153,8 @@ class _Rule:
     limits: tuple[tuple[Measure, float], ...]  # empty: only the `by_provider`/`by_model` entries limit
     by: str | None = None  # "provider" or "model" when the limit is a map over it
     variants: dict[str, _Rule] = field(default_factory=dict, hash=False, compare=False)  # value -> its limits
+    step: float = 0.0  # rolling windows: the step's length; calendar windows: 0
+    older: int = 0  # rolling windows: the steps before the current one that count too
 
     def pick(self, ctx: QuotaContext) -> _Rule | None:
         """The rule whose limits apply to `ctx`: its map entry, else the plain limits, else none."""
@@ -238,6 +225,8 @@ def _compile(quota: Quota) -> _Rule:
     limits = _measures(lim)
     if not limits and not entries:
         raise ValueError(f"quota {quota.name!r} limits nothing; set cost_usd, tokens or requests")
+    step = step_of(quota.window) or 0.0
+    older = ROLLING_STEPS if step else 0  # the current step is partial: 24 whole ones before it cover the span
     # a map counts per provider (or model): the map's field joins the scope
     fields = tuple(f for f in SCOPE_FIELDS if f in quota.scope or f == by)
     variants: dict[str, _Rule] = {}
@@ -245,8 +234,8 @@ def _compile(quota: Quota) -> _Rule:
         sub_limits = _measures(sub)
         if not sub_limits:
             raise ValueError(f"quota {quota.name!r}: the {by} {name!r} entry limits nothing")
-        variants[name] = _Rule(quota, fields, sub_limits)
-    return _Rule(quota, fields, limits, by, variants)
+        variants[name] = _Rule(quota, fields, sub_limits, step=step, older=older)
+    return _Rule(quota, fields, limits, by, variants, step, older)
 
 
 def _block(target: _Target, used: Usage, est_tokens: int, est_cost: float) -> QuotaBlock | None:
@@ -301,6 +290,7 @@ class QuotaManager:
             again (other processes' writes are invisible until then). Ignored in memory, where
             this object makes every write and the cache is exact.
         busy_timeout_ms: how long a write waits for another process's transaction.
+        signals: the policy's signal names, which quota `when` expressions may read.
 
     Attributes:
         downgrade_quotas: names of the quotas whose policy says `on_exceed: downgrade`.
@@ -314,12 +304,16 @@ class QuotaManager:
         clock: Clock,
         probe_max_age_s: float = 0.5,
         busy_timeout_ms: int = 10_000,
+        signals: Collection[str] = (),
     ) -> None:
         self._rules = tuple(_compile(q) for q in quotas)
         self._by_name = {r.quota.name: r for r in self._rules}
         if len(self._by_name) != len(self._rules):
             raise ValueError("quota names must be unique")
         self.downgrade_quotas = frozenset(r.quota.name for r in self._rules if r.quota.on_exceed == "downgrade")
+        self._whens = _conditions(quotas, signals)
+        self.conditional = bool(self._whens)
+        """Whether some quota has a `when` (callers then pass `skipped(...)` in their contexts)."""
         self._clock = clock
         self._busy_ms = busy_timeout_ms
         self._shared = path is not None and str(path) != ":memory:"
@@ -329,6 +323,8 @@ class QuotaManager:
         # never mutated, so a worker thread's update and a probe on the loop never see half a row
         self._cache: dict[tuple[str, str, float], tuple[Usage, float]] = {}
         self._keyed: dict[QuotaContext, tuple[tuple[_Rule, str], ...]] = {}  # ctx -> applicable rules, keys
+        # rolling windows: (quota, scope key) -> (current step start, usage of the earlier steps, monotonic read)
+        self._older_cache: dict[tuple[str, str], tuple[float, Usage, float]] = {}
         self._pending: list[tuple[tuple[str, str, float], Usage]] = []  # rows written by the open transaction
         self._open: set[int] = set()  # reservations not yet settled or released
         self._ids = itertools.count(1)
@@ -351,6 +347,24 @@ class QuotaManager:
 
     # -- reading ------------------------------------------------------------------------------
 
+    def skipped(self, env: Mapping[str, Any]) -> frozenset[str]:
+        """The conditional quotas that do not apply to a request with these features (`Features.env()`).
+
+        An expression that fails to evaluate (e.g. `meta.size > 3` without `meta.size`) counts as
+        false, as in routes: the quota does not apply.
+        """
+        if not self._whens:
+            return frozenset()
+        out = []
+        for name, expr in self._whens:
+            try:
+                holds = bool(expr.evaluate(env))
+            except Exception:
+                holds = False
+            if not holds:
+                out.append(name)
+        return frozenset(out)
+
     def check(self, ctx: QuotaContext, est_tokens: int, est_cost: float) -> QuotaBlock | None:
         """The first applicable quota (policy order) that could not take this estimate, or None.
 
@@ -369,6 +383,9 @@ class QuotaManager:
                     self._remember(cache_key, used, now)
             else:
                 used = hit[0]
+            if rule.older:
+                with self._read_lock:
+                    used = _add(used, self._older(self._reader, rule, key, start, now))
             block = _block(target, used, est_tokens, est_cost)
             if block is not None:
                 return block
@@ -396,10 +413,12 @@ class QuotaManager:
         with self._read_lock:
             for rule in self._rules:
                 start, end = self._bounds(rule.quota.window, ts)
+                # a rolling window's usage is the sum of its steps
+                first = start - rule.older * rule.step - rule.step / 2 if rule.older else start
                 cursor = self._reader.execute(
-                    "SELECT scope_key, requests, tokens, cost_usd FROM quota_usage "
-                    "WHERE quota = ? AND window_start = ? ORDER BY scope_key",
-                    (rule.quota.name, start),
+                    "SELECT scope_key, SUM(requests), SUM(tokens), SUM(cost_usd) FROM quota_usage "
+                    "WHERE quota = ? AND window_start >= ? AND window_start <= ? GROUP BY scope_key ORDER BY scope_key",
+                    (rule.quota.name, first, start),
                 )
                 for scope_key, requests, tokens, cost in cursor:
                     lim = rule.limits_for_key(scope_key) if rule.by else rule
@@ -436,6 +455,8 @@ class QuotaManager:
         start, end = self._bounds(rule.quota.window, self._clock.time())
         with self._read_lock:
             used = _read(self._reader, quota_name, key, start)
+            if rule.older:
+                used = _add(used, self._older(self._reader, rule, key, start, self._clock.monotonic()))
         out: dict[str, float] = {m: limit - float(getattr(used, m)) for m, limit in rule.limits}
         out["resets_at"] = end
         return out
@@ -521,8 +542,8 @@ class QuotaManager:
             if len(self._keyed) >= _CACHE_MAX:
                 self._keyed.clear()
             keyed = self._keyed[ctx] = tuple(
-                (rule, key) for base in self._rules if (rule := base.pick(ctx)) is not None
-                and (key := _scope_key(rule.fields, ctx)) is not None
+                (rule, key) for base in self._rules if base.quota.name not in ctx.skip
+                and (rule := base.pick(ctx)) is not None and (key := _scope_key(rule.fields, ctx)) is not None
             )
         ts = self._clock.time()
         return [(rule, key, *self._bounds(rule.quota.window, ts)) for rule, key in keyed]
@@ -553,7 +574,10 @@ class QuotaManager:
             olds = []
             for row_key, target in targets:
                 used = self._current(db, row_key, now)
-                block = _block(target, used, est_tokens, est_cost)
+                rule, key, start, _ = target
+                # a rolling window checks the whole span; the reservation goes to the current step
+                seen = _add(used, self._older(db, rule, key, start, now)) if rule.older else used
+                block = _block(target, seen, est_tokens, est_cost)
                 if block is not None:
                     raise block.error()  # nothing written yet: every check precedes every write
                 olds.append(used)
@@ -597,9 +621,28 @@ class QuotaManager:
             self._open.add(reservation.id)  # nothing was applied; the caller may retry
             raise
 
+    def _older(self, db: sqlite3.Connection, rule: _Rule, key: str, start: float, now: float) -> Usage:
+        """The usage of a rolling window's steps before the current one (cached: they rarely change)."""
+        ck = (rule.quota.name, key)
+        hit = self._older_cache.get(ck)
+        if hit is not None and hit[0] == start and now - hit[2] <= self._max_age:
+            return hit[1]
+        row = db.execute(
+            "SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_usd), 0) FROM quota_usage "
+            "WHERE quota = ? AND scope_key = ? AND window_start >= ? AND window_start < ?",
+            (rule.quota.name, key, start - rule.older * rule.step - rule.step / 2, start - rule.step / 2)).fetchone()
+        used = Usage(int(row[0]), int(row[1]), round(float(row[2]), _COST_DIGITS))
+        if len(self._older_cache) >= _CACHE_MAX:
+            self._older_cache.clear()
+        self._older_cache[ck] = (start, used, now)
+        return used
+
     def _write(self, db: sqlite3.Connection, row_key: tuple[str, str, float], new: Usage) -> Usage:
         # absolute values: the row was read inside this same write transaction
         db.execute(_UPSERT, (*row_key, new.requests, new.tokens, new.cost_usd))
+        older = self._older_cache.get(row_key[:2])
+        if older is not None and row_key[2] < older[0]:
+            del self._older_cache[row_key[:2]]  # a late settle into an earlier step of a rolling window
         self._pending.append((row_key, new))
         return new
 
@@ -639,6 +682,20 @@ class QuotaManager:
         finally:
             self._pending = []
             self._lock.release()
+
+
+def _conditions(quotas: Sequence[Quota], signals: Collection[str]) -> tuple[tuple[str, Any], ...]:
+    """(quota name, parsed `when`) of the conditional quotas."""
+    if not any(q.when for q in quotas):
+        return ()
+    from engine.policy.expr import Scope, parse_expr
+
+    scope = Scope(signals=frozenset(signals))
+    return tuple((q.name, parse_expr(q.when, scope)) for q in quotas if q.when)
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return a.plus(b.requests, b.tokens, b.cost_usd)
 
 
 def _int(value: float | None) -> int | None:

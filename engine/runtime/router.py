@@ -317,11 +317,12 @@ class Router:
         if self.quotas is not None:
             quotas = self.quotas
             providers = {n: m.provider for n, m in self.policy.models.items()}
+            skip = quotas.skipped(features.env()) if quotas.conditional else frozenset()
 
             def probe(model: str, tokens: int, cost: float) -> tuple[str, bool] | None:
                 from engine.runtime.quotas import QuotaContext
 
-                block = quotas.check(QuotaContext(tenant, key, model, providers[model]), tokens, cost)
+                block = quotas.check(QuotaContext(tenant, key, model, providers[model], skip), tokens, cost)
                 return None if block is None else (block.reason, block.on_exceed == "downgrade")
         # built directly: dataclasses.replace costs more than the rest of this method
         return RuntimeState(open_circuits=state.open_circuits, demoted=state.demoted, latency_ms=state.latency_ms,
@@ -353,8 +354,10 @@ class Router:
         tenant, key = _who(request.meta)
         f = decision.features
         loop_deadline = asyncio.get_running_loop().time() + self.policy.deadline_s
+        skip = self.quotas.skipped(f.env()) if self.quotas is not None and self.quotas.conditional else frozenset()
         return Walk(request_id=rid, tenant=tenant, key=key, est_tokens=f.prompt_tokens + f.max_tokens,
-                    est_cost_of=lambda m: m.est_cost(f.prompt_tokens, f.max_tokens), deadline=loop_deadline)
+                    est_cost_of=lambda m: m.est_cost(f.prompt_tokens, f.max_tokens), deadline=loop_deadline,
+                    quota_skip=skip)
 
     def _refusal(self, decision: Decision, walk: Walk) -> Exception:
         if decision.quota_refused and self.quotas is not None:
@@ -363,7 +366,7 @@ class Router:
             f = decision.features
             for m, _, cost, reason, _ in decision.rows:
                 if reason is not None and reason.startswith("quota"):
-                    block = self.quotas.check(QuotaContext(walk.tenant, walk.key, m.name, m.provider),
+                    block = self.quotas.check(QuotaContext(walk.tenant, walk.key, m.name, m.provider, walk.quota_skip),
                                               f.prompt_tokens + f.max_tokens, cost)
                     if block is not None:
                         return block.error()

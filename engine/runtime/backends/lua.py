@@ -38,38 +38,49 @@ end
 """
 
 QUOTA_RESERVE = _NOW + _PURGE + """
--- KEYS: per bucket (counters hash, reservation lease zset, reservation estimate hash)
--- ARGV: rid, est tokens, est cost (nano-USD), lease ms, then per bucket: limit requests,
---       limit tokens, limit cost (-1 = none), expire-at ms
-local rid, tok, cost, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local n = #KEYS / 3
-local used = {}
-for i = 1, n do
-  local k, zr, eh = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
+-- KEYS: per bucket (counters hash, reservation lease zset, reservation estimate hash), then the
+--       same three for each earlier step of a rolling window (they count, they are not written)
+-- ARGV: rid, est tokens, est cost (nano-USD), lease ms, number of buckets, then per bucket: limit
+--       requests, limit tokens, limit cost (-1 = none), time to live ms, number of earlier steps
+-- Returns {0, then per bucket: requests, tokens, cost over its window after this reservation}
+--      or {index of the bucket with no room, its requests, tokens, cost}.
+local rid, tok, cost, lease, nb = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local plan = {}
+local ki, ai = 1, 6
+for i = 1, nb do
+  local k, zr, eh = KEYS[ki], KEYS[ki+1], KEYS[ki+2]
+  local lr, lt, lc = tonumber(ARGV[ai]), tonumber(ARGV[ai+1]), tonumber(ARGV[ai+2])
+  local ttl, nold = tonumber(ARGV[ai+3]), tonumber(ARGV[ai+4])
   purge(k, zr, eh)
   local r, t, c = counters(k)
-  local lr, lt, lc = tonumber(ARGV[4*i+1]), tonumber(ARGV[4*i+2]), tonumber(ARGV[4*i+3])
+  for j = 1, nold do
+    local o = ki + 3 * j
+    purge(KEYS[o], KEYS[o+1], KEYS[o+2])
+    local a, b, d = counters(KEYS[o])
+    r, t, c = r + a, t + b, c + d
+  end
   if (lr >= 0 and r + 1 > lr) or (lt >= 0 and t + tok > lt) or (lc >= 0 and c + cost > lc) then
     -- every check precedes every write: a refusal adds nothing anywhere
     return {i, r, t, c}
   end
-  used[i] = {r, t, c}
+  plan[i] = {k, zr, eh, ttl, r, t, c}
+  ki, ai = ki + 3 * (1 + nold), ai + 5
 end
 local out = {0}
-for i = 1, n do
-  local k, zr, eh = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
-  local expire_at = tonumber(ARGV[4*i+4])
+for i = 1, nb do
+  local k, zr, eh, ttl = plan[i][1], plan[i][2], plan[i][3], plan[i][4]
   incr(k, 'requests', 1)
   incr(k, 'tokens', tok)
   incr(k, 'cost', cost)
   redis.call('ZADD', zr, now + lease, rid)
   redis.call('HSET', eh, rid, tok .. ':' .. cost)
-  redis.call('PEXPIREAT', k, expire_at)
-  redis.call('PEXPIREAT', zr, expire_at)
-  redis.call('PEXPIREAT', eh, expire_at)
-  table.insert(out, used[i][1] + 1)
-  table.insert(out, used[i][2] + tok)
-  table.insert(out, used[i][3] + cost)
+  -- relative, from the routers' clock: a Redis whose clock is off cannot expire a live window
+  redis.call('PEXPIRE', k, ttl)
+  redis.call('PEXPIRE', zr, ttl)
+  redis.call('PEXPIRE', eh, ttl)
+  table.insert(out, plan[i][5] + 1)
+  table.insert(out, plan[i][6] + tok)
+  table.insert(out, plan[i][7] + cost)
 end
 return out
 """
@@ -105,15 +116,23 @@ return 1
 """
 
 QUOTA_READ = _NOW + _PURGE + """
--- KEYS: per bucket as QUOTA_RESERVE; returns requests, tokens, cost of each
+-- KEYS: as QUOTA_RESERVE; ARGV: number of buckets, then per bucket its number of earlier steps.
+-- Returns requests, tokens, cost over each bucket's window.
 local out = {}
-for i = 1, #KEYS / 3 do
-  local k, zr, eh = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
-  purge(k, zr, eh)
-  local r, t, c = counters(k)
+local ki = 1
+for i = 1, tonumber(ARGV[1]) do
+  local nold = tonumber(ARGV[1 + i])
+  local r, t, c = 0, 0, 0
+  for j = 0, nold do
+    local o = ki + 3 * j
+    purge(KEYS[o], KEYS[o+1], KEYS[o+2])
+    local a, b, d = counters(KEYS[o])
+    r, t, c = r + a, t + b, c + d
+  end
   table.insert(out, r)
   table.insert(out, t)
   table.insert(out, c)
+  ki = ki + 3 * (1 + nold)
 end
 return out
 """

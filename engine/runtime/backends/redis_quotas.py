@@ -1,6 +1,7 @@
 """Quotas on Redis: the same budgets, refusals and messages as `QuotaManager`, shared by every router.
 
-Each (quota, scope key, window start) bucket is three keys: a hash of counters (requests,
+Each (quota, scope key, window start) bucket is three keys (a rolling window has one bucket per
+step, and its scripts read the span's earlier steps too): a hash of counters (requests,
 tokens, cost in nano-USD; settled usage plus the estimates in flight), a sorted set of the
 reservations in flight scored by their lease expiry, and a hash of their estimates. `reserve`
 is one Lua script over every bucket a request touches: it checks them all, then adds to all,
@@ -21,7 +22,7 @@ import asyncio
 import itertools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ from engine.runtime.quotas import (
     Usage,
     _block,
     _check_amounts,
+    _Rule,
     _Target,
 )
 
@@ -78,9 +80,9 @@ class RedisQuotaManager(QuotaManager):
     """
 
     def __init__(self, quotas: Sequence[Quota], *, conn: RedisConn, clock: Clock, reservation_ttl_s: float,
-                 fail_closed: bool, probe_max_age_s: float = 0.25) -> None:
+                 fail_closed: bool, probe_max_age_s: float = 0.25, signals: Collection[str] = ()) -> None:
         # the embedded in-memory ledger: the rules, windows and probe helpers, and the fallback
-        super().__init__(quotas, path=None, clock=clock)
+        super().__init__(quotas, path=None, clock=clock, signals=signals)
         self._conn = conn
         self._lease_ms = int(reservation_ttl_s * 1000)
         self._fail_closed = fail_closed
@@ -97,6 +99,13 @@ class RedisQuotaManager(QuotaManager):
     def _keys(self, quota: str, scope_key: str, start: float) -> tuple[str, str, str]:
         k = self._conn.key("q", quota, scope_key or "-", str(int(start)))
         return k, k + ":r", k + ":e"
+
+    def _window_keys(self, rule: _Rule, scope_key: str, start: float) -> list[str]:
+        """The bucket's keys, then those of the earlier steps of a rolling window."""
+        keys = list(self._keys(rule.quota.name, scope_key, start))
+        for j in range(1, rule.older + 1):
+            keys.extend(self._keys(rule.quota.name, scope_key, start - j * rule.step))
+        return keys
 
     # -- reading (decide) -----------------------------------------------------------------
 
@@ -120,6 +129,10 @@ class RedisQuotaManager(QuotaManager):
             self._refresh_later(stale)
         return None
 
+    def _rule_of(self, name: str, scope_key: str) -> _Rule:
+        base = self._by_name[name]
+        return base.limits_for_key(scope_key) if base.by else base
+
     def _refresh_later(self, buckets: list[tuple[str, str, float]]) -> None:
         if self._refreshing is not None and not self._refreshing.done():
             return
@@ -129,9 +142,11 @@ class RedisQuotaManager(QuotaManager):
             return  # no loop (explain from sync code): the copy stays as it is
 
     async def _refresh(self, buckets: list[tuple[str, str, float]]) -> None:
-        keys = [k for b in buckets for k in self._keys(*b)]
+        rules = [self._rule_of(name, key) for name, key, _ in buckets]
+        keys = [k for (_, key, start), rule in zip(buckets, rules, strict=True)
+                for k in self._window_keys(rule, key, start)]
         try:
-            raw = await self._conn.script(QUOTA_READ, keys, [])
+            raw = await self._conn.script(QUOTA_READ, keys, [len(buckets), *(r.older for r in rules)])
         except StateDown:
             return
         now = self._clock.monotonic()
@@ -163,7 +178,7 @@ class RedisQuotaManager(QuotaManager):
         if not targets:
             return {}
         _, key, start, end = targets[0]
-        raw = await self._conn.script(QUOTA_READ, list(self._keys(quota_name, key, start)), [])
+        raw = await self._conn.script(QUOTA_READ, self._window_keys(rule, key, start), [1, rule.older])
         used = _usage(raw)
         out: dict[str, float] = {m: limit - float(getattr(used, m)) for m, limit in rule.limits}
         out["resets_at"] = end
@@ -184,12 +199,15 @@ class RedisQuotaManager(QuotaManager):
             return RedisReservation(next(self._ids), est_tokens, est_cost, ())
         token = f"{self._origin}-{next(self._tokens)}"
         keys: list[str] = []
-        args: list[Any] = [token, est_tokens, _nano(est_cost), self._lease_ms]
+        args: list[Any] = [token, est_tokens, _nano(est_cost), self._lease_ms, len(targets)]
+        wall = self._clock.time()
         for rule, key, start, end in targets:
-            keys.extend(self._keys(rule.quota.name, key, start))
+            keys.extend(self._window_keys(rule, key, start))
             req, tok, cost = rule.limit_of("requests"), rule.limit_of("tokens"), rule.limit_of("cost_usd")
+            # a rolling window's step counts until the whole span has passed over it
+            ttl_ms = max(1, int((end + rule.older * rule.step - wall) * 1000)) + _KEEP_MS
             args += [-1 if req is None else int(req), -1 if tok is None else int(tok),
-                     -1 if cost is None else _nano(cost), int(end * 1000) + _KEEP_MS]
+                     -1 if cost is None else _nano(cost), ttl_ms, rule.older]
         try:
             raw = await self._conn.script(QUOTA_RESERVE, keys, args)
         except StateDown as e:

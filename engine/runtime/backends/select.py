@@ -79,9 +79,16 @@ def build_state(policy: Policy, *, clock: Clock, quota_path: str | Path | None, 
             backend="embedded",
             health=HealthTracker(policy.health, policy.models, clock=clock, on_event=on_health),
             limits=RateLimits(policy.providers, policy.models) if _has_limits(policy) else None,
-            quotas=QuotaManager(policy.quotas, path=quota_path, clock=clock) if policy.quotas else None,
+            quotas=QuotaManager(policy.quotas, path=quota_path, clock=clock, signals=policy.signals)
+            if policy.quotas else None,
             cache=ResponseCache(policy.cache, clock=clock, path=cache_path) if cache_on else None,
             scoped=scoped)
+    import importlib.util
+
+    if importlib.util.find_spec("redis") is None:  # a dependency; this is for trimmed installs
+        from engine.errors import EngineError
+
+        raise EngineError("state.backend 'redis' needs the `redis` package: pip install redis")
     from engine.runtime.backends.redis_cache import RedisResponseCache
     from engine.runtime.backends.redis_conn import RedisConn
     from engine.runtime.backends.redis_health import RedisHealth
@@ -96,7 +103,8 @@ def build_state(policy: Policy, *, clock: Clock, quota_path: str | Path | None, 
         limits=RedisRateLimits(policy.providers, policy.models, conn=conn,
                                fallback_local=st.on_failure.limits == "local") if _has_limits(policy) else None,
         quotas=RedisQuotaManager(policy.quotas, conn=conn, clock=clock, reservation_ttl_s=ttl,
-                                 fail_closed=st.on_failure.quotas == "reject") if policy.quotas else None,
+                                 fail_closed=st.on_failure.quotas == "reject", signals=policy.signals)
+        if policy.quotas else None,
         cache=RedisResponseCache(policy.cache, clock=clock, conn=conn, lock_s=min(policy.deadline_s, 30.0))
         if policy.cache.enabled else None,
         scoped=RedisScopedLimits(scoped, conn=conn) if scoped is not None else None,
