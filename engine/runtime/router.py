@@ -361,13 +361,15 @@ class Router:
                 when.holds(features) if isinstance(when, Predicate) else safe_truth(when, features.env())):
             return None, features, None
         route: str | None
-        if pinned is None:
+        if pinned is None or pinned in self.policy.models:
             cr = compiled.match(features.env())
-            if cr is None:
+            route = None if cr is None else cr.route.name  # a pinned model still reports its route
+            if pinned is not None:
+                target = "model\x1f" + pinned
+            elif route is None:
                 return None, features, None  # refused: the decision says why
-            route = target = cr.route.name
-        elif pinned in self.policy.models:
-            route, target = None, "model\x1f" + pinned
+            else:
+                target = route
         elif pinned in self._route_names:
             route = target = pinned
         else:
