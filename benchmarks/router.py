@@ -235,8 +235,28 @@ async def probe(n: int, fake_url: str) -> dict[str, float]:
         await router.generate(messages=MESSAGES, max_tokens=50, temperature=0)
         routed_ms, routed_cpu = await timed(routed, max(50, n // 4))
         hits_ms, _ = await timed(cache_hit, n)
+    # the same over instant in-process models: the router alone, without HTTP and SDK noise
+    from adapters.base import Price
+    from adapters.simulated import SimulatedAdapter
+
+    sim_text = POLICY.replace('adapter: openai, api_key: sk-bench, base_url: "{main}"', "adapter: simulated").replace(
+        'adapter: openai, api_key: sk-bench, base_url: "{backup}"', "adapter: simulated").format(log=tmp / "sim.db")
+    sim_policy = load_policy_text(sim_text, "bench.yaml", env={})
+    sims = {name: SimulatedAdapter(m.provider, m.id, price=Price(m.price.input, m.price.output), time_scale=0)
+            for name, m in sim_policy.models.items()}
+    async with Router(sim_policy, adapters=sims) as sim:
+        async def sim_routed() -> None:
+            await sim.generate(messages=MESSAGES, max_tokens=50)
+
+        async def sim_hit() -> None:
+            await sim.generate(messages=MESSAGES, max_tokens=50, temperature=0)
+
+        await sim_hit()
+        sim_ms, sim_cpu = await timed(sim_routed, n)
+        sim_hits, _ = await timed(sim_hit, n)
     return {"cache_hit_p50_us": statistics.median(hits_ms) * 1000, "routed_p50_ms": statistics.median(routed_ms),
-            "routed_cpu_ms": routed_cpu}
+            "routed_cpu_ms": routed_cpu, "sim_routed_p50_us": statistics.median(sim_ms) * 1000,
+            "sim_routed_cpu_us": sim_cpu * 1000, "sim_hit_p50_us": statistics.median(sim_hits) * 1000}
 
 
 def _export(rev: str) -> Path:
@@ -319,6 +339,12 @@ def report(r: dict[str, Any], log: dict[str, Any] | None) -> str:
             f"{a['routed_p50_ms'] / b['routed_p50_ms']:.2f} |",
             f"| plain routed call, CPU | {b['routed_cpu_ms']:.3f} ms | {a['routed_cpu_ms']:.3f} ms | "
             f"{a['routed_cpu_ms'] / b['routed_cpu_ms']:.2f} |",
+            f"| router alone (instant in-process models): exact cache hit, p50 | {b['sim_hit_p50_us']:.1f} µs | "
+            f"{a['sim_hit_p50_us']:.1f} µs | {a['sim_hit_p50_us'] / b['sim_hit_p50_us']:.2f} |",
+            f"| router alone: plain request, p50 | {b['sim_routed_p50_us']:.1f} µs | {a['sim_routed_p50_us']:.1f} µs | "
+            f"{a['sim_routed_p50_us'] / b['sim_routed_p50_us']:.2f} |",
+            f"| router alone: plain request, CPU | {b['sim_routed_cpu_us']:.1f} µs | {a['sim_routed_cpu_us']:.1f} µs | "
+            f"{a['sim_routed_cpu_us'] / b['sim_routed_cpu_us']:.2f} |",
         ]
     lines.append(f"\n{r['n']} sequential requests per variant over one keep-alive connection to the fake "
                  "(`python -m tests.fakes`, 0 ms latency, its own process); raw and routed rounds interleaved. "

@@ -103,10 +103,12 @@ class Router:
     # -- public API ------------------------------------------------------------------------
 
     def explain(self, prompt: str | None = None, *, messages: Sequence[Any] | None = None, max_tokens: int = 1000,
-                temperature: float = 0.7, stream: bool = False, meta: Mapping[str, Any] | None = None) -> Decision:
-        """The decision this router would make now, with its trace (no vendor is called)."""
+                temperature: float = 0.7, stream: bool = False, meta: Mapping[str, Any] | None = None,
+                options: Options | None = None, **surface: Any) -> Decision:
+        """The decision this router would make now, with its trace (no vendor is called).
+        Arguments as for `generate` (tools, images and output formats included)."""
         request = Request.of(prompt, messages=messages, max_tokens=max_tokens, temperature=temperature, stream=stream,
-                             meta=meta)
+                             meta=meta, options=options, **surface)
         features = self.compiled.features(request)
         return decide_features(self.compiled, features, self._state(features), explain=True)
 
@@ -138,9 +140,9 @@ class Router:
         """
         rid, started, t0, request = self._request(
             prompt, messages, max_tokens, temperature, stop, meta, options, surface, stream=False)
-        probe = self._cache_probe(request, model)
-        if probe is None:
-            decision, walk = self._plan(rid, started, t0, request, model)
+        key, features, route, target = self._cache_probe(request, model)
+        if key is None:
+            decision, walk = self._plan(rid, started, t0, request, model, features)
             await self._admit(rid, started, t0, request, decision, walk)
             try:
                 result = await self._serve(walk, request, decision, t0)
@@ -151,9 +153,8 @@ class Router:
             return result
         # Looked up before the decision: the key names the route (or the pinned model), which
         # the features alone settle; the plan, health, limits and quotas only matter on a miss.
-        key, features, route, target = probe
         job = _Job(target=target)
-        assert self.cache is not None
+        assert self.cache is not None and features is not None
         try:
             value, hit = await self.cache.get_or_compute(
                 key, lambda: self._lead(job, rid, started, t0, request, model, features))
@@ -373,8 +374,9 @@ class Router:
         return RoutingRefused(decision.refusal or "refused", decision)
 
     def _cache_probe(self, request: Request,
-                     pinned: str | None) -> tuple[str, Features, str | None, str] | None:
-        """(cache key, features, route, key target) when the request may be served from the cache, else None.
+                     pinned: str | None) -> tuple[str | None, Features | None, str | None, str]:
+        """(cache key, features, route, key target): a key when the request may be served from the
+        cache, else None; the features when they were computed on the way (the decision reuses them).
 
         The key's target is what the request is routed to: the pinned model, else the route its
         features match (the tree walk, without ranking a plan). The route already names every
@@ -383,28 +385,30 @@ class Router:
         """
         cache = self.cache
         if cache is None or request.stream:
-            return None
+            return None, None, None, ""
         opts = request.options
         if opts.seed is not None and not self.policy.cache.seeded:
-            return None  # a seed asks for one sample; the policy must say a cached one will do
+            return None, None, None, ""  # a seed asks for one sample; the policy must say a cached one will do
         compiled = self.compiled
         features = compiled.features(request)
         when = compiled.cache_when
         if when is not None and not (
                 when.holds(features) if isinstance(when, Predicate) else safe_truth(when, features.env())):
-            return None
+            return None, features, None, ""
         route: str | None
-        if pinned is None:
+        if pinned is None or pinned in self.policy.models:
             cr = compiled.match(features.env())
-            if cr is None:
-                return None  # refused: the decision says why
-            route = target = cr.route.name
-        elif pinned in self.policy.models:
-            route, target = None, "model\x1f" + pinned
+            route = None if cr is None else cr.route.name  # a pinned model still reports its route
+            if pinned is not None:
+                target = "model\x1f" + pinned
+            elif route is None:
+                return None, features, None, ""  # refused: the decision says why
+            else:
+                target = route
         elif pinned in self._route_names:
             route = target = pinned
         else:
-            return None  # unknown: the decision raises the error
+            return None, features, None, ""  # unknown (or a model group): the decision decides
         return self._key(request, target, request.messages), features, route, target
 
     def _key(self, request: Request, target: str, messages: Sequence[Message]) -> str:

@@ -94,7 +94,7 @@ async def test_a_pinned_model_never_gets_another_models_cached_answer() -> None:
         by_route = await router.generate("pin me", temperature=0, model="default")
     assert (auto.model, auto.cached) == ("a-small", False)
     assert (pinned.model, pinned.cached) == ("c-big", False)
-    assert (pinned_again.model, pinned_again.cached) == ("c-big", True)
+    assert (pinned_again.model, pinned_again.cached, pinned_again.route) == ("c-big", True, pinned.route)
     assert (by_route.model, by_route.cached) == ("a-small", True)  # the route is what `auto` was keyed by
 
 

@@ -186,3 +186,12 @@ async def test_cached_tool_call_replies_come_back_as_tool_calls(
     assert (first.cached, again.cached, other_tools.cached) == (False, True, False)
     assert again.tool_calls == first.tool_calls and again.finish_reason == "tool_calls" and again.text == ""
     assert ads["a-small"].calls == 2
+
+
+async def test_explain_describes_a_tool_request_without_calling_anyone(
+        surface: tuple[Policy, dict[str, SimulatedAdapter]]) -> None:
+    p, ads = surface
+    async with Router(p, log_path=None, adapters=ads) as router:
+        d = router.explain("Weather?", tools=[WEATHER])
+    assert d.features.has_tools and d.plan[0] == "a-small"
+    assert sum(a.calls for a in ads.values()) == 0
