@@ -11,7 +11,6 @@ from typing import Any
 
 from engine.policy.model import (
     CacheConfig,
-    SemanticCacheConfig,
     CircuitThresholds,
     DemoteThresholds,
     HealthConfig,
@@ -28,6 +27,7 @@ from engine.policy.model import (
     Require,
     RetryConfig,
     Route,
+    SemanticCacheConfig,
     Signal,
 )
 
