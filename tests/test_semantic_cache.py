@@ -167,3 +167,34 @@ def test_auto_index_switches_to_ann_at_the_configured_size_and_forgets_removed_i
         idx.add(i, v)
     assert idx.kind == "ann" and len(idx) == 59
     assert idx.search(vs[55], 1)[0][0] == 56
+
+
+def test_explain_says_whether_a_prompt_would_hit(tmp_path: Path) -> None:
+    import asyncio
+
+    from click.testing import CliRunner
+
+    from engine.cli.app import cli
+
+    doc = yaml.safe_load(policy_file(tmp_path).read_text())
+    doc["cache"]["backend"] = "sqlite"
+    doc["cache"]["path"] = str(tmp_path / "cache.db")
+    path = tmp_path / "explain.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    async def fill() -> None:
+        async with Router.from_file(path, log_path=None) as r:
+            await r.generate(Q, max_tokens=60, temperature=0)
+            assert r.semantic is not None
+            await r.semantic.drain()
+
+    asyncio.run(fill())
+
+    def explain(prompt: str) -> str:
+        res = CliRunner().invoke(cli, ["explain", "--cache", "--policy", str(path), "--max-tokens", "60",
+                                       "--temperature", "0", prompt], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return res.output.splitlines()[-1]
+
+    assert explain(Q) == "cache       exact hit"
+    assert explain(PARAPHRASE).startswith("cache       semantic hit (similarity ")
+    assert explain("Write a haiku about the last snowfall of winter.") == "cache       miss (refused by the direction guard)"

@@ -21,8 +21,10 @@ from engine.cli.common import EXIT_OK, EXIT_REFUSED, load_compiled_or_exit, pars
 @click.option("--temperature", type=click.FloatRange(0, 2), default=0.7, show_default=True)
 @click.option("--stream", is_flag=True, help="Decide as for a streaming request.")
 @click.option("--system", default=None, help="A system prompt to send before PROMPT.")
+@click.option("--cache", "show_cache", is_flag=True,
+              help="Also say whether the policy's cache would serve PROMPT now (exact or semantic, similarity).")
 def explain_cmd(policy: str | None, prompt: str | None, as_json: bool, mermaid: bool, meta: tuple[str, ...],
-                max_tokens: int, temperature: float, stream: bool, system: str | None) -> None:
+                max_tokens: int, temperature: float, stream: bool, system: str | None, show_cache: bool) -> None:
     """Show which model PROMPT would be routed to, and why, without calling any vendor.
 
     PROMPT may be '-' (or omitted) to read it from standard input.
@@ -45,15 +47,56 @@ def explain_cmd(policy: str | None, prompt: str | None, as_json: bool, mermaid: 
     except RequestError as e:
         raise click.UsageError(str(e)) from None
     decision = explain(compiled, request)
+    cache = _probe_cache(resolve_policy(policy), messages, max_tokens, temperature, parse_meta(meta)) \
+        if show_cache and not stream else None
     if as_json:
-        click.echo(json.dumps(decision.as_dict(), indent=2, ensure_ascii=False))
+        d = decision.as_dict()
+        if cache is not None:
+            d["cache"] = cache
+        click.echo(json.dumps(d, indent=2, ensure_ascii=False))
     elif mermaid:
         from engine.cli.diagrams import decision_sequence
 
         click.echo(decision_sequence(decision, compiled))
     else:
         click.echo(render_pretty(decision.as_dict()))
+        if cache is not None:
+            click.echo("\n" + render_cache(cache))
     raise SystemExit(EXIT_OK if decision.plan else EXIT_REFUSED)
+
+
+def _probe_cache(path: str, messages: list[tuple[str, str]], max_tokens: int, temperature: float,
+                 meta: dict[str, Any]) -> dict[str, Any]:
+    """Ask a router on the policy (no log, no vendor call) whether its cache would serve the request."""
+    import asyncio
+
+    from engine.runtime.router import Router
+
+    async def run() -> dict[str, Any]:
+        async with Router.from_file(path, log_path=None) as router:
+            return await router.probe_cache(messages=messages, max_tokens=max_tokens, temperature=temperature,
+                                            meta=meta)
+
+    return asyncio.run(run())
+
+
+def render_cache(c: dict[str, Any]) -> str:
+    """One line: would the cache serve this request now."""
+    kind = c["cache"]
+    if kind in ("off", "bypass", "exact"):
+        return {"off": "cache       off", "bypass": "cache       bypassed (cache.when is false)",
+                "exact": "cache       exact hit"}[kind]
+    sim, thr = c.get("similarity"), c.get("threshold")
+    if kind == "semantic":
+        return f"cache       semantic hit (similarity {sim:.3f} >= threshold {thr:.2f}, every guard passed)"
+    if "threshold" not in c:
+        return "cache       miss"
+    if thr is None:
+        return "cache       miss (this query type is kept out of the semantic cache)"
+    if sim is None:
+        return "cache       miss (no entry in this scope yet)"
+    why = f"refused by the {c['refused_by']} guard" if c.get("refused_by") else f"nearest {sim:.3f} < {thr:.2f}"
+    return f"cache       miss ({why})"
 
 
 def render_pretty(d: dict[str, Any]) -> str:

@@ -229,6 +229,29 @@ def check_log(c: Ctx) -> Iterable[Diagnostic]:
                      "for no log", ("log", "sqlite"))
 
 
+def check_semantic_cache(c: Ctx) -> Iterable[Diagnostic]:
+    """`cache.semantic`: an API embedder names a provider with an embeddings API; query types exist."""
+    sem = c.policy.cache.semantic
+    if sem is None:
+        return
+    if sem.embedder.startswith("provider:"):
+        name = sem.embedder.removeprefix("provider:")
+        provider = c.policy.providers.get(name)
+        if provider is None:
+            yield c.diag("semantic-embedder", f"cache.semantic.embedder names unknown provider {name!r}"
+                         f"{did_you_mean(name, list(c.policy.providers))}", ("cache", "semantic", "embedder",
+                                                                            "provider"))
+        elif provider.adapter not in ("openai", "openai_compatible", "gemini"):
+            yield c.diag("semantic-embedder", f"provider {name!r} uses the {provider.adapter} adapter, which has no "
+                         "embeddings API; name an openai, openai_compatible or gemini provider",
+                         ("cache", "semantic", "embedder", "provider"))
+    for qt, _ in sem.query_types:
+        if qt not in c.qt_names:
+            yield c.diag("semantic-query-type", f"cache.semantic.query_types names unknown query type {qt!r}"
+                         f"{did_you_mean(qt, c.qt_names)}", ("cache", "semantic", "query_types", qt),
+                         severity="warning")
+
+
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("references", check_references),
     ("signals", check_signals),
@@ -239,6 +262,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("reachable_models", check_reachable_models),
     ("quotas", check_quotas),
     ("log", check_log),
+    ("semantic_cache", check_semantic_cache),
 )
 
 

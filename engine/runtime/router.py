@@ -109,6 +109,32 @@ class Router:
         features = self.compiled.features(request)
         return decide_features(self.compiled, features, self._state(features), explain=True)
 
+    async def probe_cache(self, prompt: str | None = None, *, messages: Sequence[Any] | None = None,
+                          max_tokens: int = 1000, temperature: float = 0.7, meta: Mapping[str, Any] | None = None,
+                          model: str | None = None) -> dict[str, Any]:
+        """Whether this request would be served from the cache now, and how (nothing is called or counted).
+
+        Returns:
+            `{"cache": "off"|"bypass"|"exact"|"semantic"|"miss", "similarity", "threshold", "refused_by"}`.
+        """
+        request = Request.of(prompt, messages=messages, max_tokens=max_tokens, temperature=temperature, meta=meta)
+        decision = self._decide(request, model)
+        key = self._cache_key(request, decision)
+        if self.cache is None:
+            return {"cache": "off"}
+        if key is None:
+            return {"cache": "bypass"}  # `cache.when` keeps this request out
+        if self.cache._lookup(key) is not None:  # a peek: hit counters stay as they are
+            return {"cache": "exact"}
+        out: dict[str, Any] = {"cache": "miss"}
+        scope = self._semantic_scope(request, decision) if self.semantic is not None else None
+        if self.semantic is not None and scope is not None:
+            found = await self.semantic.peek(scope[0], scope[1], decision.query_type)
+            out.update(similarity=found.best_similarity, threshold=found.threshold, refused_by=found.refused_by)
+            if found.hit is not None:
+                out.update(cache="semantic", similarity=found.hit.similarity)
+        return out
+
     async def generate(self, prompt: str | None = None, *, messages: Sequence[Any] | None = None,
                        max_tokens: int = 1000, temperature: float = 0.7, stop: Sequence[str] | None = None,
                        meta: Mapping[str, Any] | None = None, model: str | None = None) -> RoutedCompletion:

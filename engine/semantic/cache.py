@@ -146,6 +146,14 @@ class SemanticCache:
             self.saved_cost_usd += found.hit.cost_usd
         return found
 
+    async def peek(self, scope: str, prompt: str, query_type: str) -> Probe:
+        """`probe` without counting anything (for `engine explain`)."""
+        threshold = self.config.threshold_for(query_type)
+        if threshold is None:
+            return Probe(None, None, None, None)
+        vector = (await self.embedder.embed_async([prompt]))[0]
+        return self._search(scope, prompt, vector, threshold)
+
     def _search(self, scope: str, prompt: str, vector: npt.NDArray[np.float32], threshold: float) -> Probe:
         self._sync()
         idx = self._indexes.get(scope)
