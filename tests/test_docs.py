@@ -148,6 +148,10 @@ def _engine_default(path: str, bare: Any, full: Any) -> Any:
         return {"p50": value[0], "p95": value[1]} if path.endswith("latency_ms") else value
     if path == "metrics.tenant_label":
         return bare.metrics_tenant_label
+    if path == "signals.*.similar_to.threshold":
+        from engine.policy.model import Signal
+
+        return Signal(name="s").similar_threshold
     if path.startswith("cache.semantic."):  # off in a bare policy: compare with `semantic: true`'s defaults
         from engine.policy.model import SemanticCacheConfig
 

@@ -61,10 +61,10 @@ def check_references(c: Ctx) -> Iterable[Diagnostic]:
 def check_signals(c: Ctx) -> Iterable[Diagnostic]:
     """Each signal has exactly one source; regexes compile."""
     for name, s in c.policy.signals.items():
-        sources = [k for k in ("regex", "keywords", "when", "classify") if getattr(s, k)]
+        sources = [k for k in ("regex", "keywords", "when", "classify", "similar_to") if getattr(s, k)]
         if len(sources) != 1:
             yield c.diag("signal-source", f"signal {name!r} must have exactly one of regex, keywords, when, "
-                         f"classify (has {', '.join(sources) or 'none'})", ("signals", name), key=True)
+                         f"classify, similar_to (has {', '.join(sources) or 'none'})", ("signals", name), key=True)
         for i, pattern in enumerate(s.regex):
             try:
                 re.compile(pattern)
