@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -65,7 +66,7 @@ def explain_cmd(policy: str | None, prompt: str | None, as_json: bool, mermaid: 
     raise SystemExit(EXIT_OK if decision.plan else EXIT_REFUSED)
 
 
-def _probe_cache(path: str, messages: list[tuple[str, str]], max_tokens: int, temperature: float,
+def _probe_cache(path: str | Path, messages: list[tuple[str, str]], max_tokens: int, temperature: float,
                  meta: dict[str, Any]) -> dict[str, Any]:
     """Ask a router on the policy (no log, no vendor call) whether its cache would serve the request."""
     import asyncio
