@@ -82,7 +82,8 @@ def main() -> None:
     cue_pred = np.argmax(cue, 1)
     table: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0, 0]))
     for i, r in enumerate(rows):
-        for group in ("all", f"label={r['type']}", f"lang={_lang(r)}", f"set={'dev' if r['id'].startswith('A') else 'extra'}"):
+        origin = "dev" if r["id"].startswith("A") else "extra"
+        for group in ("all", f"label={r['type']}", f"lang={_lang(r)}", f"set={origin}"):
             acc = table[group.split("=")[0]][group]
             acc[0] += int(emb_pred[i] == y[i])
             acc[1] += int(cue_pred[i] == y[i])
