@@ -81,13 +81,13 @@ def main() -> None:
             comb_pred[i] = LABELS.index(combine(dict(zip(LABELS, cue[i], strict=True)), logits))
     cue_pred = np.argmax(cue, 1)
     table: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0, 0]))
-    for i, r in enumerate(rows):
+    for j, r in enumerate(rows):
         origin = "dev" if r["id"].startswith("A") else "extra"
         for group in ("all", f"label={r['type']}", f"lang={_lang(r)}", f"set={origin}"):
             acc = table[group.split("=")[0]][group]
-            acc[0] += int(emb_pred[i] == y[i])
-            acc[1] += int(cue_pred[i] == y[i])
-            acc[2] += int(comb_pred[i] == y[i])
+            acc[0] += int(emb_pred[j] == y[j])
+            acc[1] += int(cue_pred[j] == y[j])
+            acc[2] += int(comb_pred[j] == y[j])
             acc[3] += 1
     print(f"{len(rows)} prompts, {args.folds}-fold cross-validation of the embedding model")
     print("| group | n | embedding model alone | cues | cues + embedding (gated) |")

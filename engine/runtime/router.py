@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.base import Completion, LLMAdapter, Message, StreamEnd
 from engine.errors import AllModelsFailed, QuotaExceeded, RequestError, RoutingRefused
@@ -37,7 +37,10 @@ from engine.runtime.limits import RateLimits
 from engine.runtime.quotas import QuotaManager
 from engine.runtime.recording import Recorder
 from engine.runtime.result import RoutedCompletion, RoutedDelta, StreamDone
-from engine.semantic.cache import SemanticCache, SemanticHit
+from engine.semantic.hit import SemanticHit
+
+if TYPE_CHECKING:
+    from engine.semantic.cache import SemanticCache
 
 
 class _FromPolicy:

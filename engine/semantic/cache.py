@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.semantic.embedders import Embedder
 from engine.semantic.guards import Facts, check, facts
+from engine.semantic.hit import SemanticHit
 from engine.semantic.index import ScopeIndex
 from engine.semantic.store import EntryStore, dumps
 
@@ -32,16 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["Probe", "SemanticCache", "SemanticHit"]
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SemanticHit:
-    """A cached answer served for a paraphrase."""
-
-    value: dict[str, Any]
-    cost_usd: float
-    """What the original upstream call cost (the hit saved it)."""
-    similarity: float
 
 
 @dataclass(frozen=True, slots=True)
