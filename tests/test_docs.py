@@ -149,6 +149,16 @@ def _engine_default(path: str, bare: Any, full: Any) -> Any:
         return {"p50": value[0], "p95": value[1]} if path.endswith("latency_ms") else value
     if path == "metrics.tenant_label":
         return bare.metrics_tenant_label
+    if path == "signals.*.similar_to.threshold":
+        from engine.policy.model import Signal
+
+        return Signal(name="s").similar_threshold
+    if path.startswith("cache.semantic."):  # off in a bare policy: compare with `semantic: true`'s defaults
+        from engine.policy.model import SemanticCacheConfig
+
+        attr = {"index.kind": "index", "index.ann_from": "ann_from"}.get(path[len("cache.semantic."):],
+                                                                        path.split(".")[-1])
+        return getattr(SemanticCacheConfig(), attr)
     obj = full if ("*" in path or "[]" in path) else bare
     for part in re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\*|\[\]", path):
         if part == "*":

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from engine.cli.common import EXIT_OK, EXIT_REFUSED, load_compiled_or_exit, parse_meta, policy_option, resolve_policy
+from engine.routing.features import Request
 
 
 def _read_data(path: str, what: str) -> Any:
@@ -74,10 +75,12 @@ def _quota_used(items: tuple[str, ...]) -> dict[str, dict[str, float]]:
               help="Quota usage so far in the current window (repeatable); shows headroom and verdicts.")
 @click.option("--state", "state_file", default=None, metavar="FILE",
               help="Runtime state as in an `engine test` case's `state:` (open_circuits, quota_used, ...).")
+@click.option("--cache", "show_cache", is_flag=True,
+              help="Also say whether the policy's cache would serve PROMPT now (exact or semantic, similarity).")
 def explain_cmd(policy: str | None, prompt: str | None, as_json: bool, mermaid: bool, meta: tuple[str, ...],
                 max_tokens: int, temperature: float, stream: bool, system: str | None, tools: str | None,
                 images: int, json_schema: str | None, json_object: bool, prompt_tokens: int | None,
-                request_id: str, quota_used: tuple[str, ...], state_file: str | None) -> None:
+                request_id: str, quota_used: tuple[str, ...], state_file: str | None, show_cache: bool) -> None:
     """Show which model PROMPT would be routed to, and why, without calling any vendor.
 
     PROMPT may be '-' (or omitted) to read it from standard input; with --prompt-tokens it
@@ -112,14 +115,20 @@ def explain_cmd(policy: str | None, prompt: str | None, as_json: bool, mermaid: 
     except (RequestError, ValueError, TypeError) as e:
         raise click.UsageError(str(e)) from None
     decision = explained.decision
+    live_cache = _probe_cache(resolve_policy(policy), request) if show_cache and not stream else None
     if as_json:
-        click.echo(json.dumps(explained.report, indent=2, ensure_ascii=False))
+        report = dict(explained.report)
+        if live_cache is not None:
+            report["cache_probe"] = live_cache
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     elif mermaid:
         from engine.cli.diagrams import decision_sequence
 
         click.echo(decision_sequence(decision, compiled))
     else:
         click.echo(render_pretty(explained.report))
+        if live_cache is not None:
+            click.echo("\n" + render_cache(live_cache))
     raise SystemExit(EXIT_OK if decision.plan else EXIT_REFUSED)
 
 
@@ -240,3 +249,37 @@ def _quotas_section(lines: list[str], quotas: list[dict[str, Any]]) -> None:
         if "headroom" in q:
             head += " headroom " + " ".join(f"{k}={_num(v)}" for k, v in q["headroom"].items())
         lines.append(f"{head}: {q['verdict']}")
+
+
+def _probe_cache(path: str | Path, request: Request) -> dict[str, Any]:
+    """Ask a router on the policy (no log, no vendor call) whether its cache would serve the request."""
+    import asyncio
+
+    from engine.runtime.router import Router
+
+    async def run() -> dict[str, Any]:
+        async with Router.from_file(path, log_path=None) as router:
+            return await router.probe_cache(messages=request.messages, max_tokens=request.max_tokens,
+                                            temperature=request.temperature, meta=request.meta,
+                                            options=request.options)
+
+    return asyncio.run(run())
+
+
+def render_cache(c: dict[str, Any]) -> str:
+    """One line: would the cache serve this request now."""
+    kind = c["cache"]
+    if kind in ("off", "bypass", "exact"):
+        return {"off": "cache       off", "bypass": "cache       bypassed (cache.when is false)",
+                "exact": "cache       exact hit"}[kind]
+    sim, thr = c.get("similarity"), c.get("threshold")
+    if kind == "semantic":
+        return f"cache       semantic hit (similarity {sim:.3f} >= threshold {thr:.2f}, every guard passed)"
+    if "threshold" not in c:
+        return "cache       miss"
+    if thr is None:
+        return "cache       miss (this query type is kept out of the semantic cache)"
+    if sim is None:
+        return "cache       miss (no entry in this scope yet)"
+    why = f"refused by the {c['refused_by']} guard" if c.get("refused_by") else f"nearest {sim:.3f} < {thr:.2f}"
+    return f"cache       miss ({why})"

@@ -67,7 +67,9 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
         )
     signals = {
         name: Signal(name=name, regex=tuple(s.get("regex", ())), keywords=tuple(s.get("keywords", ())),
-                     when=s.get("when"), classify=s.get("classify"))
+                     when=s.get("when"), classify=s.get("classify"),
+                     similar_to=tuple((s.get("similar_to") or {}).get("examples", ())),
+                     similar_threshold=float((s.get("similar_to") or {}).get("threshold", 0.7)))
         for name, s in (data.get("signals") or {}).items()
     }
     query_types = tuple(QueryTypeRule(type=q["type"], when=q.get("when"))

@@ -95,10 +95,10 @@ def check_groups(c: Ctx) -> Iterable[Diagnostic]:
 def check_signals(c: Ctx) -> Iterable[Diagnostic]:
     """Each signal has exactly one source; regexes compile."""
     for name, s in c.policy.signals.items():
-        sources = [k for k in ("regex", "keywords", "when", "classify") if getattr(s, k)]
+        sources = [k for k in ("regex", "keywords", "when", "classify", "similar_to") if getattr(s, k)]
         if len(sources) != 1:
             yield c.diag("signal-source", f"signal {name!r} must have exactly one of regex, keywords, when, "
-                         f"classify (has {', '.join(sources) or 'none'})", ("signals", name), key=True)
+                         f"classify, similar_to (has {', '.join(sources) or 'none'})", ("signals", name), key=True)
         for i, pattern in enumerate(s.regex):
             try:
                 re.compile(pattern)
@@ -313,6 +313,29 @@ def check_state(c: Ctx) -> Iterable[Diagnostic]:
             yield c.diag("empty-limit", f"limit {lim.name!r} limits nothing; set rpm or tpm", ("limits", i))
 
 
+def check_semantic_cache(c: Ctx) -> Iterable[Diagnostic]:
+    """`cache.semantic`: an API embedder names a provider with an embeddings API; query types exist."""
+    sem = c.policy.cache.semantic
+    if sem is None:
+        return
+    if sem.embedder.startswith("provider:"):
+        name = sem.embedder.removeprefix("provider:")
+        provider = c.policy.providers.get(name)
+        if provider is None:
+            yield c.diag("semantic-embedder", f"cache.semantic.embedder names unknown provider {name!r}"
+                         f"{did_you_mean(name, list(c.policy.providers))}", ("cache", "semantic", "embedder",
+                                                                            "provider"))
+        elif provider.adapter not in ("openai", "openai_compatible", "gemini"):
+            yield c.diag("semantic-embedder", f"provider {name!r} uses the {provider.adapter} adapter, which has no "
+                         "embeddings API; name an openai, openai_compatible or gemini provider",
+                         ("cache", "semantic", "embedder", "provider"))
+    for qt, _ in sem.query_types:
+        if qt not in c.qt_names:
+            yield c.diag("semantic-query-type", f"cache.semantic.query_types names unknown query type {qt!r}"
+                         f"{did_you_mean(qt, c.qt_names)}", ("cache", "semantic", "query_types", qt),
+                         severity="warning")
+
+
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("references", check_references),
     ("groups", check_groups),
@@ -326,6 +349,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("log", check_log),
     ("quota_maps", check_quota_maps),
     ("state", check_state),
+    ("semantic_cache", check_semantic_cache),
 )
 
 

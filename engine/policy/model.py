@@ -105,6 +105,9 @@ class Signal:
     when: str | None = None
     classify: str | None = None
     """Label of the built-in query classifier; true when it picks this label."""
+    similar_to: tuple[str, ...] = ()
+    """Example prompts; true when the last user message is this similar to one (`similar_threshold`)."""
+    similar_threshold: float = 0.7
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -222,11 +222,16 @@ class Features:
 class SignalMatcher:
     """One compiled signal."""
 
-    __slots__ = ("name", "_regex", "_when", "_label")
+    __slots__ = ("name", "_regex", "_when", "_label", "_similar")
 
     def __init__(self, signal: Signal, when: Expr | None) -> None:
         self.name = signal.name
         self._label = signal.classify
+        self._similar: Any = None
+        if signal.similar_to:  # loads the embedder on first use, not here: `engine validate` stays fast
+            from engine.semantic.similar import SimilarTo
+
+            self._similar = SimilarTo(signal.similar_to, signal.similar_threshold)
         self._when = when
         patterns = list(signal.regex)
         if signal.keywords:
@@ -243,6 +248,8 @@ class SignalMatcher:
             return self._regex.search(text, 0, MAX_SCAN_CHARS) is not None
         if self._label is not None:
             return label == self._label
+        if self._similar is not None:
+            return bool(self._similar(text))
         assert self._when is not None
         return safe_truth(self._when, env)
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.base import Completion, LLMAdapter, Message, StreamEnd
 from adapters.conversation import NO_OPTIONS, Options, ToolCall, ToolCallDelta
@@ -39,8 +39,11 @@ from engine.runtime.dispatch import Dispatcher, Served, Walk, mark_stream_failur
 from engine.runtime.health import HealthEvent
 from engine.runtime.recording import Recorder
 from engine.runtime.result import RoutedCompletion, RoutedDelta, StreamDone
-from engine.semantic.cache import Probe as SemanticProbe
-from engine.semantic.cache import SemanticCache, SemanticHit
+from engine.semantic.hit import SemanticHit
+
+if TYPE_CHECKING:
+    from engine.semantic.cache import Probe as SemanticProbe
+    from engine.semantic.cache import SemanticCache
 
 
 class _FromPolicy:
@@ -111,6 +114,33 @@ class Router:
                              meta=meta, options=options, **surface)
         features = self.compiled.features(request)
         return decide_features(self.compiled, features, self._state(features), explain=True)
+
+    async def probe_cache(self, prompt: str | None = None, *, messages: Sequence[Any] | None = None,
+                          max_tokens: int = 1000, temperature: float = 0.7, meta: Mapping[str, Any] | None = None,
+                          model: str | None = None, options: Options | None = None,
+                          **surface: Any) -> dict[str, Any]:
+        """Whether this request would be served from the cache now, and how (nothing is called or counted).
+
+        Returns:
+            `{"cache": "off"|"bypass"|"exact"|"semantic"|"miss", "similarity", "threshold", "refused_by"}`.
+        """
+        request = Request.of(prompt, messages=messages, max_tokens=max_tokens, temperature=temperature, meta=meta,
+                             options=options, **surface)
+        if self.cache is None:
+            return {"cache": "off"}
+        key, features, route, target = self._cache_probe(request, model)
+        if key is None:
+            return {"cache": "bypass"}  # `cache.when` (or a seed, or a refusal) keeps this request out
+        if self.cache._lookup(key) is not None:  # a peek: hit counters stay as they are
+            return {"cache": "exact"}
+        out: dict[str, Any] = {"cache": "miss"}
+        scope = self._semantic_scope(request, target) if self.semantic is not None else None
+        if self.semantic is not None and scope is not None and features is not None:
+            found = await self.semantic.peek(scope[0], scope[1], features.query_type)
+            out.update(similarity=found.best_similarity, threshold=found.threshold, refused_by=found.refused_by)
+            if found.hit is not None:
+                out.update(cache="semantic", similarity=found.hit.similarity)
+        return out
 
     async def generate(self, prompt: str | None = None, *, messages: Sequence[Any] | None = None,
                        max_tokens: int = 1000, temperature: float = 0.7, stop: Sequence[str] | None = None,

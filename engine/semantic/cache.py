@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.semantic.embedders import Embedder
 from engine.semantic.guards import Facts, check, facts
+from engine.semantic.hit import SemanticHit
 from engine.semantic.index import ScopeIndex
 from engine.semantic.store import EntryStore, dumps
 
@@ -32,16 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["Probe", "SemanticCache", "SemanticHit"]
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SemanticHit:
-    """A cached answer served for a paraphrase."""
-
-    value: dict[str, Any]
-    cost_usd: float
-    """What the original upstream call cost (the hit saved it)."""
-    similarity: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +136,14 @@ class SemanticCache:
             self.hits += 1
             self.saved_cost_usd += found.hit.cost_usd
         return found
+
+    async def peek(self, scope: str, prompt: str, query_type: str) -> Probe:
+        """`probe` without counting anything (for `engine explain`)."""
+        threshold = self.config.threshold_for(query_type)
+        if threshold is None:
+            return Probe(None, None, None, None)
+        vector = (await self.embedder.embed_async([prompt]))[0]
+        return self._search(scope, prompt, vector, threshold)
 
     def _search(self, scope: str, prompt: str, vector: npt.NDArray[np.float32], threshold: float) -> Probe:
         self._sync()

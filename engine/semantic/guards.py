@@ -91,8 +91,9 @@ class Facts:
             return tuple(str(x) for x in value) if isinstance(value, list) else ()
 
         neg = d.get("negations", 0)
-        return cls(material=strs("material"), numbers=strs("numbers"), bound=strs("bound"), negations=int(neg) if isinstance(neg, int)
-                   else 0, quotes=strs("quotes"), code=strs("code"), entities=frozenset(strs("entities")),
+        return cls(material=strs("material"), numbers=strs("numbers"), bound=strs("bound"),
+                   negations=neg if isinstance(neg, int) else 0, quotes=strs("quotes"), code=strs("code"),
+                   entities=frozenset(strs("entities")),
                    languages=strs("languages"), direction=strs("direction"), content=strs("content"),
                    surface=frozenset(strs("surface")))
 
@@ -132,23 +133,21 @@ def _words(text: str) -> list[str]:
 
 def _numbers(text: str) -> list[tuple[int, int, str]]:
     """(start, end, value) of every number: digits, number words and CJK numerals, canonical strings."""
-    found: list[tuple[int, str]] = []
+    found: list[tuple[int, int, str]] = []
     for m in _NUMBER.finditer(text):
         raw = m.group().replace(",", "") if re.fullmatch(r"\d{1,3}(,\d{3})+", m.group()) else m.group()
-        raw = raw.replace(",", ".")
         try:
-            value = float(raw)
+            found.append((m.start(), m.end(), _canon(float(raw.replace(",", ".")))))
         except ValueError:
             continue
-        found.append((m.start(), m.end(), _canon(value)))
     for m in lx.NUMBER_WORD_RE.finditer(text.lower()):
-        value = lx.number_value(m.group())
-        if value is not None:
-            found.append((m.start(), m.end(), _canon(value)))
+        word = lx.number_value(m.group())
+        if word is not None:
+            found.append((m.start(), m.end(), _canon(word)))
     for m in lx.CJK_NUMERAL_RE.finditer(text):
-        value = lx.cjk_value(m.group())
-        if value is not None:
-            found.append((m.start(), m.end(), _canon(value)))
+        cjk = lx.cjk_value(m.group())
+        if cjk is not None:
+            found.append((m.start(), m.end(), _canon(cjk)))
     found.sort()
     return found
 

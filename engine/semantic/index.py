@@ -52,6 +52,12 @@ class ScopeIndex:
         return "exact" if self._ann is None else "ann"
 
     def _new_ann(self) -> Any:
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime") is not None:
+            # usearch 2.x loaded before onnxruntime makes onnxruntime's import crash the process
+            # (a native library clash; the other order is fine), and the bundled embedder may load later
+            import onnxruntime  # noqa: F401
         try:
             from usearch.index import Index
         except ImportError as e:

@@ -8,8 +8,8 @@ import re
 
 __all__ = [
     "ABBREVIATIONS", "CAPITALISED_COMMON", "CASE_ABBREVIATIONS", "CJK_DIRECTION", "CJK_LANGUAGES", "CJK_NEGATORS",
-    "CJK_NUMERAL_RE", "CJK_STOP", "DIRECTION", "GERMAN_HINTS", "LANGUAGES", "NEGATORS", "NUMBER_WORD_RE", "PHRASES", "POLITE",
-    "PROGRAMMING", "STOP", "cjk_value", "number_value",
+    "CJK_NUMERAL_RE", "CJK_STOP", "DIRECTION", "GERMAN_HINTS", "LANGUAGES", "NEGATORS", "NUMBER_WORD_RE", "PHRASES",
+    "POLITE", "PROGRAMMING", "STOP", "cjk_value", "number_value",
 ]
 
 
@@ -145,7 +145,9 @@ PHRASES = (
 )
 GERMAN_HINTS = _words("der die das den dem des und ist nicht ich du mir mich bitte einen einem eines diesem dieser "
                       "diese im zum zur")
-CJK_STOP = frozenset("的了是在我你他她它们这那个吗呢吧和与及请把下面中从用将被给を的はがにでとへもやのてしたすますかなれるいうこ、。？！：「」“”")
+CJK_STOP = frozenset("的了是在我你他她它们这那个吗呢吧和与及请把下面中从用将被给"  # zh function characters
+                     "をはがにでとへもやのてしたすますかなれるいうこ"  # ja particles and endings
+                     "、。？！：「」“”")
 
 _UNITS = {"zero": 0, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
           "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,

