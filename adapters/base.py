@@ -266,6 +266,23 @@ class LLMAdapter(ABC):
                                 _options(options, surface))
         return self._run_stream(request)
 
+    async def probe(self, *, timeout_s: float | None = None) -> None:
+        """Check that this model can be called, without generating anything: the credentials,
+        the connection and the model id, with the vendor's cheapest call (retrieving the model,
+        which is free), for `engine doctor`.
+
+        Raises:
+            ProviderError: what a request would raise (`AuthError`, `ConnectionFailed`, `Timeout`;
+                `BadRequest` with status 404 when the vendor does not know the model id).
+            InvalidInput: the adapter has no such call.
+        """
+        import asyncio
+
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        with self._map_errors():
+            self._warm()
+            await asyncio.wait_for(self._probe(timeout), timeout)
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters own a client to close
         """Release the adapter's client and connections."""
 
@@ -273,6 +290,10 @@ class LLMAdapter(ABC):
 
     def _warm(self) -> None:  # noqa: B027 - optional hook
         """Create the SDK client if needed (first use imports the SDK); kept out of latency_ms."""
+
+    async def _probe(self, timeout_s: float) -> None:
+        """Call the vendor's cheapest authenticated endpoint naming this model (see `probe`)."""
+        raise InvalidInput(f"the {self.kind} adapter cannot be probed")
 
     @abstractmethod
     async def _complete(self, request: Request) -> Reply:
@@ -478,6 +499,7 @@ def connection_cause(exc: BaseException) -> str | None:
     Walks the exception chain (SDK error -> httpx/aiohttp -> socket error) for the first
     resolver, refusal or TLS failure.
     """
+    import errno
     import socket
     import ssl
 
@@ -488,7 +510,7 @@ def connection_cause(exc: BaseException) -> str | None:
         name = type(e).__name__
         if isinstance(e, socket.gaierror) or "DNS" in name or "NameResolution" in name:
             return "the host name does not resolve (DNS)"
-        if isinstance(e, ConnectionRefusedError):
+        if isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == errno.ECONNREFUSED:
             return "connection refused"
         if isinstance(e, ssl.SSLError) or "SSL" in name or "Certificate" in name:
             return "TLS handshake failed"

@@ -99,6 +99,9 @@ class GeminiAdapter(LLMAdapter):
             )
         return client
 
+    async def _probe(self, timeout_s: float) -> None:
+        await self._get_client().aio.models.get(model=self.model, config={"http_options": {"timeout": _ms(timeout_s)}})
+
     async def aclose(self) -> None:
         """Close the SDK's async client and its connection pool."""
         client, self._client = self._client, None

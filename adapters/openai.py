@@ -112,6 +112,9 @@ class OpenAIAdapter(LLMAdapter):
             )
         return client
 
+    async def _probe(self, timeout_s: float) -> None:
+        await self._get_client().models.retrieve(self.model, timeout=timeout_s)
+
     async def aclose(self) -> None:
         """Close the SDK client and its connection pool."""
         client, self._client = self._client, None

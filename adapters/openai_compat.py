@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from adapters.base import Price
-from adapters.errors import InvalidInput
+from adapters.errors import BadRequest, InvalidInput
 from adapters.openai import OpenAIAdapter
 
 __all__ = ["ENDPOINTS", "CompatibleEndpoint", "OpenAICompatibleAdapter"]
@@ -108,3 +108,12 @@ class OpenAICompatibleAdapter(OpenAIAdapter):
         self._max_tokens_field = endpoint.max_tokens_field
         self._stream_usage = endpoint.stream_usage_option
         self._max_temperature = endpoint.max_temperature
+
+    async def _probe(self, timeout_s: float) -> None:
+        # compatible servers (vLLM, Ollama, gateways) list their models; not all retrieve one
+        page = await self._get_client().models.list(timeout=timeout_s)
+        ids = [m.id async for m in page]
+        if self.model not in ids:
+            shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+            raise self._error(BadRequest, f"the server does not list model {self.model!r} (it lists: "
+                              f"{shown or 'none'})", status=404)

@@ -285,7 +285,9 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
             return self._error(ServerError, f"the answer was cut short: {type(exc).__name__}: {exc}")
         if isinstance(exc, aiohttp.ClientConnectionError):
             return self._connection_error(exc)
-        return None  # other client errors, malformed JSON: the base maps them as for the SDK
+        # the SDK's errors (a probe uses the SDK client), else None: the base maps other client
+        # errors and malformed JSON as for the SDK
+        return super()._translate_error(exc)
 
 
 class OpenAIHTTPAdapter(_ChatCompletionsOverHTTP):

@@ -163,6 +163,9 @@ class SimulatedAdapter(LLMAdapter):
     def _translate_error(self, exc: Exception) -> ProviderError | None:
         return None  # every failure here is already a ProviderError
 
+    async def _probe(self, timeout_s: float) -> None:
+        return None  # nothing to reach: the simulated vendor always exists
+
     def _usage(self, request: Request, plan: _Plan) -> Usage:
         input_tokens = estimate_messages_tokens(m.text for m in request.messages)
         return Usage(plan.finish_reason, input_tokens, estimate_tokens(plan.text))

@@ -8,7 +8,9 @@ taxonomy); the engine wraps them only when every model of a plan has failed.
     ├── PolicyError             the policy file is unusable (carries all diagnostics)
     ├── RequestError            the caller's request is malformed (empty prompt, bad meta...)
     ├── RoutingRefused          the policy leaves no model for this request (says why per model)
+    │   └── RateLimitExceeded   a per-tenant / per-key `limits` entry has no room now (says when)
     ├── QuotaExceeded           a quota with `on_exceed: reject` has no room (names it and its reset)
+    │   └── StateUnavailable    the shared state store (Redis) is down and quotas fail closed
     └── AllModelsFailed         every attempt of the plan failed (lists each attempt and cause)
 """
 
@@ -76,11 +78,65 @@ class QuotaExceeded(EngineError):
         )
 
 
+class RateLimitExceeded(RoutingRefused):
+    """A per-tenant or per-key rate limit (`limits:`) has no room now; nothing was sent.
+
+    Attributes:
+        limit: the `limits` entry's name.
+        scope_key: whom it counts, e.g. `tenant=acme`.
+        retry_after: seconds until the request would fit.
+    """
+
+    def __init__(self, limit: str, scope_key: str, measure: str, retry_after: float) -> None:
+        self.limit = limit
+        self.scope_key = scope_key
+        self.measure = measure
+        self.retry_after = retry_after
+        super().__init__(f"rate limit {limit!r} ({measure}) exceeded for {scope_key}; retry in {retry_after:.1f}s")
+
+
+class StateUnavailable(QuotaExceeded):
+    """The shared state store is unreachable and the policy says quotas fail closed (`on_failure.quotas: reject`).
+
+    A subclass of `QuotaExceeded` so that it takes the same path (the model is skipped, the request
+    is logged as refused by quota), but the service answers it with 503 `state_unavailable`.
+    """
+
+    def __init__(self, quota: str, scope_key: str, reason: str, retry_at: float) -> None:
+        super().__init__(quota, scope_key, "state", 0.0, 0.0, retry_at)
+        self.reason = reason
+        self.args = (f"quota {quota!r} cannot be checked: the shared state store is unavailable ({reason}); "
+                     "the policy fails closed (state.on_failure.quotas: reject)",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class AllModelsFailed(EngineError):
     """Every attempt of the plan failed; `attempts` lists (model, error class, message) in order."""
 
     def __init__(self, attempts: Sequence[tuple[str, str, str]], request_id: str | None = None) -> None:
         self.attempts = tuple(attempts)
         self.request_id = request_id
-        lines = "; ".join(f"{m}: {cls}: {msg}" for m, cls, msg in self.attempts) or "no model was tried"
-        super().__init__(f"all models failed ({len(self.attempts)} attempts): {lines}")
+        super().__init__(_attempts_summary(self.attempts))
+
+
+_CAUSE_CHARS = 160  # an attempt's cause in the message; the decision log keeps the full text
+
+
+def _attempts_summary(attempts: Sequence[tuple[str, str, str]]) -> str:
+    """`all models failed (3 attempts): m1: Cls: cause (x2); m2: Cls: cause`: each distinct
+    failure once, in order, with how often it repeated (retries of one cause say nothing new)."""
+    if not attempts:
+        return "all models failed (no model was tried)"
+    seen: dict[tuple[str, str, str], int] = {}
+    for model, cls, msg in attempts:
+        cause = " ".join(msg.split())
+        if len(cause) > _CAUSE_CHARS:
+            cause = cause[: _CAUSE_CHARS - 3] + "..."
+        key = (model, cls, cause)
+        seen[key] = seen.get(key, 0) + 1
+    parts = [f"{m}: {cls}: {cause}" if cause else f"{m}: {cls}" for m, cls, cause in seen]
+    parts = [p + (f" (x{n})" if n > 1 else "") for p, n in zip(parts, seen.values(), strict=True)]
+    n = len(attempts)
+    return f"all models failed ({n} attempt{'s' if n != 1 else ''}): {'; '.join(parts)}"

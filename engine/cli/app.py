@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("engine.cli.replay", "replay_cmd"),
     "serve": ("engine.cli.serve", "serve_cmd"),
     "keys": ("engine.cli.keys", "keys_group"),
+    "doctor": ("engine.cli.doctor", "doctor_cmd"),
+    "calibrate": ("engine.cli.calibrate", "calibrate_group"),
 }
 
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import TYPE_CHECKING
 
 import click
 
 from engine.cli.common import EXIT_INVALID, parse_meta
 
+if TYPE_CHECKING:
+    from engine.server.keystore import KeyStore
+
 _DB = click.option("--db", "db", required=True, type=click.Path(dir_okay=False), envvar="ENGINE_KEYS_DB",
                    help="SQLite file of the keys (the one `engine serve --db` reads). [env: ENGINE_KEYS_DB]")
+_CREATE = click.option("--create", is_flag=True, help="Create the key store if FILE does not exist (else refused).")
 _FORMAT = click.option("--format", "fmt", type=click.Choice(["pretty", "json"]), default="pretty", show_default=True)
 
 
@@ -69,15 +74,24 @@ def _when(ts: float | None) -> str:
     return "-" if ts is None else dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
+def _open(db: str, create: bool) -> KeyStore:
+    from engine.server.keystore import KeyStore
+
+    try:
+        return KeyStore(db, create=create)
+    except FileNotFoundError as e:
+        click.echo(f"error: {e}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+
+
 @keys_group.command("list")
 @_DB
 @click.option("--all", "include_revoked", is_flag=True, help="Include revoked keys.")
+@_CREATE
 @_FORMAT
-def list_cmd(db: str, include_revoked: bool, fmt: str) -> None:
+def list_cmd(db: str, include_revoked: bool, create: bool, fmt: str) -> None:
     """List keys (never the secrets)."""
-    from engine.server.keystore import KeyStore
-
-    store = KeyStore(db)
+    store = _open(db, create)
     try:
         keys = store.keys(include_revoked=include_revoked)
     finally:
@@ -103,9 +117,7 @@ def list_cmd(db: str, include_revoked: bool, fmt: str) -> None:
 @click.argument("key_id")
 def revoke_cmd(db: str, key_id: str) -> None:
     """Revoke KEY_ID (`key_...`, or the key itself); a running server refuses it within a second."""
-    from engine.server.keystore import KeyStore
-
-    store = KeyStore(db)
+    store = _open(db, False)
     try:
         info = store.revoke(key_id)
     except KeyError as e:

@@ -23,11 +23,17 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _log_config(level: str) -> dict[str, Any]:
+def _log_config(level: str, fmt: str = "text") -> dict[str, Any]:
+    """uvicorn's logging config, with the engine's lines (and in JSON, uvicorn's too) in `fmt`."""
     from uvicorn.config import LOGGING_CONFIG
 
     cfg = copy.deepcopy(LOGGING_CONFIG)
-    cfg["loggers"]["engine"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    factory = "engine.server.logs.JsonFormatter" if fmt == "json" else "engine.server.logs.TextFormatter"
+    cfg["formatters"]["engine"] = {"()": factory}
+    if fmt == "json":
+        cfg["formatters"]["default"] = {"()": factory}
+    cfg["handlers"]["engine"] = {"formatter": "engine", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+    cfg["loggers"]["engine"] = {"handlers": ["engine"], "level": level.upper(), "propagate": False}
     return cfg
 
 
@@ -50,6 +56,8 @@ def _bind(host: str, port: int) -> socket.socket:
               help="Worker processes sharing the port.")
 @click.option("--db", "--keys-db", "keys_db", type=click.Path(dir_okay=False), envvar="ENGINE_KEYS_DB",
               help="Client keys (`engine keys create --db FILE`); requests then need a key. [env: ENGINE_KEYS_DB]")
+@click.option("--create", "create_keys", is_flag=True,
+              help="Create the --db key store if it does not exist (else a missing file is refused).")
 @click.option("--no-auth", is_flag=True, help="Serve without keys even on a non-loopback address.")
 @click.option("--log-db", type=click.Path(dir_okay=False), help="Decision log file (default: the policy's log.sqlite).")
 @click.option("--max-body", "max_body", default=1 << 20, show_default=True, type=click.IntRange(1024),
@@ -61,10 +69,18 @@ def _bind(host: str, port: int) -> socket.socket:
 @click.option("--default-max-tokens", default=1000, show_default=True, type=click.IntRange(1),
               help="Output budget of requests that give none.")
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: str | None, no_auth: bool,
-              log_db: str | None, max_body: int, reload_interval: float, grace: float, default_max_tokens: int,
-              log_level: str) -> None:
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              help="Least severe line written: failed requests are error (5xx), warning (401/422/429) or "
+                   "info (other 4xx); circuit openings warning; reloads info.")
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
+              help="Server log lines: readable text, or one JSON object per line (docs/service.md, 'Logs').")
+@click.option("--check", "check", is_flag=True,
+              help="Probe every provider first (`engine doctor`); refuse to start when one fails.")
+@click.option("--ready-check", "ready_check", default=0.0, type=click.FloatRange(0), metavar="SECONDS",
+              help="Make /readyz require the provider probes too, re-run every SECONDS (0: off).")
+def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: str | None, create_keys: bool,
+              no_auth: bool, log_db: str | None, max_body: int, reload_interval: float, grace: float,
+              default_max_tokens: int, log_level: str, log_format: str, check: bool, ready_check: float) -> None:
     """Serve the policy as an OpenAI-compatible API.
 
     \b
@@ -90,13 +106,43 @@ def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: s
     from engine.errors import PolicyError
 
     try:
-        load_checked(path)
+        loaded, _ = load_checked(path)
     except PolicyError as e:
         click.echo(e.report(), err=True)
         raise SystemExit(EXIT_INVALID) from None
     except OSError as e:
         click.echo(f"error: cannot read the policy {path}: {e}", err=True)
         raise SystemExit(EXIT_INVALID) from None
+    if keys_db is not None:
+        from engine.server.keystore import KeyStore
+
+        try:
+            KeyStore(keys_db, create=create_keys).close()
+        except FileNotFoundError as e:
+            click.echo(f"error: {e}", err=True)
+            raise SystemExit(EXIT_USAGE) from None
+    if check:
+        from engine.cli.doctor import render_checks, run_checks
+
+        checks = run_checks(str(path), 10.0)
+        if any(c.status == "fail" for c in checks):
+            render_checks(checks, title=f"engine serve --check: {path}")
+            click.echo("error: refusing to serve: a provider failed its check (above); fix it, or start without "
+                       "--check", err=True)
+            raise SystemExit(EXIT_INVALID)
+        from engine.ops.doctor import summary
+
+        click.echo(f"engine serve --check: {summary(checks)}", err=True)
+    if workers > 1:
+        from engine.runtime.backends import unshared_limits
+
+        unshared = unshared_limits(loaded, log_db=log_db)
+        if unshared:
+            click.echo(f"error: refusing --workers {workers} with state.backend 'embedded': each worker would count "
+                       f"these on its own, letting through {workers}x each: {'; '.join(unshared)}. Share them with "
+                       "`state: {backend: redis, url: redis://HOST:6379/0}` in the policy (docs/operations.md, "
+                       "\"Running several instances\"), or serve with --workers 1.", err=True)
+            raise SystemExit(EXIT_USAGE)
     if keys_db is None:
         if not no_auth and not _loopback(host):
             click.echo(f"error: refusing to serve {host} without client keys: give --db FILE (create keys with "
@@ -104,13 +150,14 @@ def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: s
             raise SystemExit(EXIT_USAGE)
         click.echo("warning: no --db given: authentication is OFF, every request is tenant 'anonymous'.", err=True)
     config = ServeConfig(policy=str(path), keys_db=keys_db, log_db=log_db, max_body_bytes=max_body,
-                         reload_interval_s=reload_interval, default_max_tokens=default_max_tokens)
+                         reload_interval_s=reload_interval, default_max_tokens=default_max_tokens,
+                         ready_check_s=ready_check)
     sock = _bind(host, port)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"engine serve: listening on http://{shown}:{sock.getsockname()[1]} (policy {path}, "
                f"{workers} worker{'s' if workers > 1 else ''})", err=True)
     common: dict[str, Any] = dict(loop="uvloop", http="httptools", ws="none", access_log=False,
-                                  log_config=_log_config(log_level), log_level=log_level,
+                                  log_config=_log_config(log_level, log_format), log_level=log_level,
                                   timeout_graceful_shutdown=grace, server_header=False, lifespan="on")
     if workers == 1:
         from engine.server.app import create_app

@@ -140,6 +140,7 @@ def render_totals(totals: Mapping[str, Any]) -> Table:
         ("cost", usd(totals["cost_usd"])),
         ("cache hits", f"{totals['cache_hits']:,} ({pct(totals['cache_hit_rate'])})"),
         ("saved by the cache", usd(totals["saved_cost_usd"])),
+        ("  of which semantic", f"{totals['semantic_hits']:,} hits, {usd(totals['semantic_saved_cost_usd'])} saved"),
         ("fell back", f"{totals['fallbacks']:,} ({pct(totals['fallback_rate'])})"),
         ("downgraded by a quota", f"{totals['downgraded']:,}"),
         ("latency p50 / p95 / p99", f"{ms(totals['latency_p50_ms'])} / {ms(totals['latency_p95_ms'])} / "

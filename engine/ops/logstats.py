@@ -142,6 +142,9 @@ def _totals(conn: sqlite3.Connection, since: float | None) -> dict[str, Any]:
         "coalesce(sum(fallbacks > 0), 0), coalesce(sum(downgraded), 0), min(ts), max(ts), "
         f"coalesce(sum(attempts), 0) from requests{where}", params).fetchone()
     n, inp, outp, cost, saved, hits, fallbacks, downgraded, first, last, attempts = row
+    sem_hits, sem_saved = conn.execute(
+        "select count(*), coalesce(sum(saved_cost_usd), 0) from requests where cache_hit = 1 and "
+        f"json_extract(features, '$.cache.kind') = 'semantic'{_where(since, prefix='and')[0]}", params).fetchone()
     outcomes = dict(conn.execute(f"select outcome, count(*) from requests{where} group by outcome", params).fetchall())
     latencies = [r[0] for r in conn.execute(
         f"select latency_ms from requests where latency_ms is not null{_where(since, prefix='and')[0]} "
@@ -156,7 +159,8 @@ def _totals(conn: sqlite3.Connection, since: float | None) -> dict[str, Any]:
         "errors": errors, "refused": int(outcomes.get("refused", 0)),
         "quota_refused": int(outcomes.get("quota_exceeded", 0)), "bad_requests": int(outcomes.get("bad_request", 0)),
         "input_tokens": inp, "output_tokens": outp, "tokens": inp + outp, "cost_usd": cost, "saved_cost_usd": saved,
-        "cache_hits": hits, "cache_hit_rate": hits / n if n else 0.0, "fallbacks": fallbacks,
+        "cache_hits": hits, "cache_hit_rate": hits / n if n else 0.0, "semantic_hits": sem_hits,
+        "semantic_saved_cost_usd": sem_saved, "fallbacks": fallbacks,
         "fallback_rate": fallbacks / n if n else 0.0, "error_rate": errors / n if n else 0.0,
         "downgraded": downgraded, "attempts": attempts, "first_ts": first, "last_ts": last,
         "latency_p50_ms": percentile(latencies, 50), "latency_p95_ms": percentile(latencies, 95),

@@ -114,8 +114,14 @@ class RouterMetrics:
         self.cache_entries = Gauge("cache_entries", "Entries in the response cache.", namespace=ns, registry=None)
         self.policy_info = Gauge("policy_info", "1 for the digest of the policy in force.", ("digest",),
                                  namespace=ns, registry=None)
+        self.state_up = Gauge("state_backend_up", "1 while the shared state store answers (always 1 embedded).",
+                              ("backend",), namespace=ns, registry=None)
+        self.state_errors = Gauge("state_backend_errors", "Operations on the shared state store that failed or "
+                                  "timed out since start.", ("backend",), namespace=ns, registry=None)
+        self.state_reconnects = Gauge("state_backend_reconnects", "Times the shared state store came back after "
+                                      "being down.", ("backend",), namespace=ns, registry=None)
         self._pulled = (self.circuit, self.demoted, self.quota_remaining, self.quota_used, self.cache_ratio,
-                        self.cache_entries, self.policy_info)
+                        self.cache_entries, self.policy_info, self.state_up, self.state_errors, self.state_reconnects)
         self.registry.register(_Pull(self))
 
     # -- recorder hooks ----------------------------------------------------------------------
@@ -193,6 +199,12 @@ class RouterMetrics:
             self.policy_info.labels(policy.digest[:12] or _NONE).set(1.0)
             if router.quotas is not None:
                 self._quotas(policy.quotas, router.quotas.usage())
+            backend = getattr(router, "backend", None)
+            if backend is not None:
+                st = backend.status()
+                self.state_up.labels(st["backend"]).set(1.0 if st["connected"] else 0.0)
+                self.state_errors.labels(st["backend"]).set(float(st.get("errors", 0)))
+                self.state_reconnects.labels(st["backend"]).set(float(st.get("reconnects", 0)))
 
     def _quotas(self, quotas: Iterable[Any], usage: Sequence[dict[str, Any]]) -> None:
         self.quota_remaining.clear()

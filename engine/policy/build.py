@@ -27,7 +27,11 @@ from engine.policy.model import (
     Require,
     RetryConfig,
     Route,
+    ScopedLimit,
+    SemanticCacheConfig,
     Signal,
+    StateConfig,
+    StateFailure,
 )
 
 _SIM_OPTIONS = ("latency_ms", "failure_rate", "seed", "time_scale")
@@ -92,7 +96,7 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
         enabled=c.get("enabled", bool(c)), ttl_s=float(c.get("ttl_s", 3600)),
         max_entries=int(c.get("max_entries", 10_000)), scope=c.get("scope", "tenant"), when=c.get("when"),
         normalize=tuple(c.get("normalize", ("whitespace",))), backend=c.get("backend", "memory"),
-        path=_relative(c.get("path"), base),
+        path=_relative(c.get("path"), base), semantic=_semantic(c.get("semantic")),
     )
     h = data.get("health") or {}
     oc, dm = h.get("open_circuit") or {}, h.get("demote") or {}
@@ -105,14 +109,47 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
     r = data.get("retry") or {}
     retry = RetryConfig(max_attempts=int(r.get("max_attempts", 2)), backoff_ms=float(r.get("backoff_ms", 200)),
                         max_backoff_ms=float(r.get("max_backoff_ms", 5000)))
+    st = data.get("state") or {}
+    fail = st.get("on_failure") or {}
+    state = StateConfig(
+        backend=st.get("backend", "embedded"), url=st.get("url") or None, prefix=st.get("prefix", "engine:"),
+        timeout_ms=float(st.get("timeout_ms", 500)), retry_s=float(st.get("retry_s", 1)),
+        reservation_ttl_s=float(st["reservation_ttl_s"]) if "reservation_ttl_s" in st else None,
+        on_failure=StateFailure(quotas=fail.get("quotas", "reject"), limits=fail.get("limits", "local")),
+    )
+    scoped = tuple(ScopedLimit(name=x["name"], scope=tuple(x["scope"]), rpm=x.get("rpm"), tpm=x.get("tpm"))
+                   for x in data.get("limits") or ())
     return Policy(
         version=data["version"], providers=providers, models=models, signals=signals,
         query_types=query_types, routes=routes, quotas=quotas, cache=cache, health=health, retry=retry,
         deadline_s=float(data.get("deadline_s", 60)),
         log=LogConfig(sqlite=_relative(log.get("sqlite"), base), prompts=log.get("prompts", "hash")),
+        state=state, limits=scoped,
         metrics_tenant_label=bool((data.get("metrics") or {}).get("tenant_label", False)),
         source=source, digest=digest,
     )
+
+
+def _semantic(s: Any) -> SemanticCacheConfig | None:
+    """`cache.semantic`: `true` means the calibrated defaults; an object overrides them."""
+    if not s:
+        return None
+    if s is True:
+        return SemanticCacheConfig()
+    if not s.get("enabled", True):
+        return None
+    emb = s.get("embedder", "bundled")
+    name, model, dim = (emb, None, None) if isinstance(emb, str) else (
+        f"provider:{emb['provider']}", emb["model"], emb.get("dimension"))
+    default = SemanticCacheConfig()
+    threshold = float(s.get("threshold", default.threshold))
+    qts = tuple((qt, None if v is False else float(v.get("threshold", threshold)))
+                for qt, v in (s.get("query_types") or {}).items())
+    idx = s.get("index") or {}
+    return SemanticCacheConfig(
+        embedder=name, embedder_model=model, embedder_dimension=dim, threshold=threshold, query_types=qts,
+        top_k=int(s.get("top_k", default.top_k)), index=idx.get("kind", "auto"),
+        ann_from=int(idx.get("ann_from", default.ann_from)))
 
 
 def _relative(path: str | None, base: Path) -> str | None:

@@ -229,6 +229,21 @@ def check_log(c: Ctx) -> Iterable[Diagnostic]:
                      "for no log", ("log", "sqlite"))
 
 
+def check_state(c: Ctx) -> Iterable[Diagnostic]:
+    """A shared-state backend that can be reached, and scoped limits that mean something."""
+    st = c.policy.state
+    if st.backend == "redis" and not st.url:
+        yield c.diag("state-url", "state.backend 'redis' needs state.url, e.g. redis://127.0.0.1:6379/0 or "
+                     "${REDIS_URL}", ("state", "backend"))
+    seen: set[str] = set()
+    for i, lim in enumerate(c.policy.limits):
+        if lim.name in seen:
+            yield c.diag("duplicate-limit", f"limit name {lim.name!r} is used twice", ("limits", i, "name"))
+        seen.add(lim.name)
+        if lim.rpm is None and lim.tpm is None:
+            yield c.diag("empty-limit", f"limit {lim.name!r} limits nothing; set rpm or tpm", ("limits", i))
+
+
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("references", check_references),
     ("signals", check_signals),
@@ -239,6 +254,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("reachable_models", check_reachable_models),
     ("quotas", check_quotas),
     ("log", check_log),
+    ("state", check_state),
 )
 
 

@@ -151,6 +151,31 @@ class Quota:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SemanticCacheConfig:
+    """The semantic layer behind the exact cache (`cache.semantic`); see docs/policy.md."""
+
+    enabled: bool = True
+    embedder: str = "bundled"
+    """`bundled`, `hashing`, or `provider:NAME` for an API embedder (then `embedder_model` is set)."""
+    embedder_model: str | None = None
+    embedder_dimension: int | None = None
+    threshold: float = 0.76
+    """Cosine a neighbour needs before the guards; calibrated on the dev pairs (benchmarks/RESULTS.md)."""
+    query_types: tuple[tuple[str, float | None], ...] = ()
+    """(query type, its threshold or None = semantic cache off for that type)."""
+    top_k: int = 5
+    index: Literal["auto", "exact", "ann"] = "auto"
+    ann_from: int = 20_000
+
+    def threshold_for(self, query_type: str) -> float | None:
+        """The threshold for `query_type`, or None when that type never takes semantic hits."""
+        for qt, t in self.query_types:
+            if qt == query_type:
+                return t
+        return self.threshold
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CacheConfig:
     """Exact response cache settings."""
 
@@ -163,6 +188,8 @@ class CacheConfig:
     backend: Literal["memory", "sqlite"] = "memory"
     path: str | None = None
     """SQLite file for `backend: sqlite`; defaults to the decision log's file."""
+    semantic: SemanticCacheConfig | None = None
+    """The semantic layer, or None when it is off."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -209,6 +236,38 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StateFailure:
+    """What the router does while its shared state store is unreachable."""
+
+    quotas: Literal["reject", "local"] = "reject"
+    limits: Literal["local", "reject"] = "local"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateConfig:
+    """Where runtime state (quotas, limits, cache, health, single flight) lives."""
+
+    backend: Literal["embedded", "redis"] = "embedded"
+    url: str | None = field(default=None, repr=False)  # may hold a password: never printed
+    prefix: str = "engine:"
+    timeout_ms: float = 500.0
+    retry_s: float = 1.0
+    reservation_ttl_s: float | None = None
+    """None: the policy's `deadline_s` plus 60 s."""
+    on_failure: StateFailure = field(default_factory=StateFailure)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScopedLimit:
+    """A rate limit per tenant and/or client key (top-level `limits:`)."""
+
+    name: str
+    scope: tuple[str, ...]
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
     """A whole, schema-valid routing policy (POLICY.md, version 1)."""
 
@@ -224,6 +283,9 @@ class Policy:
     retry: RetryConfig = field(default_factory=RetryConfig)
     deadline_s: float = 60.0
     log: LogConfig = field(default_factory=LogConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    limits: tuple[ScopedLimit, ...] = ()
+    """Per-tenant / per-key rate limits, checked before any model is tried."""
     metrics_tenant_label: bool = False
     """Whether Prometheus metrics may carry a tenant label (unbounded cardinality)."""
     source: str = "<policy>"

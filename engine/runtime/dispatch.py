@@ -118,6 +118,8 @@ class Dispatcher:
         for idx, name in enumerate(plan):
             model = self.policy.models[name]
             skip = self._skip_reason(model, failed_providers, min_window)
+            if skip is None and not await self.health.aallow(name):  # a shared backend claims probes here
+                skip = f"circuit {self.health.state(name)}"
             if skip is not None:
                 self._skip(walk, model, skip)
                 continue
@@ -172,8 +174,6 @@ class Dispatcher:
             return f"provider {model.provider} failed earlier in this request: {failed[model.provider]}"
         if min_window and model.context_window <= min_window:
             return f"context window {model.context_window} is not larger than the one that overflowed"
-        if not self.health.allow(model.name):
-            return f"circuit {self.health.state(model.name)}"
         return None
 
     def _skip(self, walk: Walk, model: Model, reason: str, error_class: str = "Skipped") -> None:

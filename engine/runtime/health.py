@@ -297,6 +297,10 @@ class HealthTracker:
             return True
         return False
 
+    async def aallow(self, model: str) -> bool:
+        """`allow` for the dispatcher; a shared backend claims the half-open probe here (see `backends`)."""
+        return self.allow(model)
+
     # -- reading ------------------------------------------------------------------------------
 
     def state(self, model: str) -> CircuitState:

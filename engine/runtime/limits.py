@@ -217,6 +217,28 @@ class RateLimits:
         loop = asyncio.get_running_loop()
         # Concurrency first: a slot can be given back, rate capacity cannot. Waiting for slots
         # before touching the buckets keeps the "nothing consumed" promise when we give up.
+        permit = await self.acquire_slots(model, deadline=deadline)
+        try:
+            wait, label = self._bottleneck(gates, tokens)
+            if wait > 0.0 and loop.time() + wait > deadline:
+                raise LimitWouldExceedDeadline(model, wait, label)
+            # Model buckets first, then the provider's: while we wait on one, the others keep
+            # leaking, so the total wait is close to the longest single wait estimated above.
+            for rate in gates.rates:
+                await rate.limiter.acquire(rate.amount(tokens))
+        except BaseException:
+            permit.release()
+            raise
+        return permit
+
+    async def acquire_slots(self, model: str, *, deadline: float) -> Permit:
+        """Only the concurrency part of `acquire`: wait for a slot of `model` and of its provider.
+
+        Raises:
+            LimitWouldExceedDeadline: no slot frees up before `deadline`.
+        """
+        gates = self._for(model)
+        loop = asyncio.get_running_loop()
         held: list[asyncio.Semaphore] = []
         try:
             for sem in gates.semaphores:
@@ -231,13 +253,6 @@ class RateLimits:
                 else:
                     await sem.acquire()  # returns without suspending when a slot is free
                 held.append(sem)
-            wait, label = self._bottleneck(gates, tokens)
-            if wait > 0.0 and loop.time() + wait > deadline:
-                raise LimitWouldExceedDeadline(model, wait, label)
-            # Model buckets first, then the provider's: while we wait on one, the others keep
-            # leaking, so the total wait is close to the longest single wait estimated above.
-            for rate in gates.rates:
-                await rate.limiter.acquire(rate.amount(tokens))
         except BaseException:
             for sem in held:
                 sem.release()

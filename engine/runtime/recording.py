@@ -70,10 +70,14 @@ class Recorder:
                 for a in walk.attempts]
 
     def served(self, rid: str, started: float, request: Request, decision: Decision, walk: Walk,
-               result: RoutedCompletion, *, cache_saved: float = 0.0) -> None:
-        """Log a completed request (served by a vendor or from the cache)."""
+               result: RoutedCompletion, *, cache_saved: float = 0.0,
+               cache_info: Mapping[str, Any] | None = None) -> None:
+        """Log a completed request (served by a vendor or from the cache); `cache_info` lands in `features.cache`."""
+        base = self._base(rid, started, request, decision, walk)
+        if cache_info:
+            base["features"] = {**base["features"], "cache": dict(cache_info)}
         rec = RequestRecord(
-            **self._base(rid, started, request, decision, walk), model=result.model, provider=result.provider,
+            **base, model=result.model, provider=result.provider,
             attempts=result.attempts, fallbacks=result.fallbacks, outcome="ok",
             input_tokens=sum(a.input_tokens for a in walk.attempts) if not result.cached else 0,
             output_tokens=sum(a.output_tokens for a in walk.attempts) if not result.cached else 0,

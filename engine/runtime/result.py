@@ -31,6 +31,8 @@ class RoutedCompletion:
         request_id: id of the row in the decision log.
         downgraded: a `downgrade` quota changed the plan.
         tool_calls: the tool calls the model made (arguments as JSON text; `.args()` parses).
+        cache_kind: how a cached result was found: `exact` or `semantic` (None when not cached).
+        similarity: cosine similarity to the cached prompt, for a `semantic` hit.
     """
 
     text: str
@@ -50,6 +52,8 @@ class RoutedCompletion:
     request_id: str
     downgraded: bool = False
     tool_calls: tuple[ToolCall, ...] = ()
+    cache_kind: str | None = None
+    similarity: float | None = None
 
     def cache_value(self) -> dict[str, Any]:
         """The part worth caching (routing facts are re-derived on each hit)."""
@@ -67,13 +71,15 @@ class RoutedDelta(TextDelta):
     """A piece of a stream from `Router.stream`, naming the model that produced it.
 
     It is an `adapters.TextDelta`, so code that only wants `.text` need not care; a service
-    uses `model` to label its first chunk before the stream ends. A tool-call fragment comes
-    as `text == ""` with `tool_call` set (index, id and name on its first delta, then
-    argument fragments).
+    uses `model` to label its first chunk before the stream ends, and `request_id` (the
+    decision log's id of the request) to name the stream before its row is written. A
+    tool-call fragment comes as `text == ""` with `tool_call` set (index, id and name on its
+    first delta, then argument fragments).
     """
 
     model: str
     tool_call: ToolCallDelta | None = None
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 from adapters.base import Completion, LLMAdapter, Message, StreamEnd
 from adapters.conversation import NO_OPTIONS, Options, ToolCall, ToolCallDelta
-from engine.errors import AllModelsFailed, QuotaExceeded, RequestError, RoutingRefused
+from engine.errors import AllModelsFailed, QuotaExceeded, RateLimitExceeded, RequestError, RoutingRefused
 from engine.policy.api import compile_policy, load_policy
 from engine.policy.compile import CompiledPolicy
 from engine.policy.model import Model, Policy
@@ -31,14 +31,13 @@ from engine.routing.decide import Decision, decide_features, decide_route
 from engine.routing.features import Features, Request
 from engine.routing.state import RuntimeState
 from engine.runtime.adapters import AdapterPool
-from engine.runtime.cache import ResponseCache
+from engine.runtime.backends import build_state
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.dispatch import Dispatcher, Served, Walk, mark_stream_failure, record_attempt_cost
-from engine.runtime.health import HealthEvent, HealthTracker
-from engine.runtime.limits import RateLimits
-from engine.runtime.quotas import QuotaManager
+from engine.runtime.health import HealthEvent
 from engine.runtime.recording import Recorder
 from engine.runtime.result import RoutedCompletion, RoutedDelta, StreamDone
+from engine.semantic.cache import SemanticCache, SemanticHit
 
 
 class _FromPolicy:
@@ -77,14 +76,16 @@ class Router:
         shared = str(log) if log and str(log) != ":memory:" else None
         qpath = shared if isinstance(quota_path, _FromPolicy) else quota_path
         self.recorder = Recorder(log, policy, metrics=metrics, clock=self.clock)
-        self.health = HealthTracker(policy.health, policy.models, clock=self.clock, on_event=self._on_health)
-        has_limits = any(p.limits.rpm or p.limits.tpm or p.limits.concurrency for p in policy.providers.values()) or \
-            any(m.limits.rpm or m.limits.tpm or m.limits.concurrency for m in policy.models.values())
-        self.limits = RateLimits(policy.providers, policy.models) if has_limits else None
-        self.quotas = QuotaManager(policy.quotas, path=qpath, clock=self.clock) if policy.quotas else None
-        cache_path = policy.cache.path or shared
-        self.cache = ResponseCache(policy.cache, clock=self.clock, path=cache_path) if (
-            policy.cache.enabled and (policy.cache.backend == "memory" or cache_path)) else None
+        # the backend (embedded or Redis) is chosen here; everything below uses the interfaces only
+        self.backend = build_state(policy, clock=self.clock, quota_path=qpath, cache_path=policy.cache.path or shared,
+                                 on_health=self._on_health)
+        self.health, self.limits, self.quotas = self.backend.health, self.backend.limits, self.backend.quotas
+        self.cache, self.scoped_limits = self.backend.cache, self.backend.scoped
+        self.semantic: SemanticCache | None = None
+        if self.cache is not None and policy.cache.semantic is not None:
+            from engine.semantic.build import build_semantic_cache
+
+            self.semantic = build_semantic_cache(policy, clock=self.clock, path=policy.cache.path or shared)
         self.adapters = AdapterPool(policy, overrides=adapters)
         self.dispatcher = Dispatcher(policy, health=self.health, limits=self.limits, quotas=self.quotas,
                                      clock=self.clock)
@@ -133,6 +134,7 @@ class Router:
         """
         rid, started, t0, request, decision, walk = self._begin(
             prompt, messages, max_tokens, temperature, stop, meta, model, options, surface, stream=False)
+        await self._admit(rid, started, t0, request, decision, walk)
         cache_key = self._cache_key(request, decision)
         try:
             if cache_key is not None and self.cache is not None:
@@ -142,6 +144,12 @@ class Router:
                 if hit:
                     result = self._from_cache(value, rid, decision, t0)
                     self.recorder.served(rid, started, request, decision, walk, result, cache_saved=value["cost_usd"])
+                    return result
+                if isinstance(leader[0], SemanticHit):  # an exact miss that a paraphrase's answer served
+                    sim = leader[0].similarity
+                    result = self._from_cache(value, rid, decision, t0, kind="semantic", similarity=sim)
+                    self.recorder.served(rid, started, request, decision, walk, result, cache_saved=value["cost_usd"],
+                                         cache_info={"kind": "semantic", "similarity": round(sim, 4)})
                     return result
                 result = leader[0]
             else:
@@ -165,6 +173,7 @@ class Router:
         """
         rid, started, t0, request, decision, walk = self._begin(
             prompt, messages, max_tokens, temperature, stop, meta, model, options, surface, stream=True)
+        await self._admit(rid, started, t0, request, decision, walk)
         msgs = _messages(request)
 
         async def first(m: Model, timeout: float) -> tuple[Any, AsyncIterator[Any]]:
@@ -183,9 +192,9 @@ class Router:
         try:
             while not isinstance(event, StreamEnd):
                 if isinstance(event, ToolCallDelta):
-                    yield RoutedDelta("", name, event)
+                    yield RoutedDelta("", name, tool_call=event, request_id=rid)
                 else:
-                    yield RoutedDelta(event.text, name)
+                    yield RoutedDelta(event.text, name, request_id=rid)
                 event = await it.__anext__()
         except Exception as e:
             # after the first token there is no fallback: the caller already has part of a reply
@@ -217,6 +226,9 @@ class Router:
             return
         self._closed = True
         await self.adapters.aclose()
+        if self.semantic is not None:
+            await self.semantic.aclose()
+        await self.backend.aclose()
         if self.cache is not None:
             self.cache.close()
         await self.recorder.aclose()
@@ -249,6 +261,17 @@ class Router:
             self.recorder.failed(rid, started, t0, request, decision, walk, err)
             raise err
         return rid, started, t0, request, decision, walk
+
+    async def _admit(self, rid: str, started: float, t0: float, request: Request, decision: Decision,
+                     walk: Walk) -> None:
+        """Per-tenant / per-key `limits`: a refusal is logged, then raised (nothing was sent)."""
+        if self.scoped_limits is None:
+            return
+        try:
+            await self.scoped_limits.admit(walk.tenant, walk.key, walk.est_tokens)
+        except RateLimitExceeded as e:
+            self.recorder.failed(rid, started, t0, request, decision, walk, e)
+            raise
 
     def _state(self, features: Features) -> RuntimeState:
         state = self.health.snapshot()
@@ -311,7 +334,8 @@ class Router:
                         return block.error()
         return RoutingRefused(decision.refusal or "refused", decision)
 
-    def _cache_key(self, request: Request, decision: Decision) -> str | None:
+    def _cache_key(self, request: Request, decision: Decision,
+                   messages: Sequence[Message] | None = None) -> str | None:
         if self.cache is None or request.stream:
             return None
         when = self.compiled.cache_when
@@ -325,8 +349,9 @@ class Router:
                                   "stop": list(request.stop) or None}
         if request.options is not NO_OPTIONS:
             params.update(request.options.cache_fields())
+        msgs = request.messages if messages is None else messages
         return self.cache.make_key(scope=tenant, target=decision.route or "",
-                                   messages=[(m.role, _cache_text(m)) for m in request.messages], params=params)
+                                   messages=[(m.role, _cache_text(m)) for m in msgs], params=params)
 
     async def _serve(self, walk: Walk, request: Request, decision: Decision, t0: float) -> RoutedCompletion:
         msgs = _messages(request)
@@ -341,12 +366,31 @@ class Router:
         return await self._result(served.value, served, walk, walk.request_id, decision, t0)
 
     async def _serve_for_cache(self, walk: Walk, request: Request, decision: Decision, t0: float,
-                               leader: list[RoutedCompletion]) -> tuple[dict[str, Any], float]:
+                               leader: list[Any]) -> tuple[dict[str, Any], float]:
+        semantic, probe = self.semantic, None
+        if semantic is not None and (scope := self._semantic_scope(request, decision)) is not None:
+            probe = await semantic.probe(scope[0], scope[1], decision.query_type)
+            if probe.hit is not None:
+                leader.append(probe.hit)
+                return dict(probe.hit.value), probe.hit.cost_usd
         result = await self._serve(walk, request, decision, t0)
         leader.append(result)  # the leader keeps its own result; waiters get the cached copy
         value = result.cache_value()
         value["cost_usd"] = result.cost_usd
+        if semantic is not None and probe is not None and probe.threshold is not None and scope is not None:
+            semantic.remember(scope[0], scope[1], probe.vector, value, result.cost_usd)  # not awaited
         return value, result.cost_usd
+
+    def _semantic_scope(self, request: Request, decision: Decision) -> tuple[str, str] | None:
+        """(scope key, last user message): the exact key of the request with that message blanked."""
+        msgs = request.messages
+        last = next((i for i in range(len(msgs) - 1, -1, -1) if msgs[i].role == "user"), None)
+        # only a plain-text question can be compared by meaning: an image or a part list is not
+        if last is None or not isinstance(msgs[last].content, str):
+            return None
+        blanked = (*msgs[:last], Message("user", "\x00semantic"), *msgs[last + 1:])
+        key = self._cache_key(request, decision, messages=blanked)
+        return None if key is None else (key, msgs[last].text)
 
     async def _result(self, c: Completion, served: Served[Any], walk: Walk, rid: str, decision: Decision,
                       t0: float) -> RoutedCompletion:
@@ -360,13 +404,15 @@ class Router:
             cached=False, route=decision.route, query_type=decision.query_type, request_id=rid,
             downgraded=decision.downgraded, tool_calls=c.tool_calls)
 
-    def _from_cache(self, value: Mapping[str, Any], rid: str, decision: Decision, t0: float) -> RoutedCompletion:
+    def _from_cache(self, value: Mapping[str, Any], rid: str, decision: Decision, t0: float, *,
+                    kind: str = "exact", similarity: float | None = None) -> RoutedCompletion:
         return RoutedCompletion(
             text=value["text"], model=value["model"], model_id=value["model_id"], provider=value["provider"],
             finish_reason=value["finish_reason"], input_tokens=value["input_tokens"],
             output_tokens=value["output_tokens"], cost_usd=0.0, latency_ms=(time.perf_counter() - t0) * 1000,
             attempts=0, fallbacks=0, cached=True, route=decision.route, query_type=decision.query_type,
-            request_id=rid, tool_calls=tuple(ToolCall(*c) for c in value.get("tool_calls", ())))
+            request_id=rid, tool_calls=tuple(ToolCall(*c) for c in value.get("tool_calls", ())), cache_kind=kind,
+            similarity=similarity)
 
     def _on_health(self, event: HealthEvent) -> None:
         self.recorder.health_event(event)

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -34,6 +35,7 @@ from engine.server.doors import MessagesDoor, http_error, model_by_id
 from engine.server.errormap import map_error
 from engine.server.keystore import KeyStore
 from engine.server.livestats import LiveStats
+from engine.server.logs import RequestIdMiddleware, current_request_id, log_event, note_request_id
 from engine.server.openai_wire import (
     ChatRequest,
     StreamEncoder,
@@ -58,6 +60,21 @@ def _json_error(err: WireError) -> Response:
     return Response(err.body(), status_code=err.status, media_type=_JSON, headers=err.headers)
 
 
+def _level(status: int) -> int:
+    if status >= 500:
+        return logging.ERROR
+    return logging.WARNING if status in (401, 403, 422, 429) else logging.INFO
+
+
+def log_failure(err: WireError, request: Request | None, who: Principal | None = None,
+                model: str | None = None, *, streaming: bool = False) -> None:
+    """The `request_failed` line of an error answer (after the stream started: `streaming`)."""
+    log_event(log, _level(err.status), "request_failed", err.message, request_id=current_request_id(),
+              status=err.status, code=err.code or err.type, path=request.url.path if request is not None else None,
+              model=model, tenant=who.tenant if who is not None else None,
+              key=who.key_id if who is not None else None, mid_stream=True if streaming else None)
+
+
 class Service:
     """One process's service state: the live router, keys, stats and background tasks.
 
@@ -75,6 +92,7 @@ class Service:
         self.key_quotas = KeyQuotas(config.keys_db)
         self.holder = PolicyHolder(config.policy, self._build, interval_s=config.reload_interval_s)
         self.ops = OpsPages(self.holder, self.auth, self.stats)
+        self.ops.require_checks = config.ready_check_s > 0
         self._tasks: list[asyncio.Task[None]] = []
 
     def _build(self, policy: Policy) -> Router:
@@ -93,10 +111,33 @@ class Service:
         self._tasks = [loop.create_task(self.holder.watch())]
         if self.auth.enabled:
             self._tasks.append(loop.create_task(self.auth.watch()))
+        if self.config.ready_check_s > 0:
+            self._tasks.append(loop.create_task(self._check_providers()))
         live = self.holder.live
         assert live is not None
         log.info("serving policy %s (%s); auth %s", self.config.policy, live.version[:12],
                  "on" if self.auth.enabled else "OFF")
+
+    async def _check_providers(self) -> None:
+        """Probe the live policy's providers now and every `ready_check_s` (for `/readyz`)."""
+        from engine.ops.doctor import diagnose, summary
+
+        while True:
+            live = self.holder.live
+            if live is not None:
+                try:
+                    checks = await diagnose(live.router.policy)
+                except Exception:  # the loop must outlive one broken check
+                    log.exception("the provider checks failed to run")
+                else:
+                    failing = [c.as_dict() for c in checks if c.status == "fail"]
+                    was = self.ops.checks
+                    self.ops.checks = {"ok": not failing, "summary": summary(checks), "at": time.time(),
+                                       "failing": failing}
+                    if was is None or was["ok"] != (not failing):
+                        log_event(log, logging.INFO if not failing else logging.ERROR, "provider_checks",
+                                  summary(checks), ok=not failing)
+            await asyncio.sleep(self.config.ready_check_s)
 
     async def stop(self) -> None:
         """Stop the watchers, then close every router (flushing the decision log)."""
@@ -159,19 +200,25 @@ class Service:
 
     # -- endpoints --------------------------------------------------------------------------
 
+    def _fail(self, err: WireError, request: Request, who: Principal | None = None,
+              model: str | None = None) -> Response:
+        log_failure(err, request, who, model)
+        return _json_error(err)
+
     async def chat_completions(self, request: Request) -> Response:
         """`POST /v1/chat/completions`."""
+        who: Principal | None = None
         try:
             who = self.auth.authenticate(request.headers)
             chat = parse_chat_request(await self._body(request), default_max_tokens=self.config.default_max_tokens)
             reservation = await self.key_quotas.admit(who) if who.quota is not None else None
         except WireError as e:
-            return _json_error(e)
+            return self._fail(e, request, who)
         except QuotaExceeded as e:
-            return _json_error(map_error(e, self.stats))
+            return self._fail(map_error(e, self.stats), request, who, chat.model)
         live = self.holder.acquire()
         if chat.stream:
-            return await self._stream(live, chat, who, reservation)
+            return await self._stream(request, live, chat, who, reservation)
         tokens, cost = 0, 0.0
         try:
             pinned = self._pin(chat, live)
@@ -180,7 +227,7 @@ class Service:
                 stop=chat.stop or None, meta=self._meta(chat, who), model=pinned, options=chat.options)
             tokens, cost = result.input_tokens + result.output_tokens, result.cost_usd
         except Exception as e:
-            return _json_error(self._map(e, live))
+            return self._fail(self._map(e, live), request, who, chat.model)
         finally:
             self.holder.release(live)
             if reservation is not None:
@@ -191,7 +238,8 @@ class Service:
                    "x-router-policy": live.version[:12]}
         return Response(completion_body(result, int(time.time())), media_type=_JSON, headers=headers)
 
-    async def _stream(self, live: Live, chat: ChatRequest, who: Principal, reservation: Any) -> Response:
+    async def _stream(self, request: Request, live: Live, chat: ChatRequest, who: Principal,
+                      reservation: Any) -> Response:
         served = ServedModel()
         try:
             pinned = self._pin(chat, live)
@@ -203,14 +251,20 @@ class Service:
         except Exception as e:
             self.holder.release(live)
             await self._settle(who, reservation, 0, 0.0)
-            return _json_error(self._map(e, live))
+            return self._fail(self._map(e, live), request, who, chat.model)
+        note_request_id(served.completion_id)  # the log's row is written at the end; its id is known now
         enc = StreamEncoder(f"chatcmpl-{served.completion_id}", int(time.time()), served.model or chat.model,
                             include_usage=chat.include_usage)
+
+        def mid_stream(e: Exception) -> WireError:
+            err = self._map(e, live)
+            log_failure(err, request, who, chat.model, streaming=True)
+            return err
 
         async def body() -> AsyncIterator[bytes]:
             tokens, cost = 0, 0.0
             try:
-                async for chunk in events.encode(enc, first, lambda e: self._map(e, live)):
+                async for chunk in events.encode(enc, first, mid_stream):
                     yield chunk
                 if events.result is not None:
                     tokens = events.result.input_tokens + events.result.output_tokens
@@ -221,7 +275,8 @@ class Service:
                 if reservation is not None:
                     await self._settle(who, reservation, tokens, cost)
 
-        headers = {"cache-control": "no-cache", "x-router-model": served.model or "",
+        headers = {"cache-control": "no-cache", "x-request-id": current_request_id(),
+                   "x-router-model": served.model or "",
                    "x-router-policy": live.version[:12]}
         return StreamingResponse(body(), media_type="text/event-stream; charset=utf-8", headers=headers)
 
@@ -230,7 +285,7 @@ class Service:
         try:
             self.auth.authenticate(request.headers)
         except WireError as e:
-            return _json_error(e)
+            return self._fail(e, request)
         live = self.holder.acquire()
         try:
             policy = live.router.policy
@@ -242,11 +297,12 @@ class Service:
 
     async def explain(self, request: Request) -> Response:
         """`POST /v1/explain`: the decision for a chat completions body, without calling any vendor."""
+        who = None
         try:
             who = self.auth.authenticate(request.headers)
             chat = parse_chat_request(await self._body(request), default_max_tokens=self.config.default_max_tokens)
         except WireError as e:
-            return _json_error(e)
+            return self._fail(e, request, who)
         live = self.holder.acquire()
         try:
             pinned = self._pin(chat, live)
@@ -255,7 +311,7 @@ class Service:
                                            meta=self._meta(chat, who))
             out = decision.as_dict()
         except Exception as e:
-            return _json_error(self._map(e, live))
+            return self._fail(self._map(e, live), request, who, chat.model)
         finally:
             self.holder.release(live)
         out["policy_version"] = live.version
@@ -287,6 +343,7 @@ def create_app(config: ServeConfig | None = None, *, metrics: Any = None) -> Sta
         Route("/v1/explain", service.explain, methods=["POST"]),
         *service.ops.routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: http_error, 405: http_error})
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)],
+                    exception_handlers={404: http_error, 405: http_error})
     app.state.service = service
     return app

@@ -31,6 +31,7 @@ from engine.server.anthropic_wire import (
 )
 from engine.server.auth import Principal
 from engine.server.errormap import map_error
+from engine.server.logs import current_request_id, note_request_id
 from engine.server.openai_wire import ChatRequest, WireError, model_body
 from engine.server.reload import Live
 from engine.server.streaming import ServedModel, stream_events
@@ -44,7 +45,20 @@ _JSON = "application/json"
 
 
 def _anthropic_error(err: WireError) -> Response:
-    return Response(error_body(err), status_code=err.status, media_type=_JSON, headers=err.headers)
+    headers = {**err.headers, "request-id": current_request_id()}  # the anthropic SDK reads `request-id`
+    return Response(error_body(err), status_code=err.status, media_type=_JSON, headers=headers)
+
+
+def _log_failure(err: WireError, request: Request, who: Principal | None = None, model: str | None = None, *,
+                 streaming: bool = False) -> None:
+    from engine.server.app import log_failure  # app imports this module; the line format lives there
+
+    log_failure(err, request, who, model, streaming=streaming)
+
+
+def _fail(err: WireError, request: Request, who: Principal | None = None, model: str | None = None) -> Response:
+    _log_failure(err, request, who, model)
+    return _anthropic_error(err)
 
 
 def _openai_error(err: WireError) -> Response:
@@ -105,23 +119,24 @@ class MessagesDoor:
             s.auth.authenticate(request.headers)
             chat = parse_count_tokens_request(await s._body(request))
         except WireError as e:
-            return _anthropic_error(e)
+            return _fail(e, request)
         return Response(count_tokens_body(chat), media_type=_JSON)
 
     async def messages(self, request: Request) -> Response:
         """`POST /v1/messages`."""
         s = self.service
+        who: Principal | None = None
         try:
             who = s.auth.authenticate(request.headers)
             chat = parse_messages_request(await s._body(request))
             reservation = await s.key_quotas.admit(who) if who.quota is not None else None
         except WireError as e:
-            return _anthropic_error(e)
+            return _fail(e, request, who)
         except QuotaExceeded as e:
-            return _anthropic_error(map_error(e, s.stats))
+            return _fail(map_error(e, s.stats), request, who, chat.model)
         live = s.holder.acquire()
         if chat.stream:
-            return await self._stream(live, chat, who, reservation)
+            return await self._stream(request, live, chat, who, reservation)
         tokens, cost = 0, 0.0
         try:
             pinned = s._pin(chat, live)
@@ -131,7 +146,7 @@ class MessagesDoor:
             tokens, cost = result.input_tokens + result.output_tokens, result.cost_usd
             body = message_body(result)
         except Exception as e:
-            return _anthropic_error(s._map(e, live))
+            return _fail(s._map(e, live), request, who, chat.model)
         finally:
             s.holder.release(live)
             if reservation is not None:
@@ -141,7 +156,8 @@ class MessagesDoor:
                         "x-router-cached": "true" if result.cached else "false"})
         return Response(body, media_type=_JSON, headers=headers)
 
-    async def _stream(self, live: Live, chat: ChatRequest, who: Principal, reservation: Any) -> Response:
+    async def _stream(self, request: Request, live: Live, chat: ChatRequest, who: Principal,
+                      reservation: Any) -> Response:
         s = self.service
         served = ServedModel()
         try:
@@ -154,14 +170,20 @@ class MessagesDoor:
         except Exception as e:
             s.holder.release(live)
             await s._settle(who, reservation, 0, 0.0)
-            return _anthropic_error(s._map(e, live))
+            return _fail(s._map(e, live), request, who, chat.model)
+        note_request_id(served.completion_id)  # the log's row is written at the end; its id is known now
         enc = MessageStreamEncoder(f"msg_{served.completion_id}", served.model or chat.model,
                                    input_tokens=estimate_request_tokens(chat.messages, chat.options))
+
+        def mid_stream(e: Exception) -> WireError:
+            err = s._map(e, live)
+            _log_failure(err, request, who, chat.model, streaming=True)
+            return err
 
         async def body() -> AsyncIterator[bytes]:
             tokens, cost = 0, 0.0
             try:
-                async for chunk in events.encode(enc, first, lambda e: s._map(e, live)):
+                async for chunk in events.encode(enc, first, mid_stream):
                     yield chunk
                 if events.result is not None:
                     tokens = events.result.input_tokens + events.result.output_tokens
@@ -172,5 +194,5 @@ class MessagesDoor:
                 if reservation is not None:
                     await s._settle(who, reservation, tokens, cost)
 
-        headers = {"cache-control": "no-cache", **self._headers(live, served.model or "")}
+        headers = {"cache-control": "no-cache", **self._headers(live, served.model or "", current_request_id())}
         return StreamingResponse(body(), media_type="text/event-stream; charset=utf-8", headers=headers)

@@ -3,7 +3,9 @@
 | engine error | status | type / code |
 |---|---|---|
 | RequestError (bad input) | 400 | invalid_request_error |
+| StateUnavailable (Redis down, quotas fail closed) | 503 + Retry-After (next reconnection) | state_unavailable |
 | QuotaExceeded (policy or key quota) | 429 + Retry-After (window reset) | insufficient_quota |
+| RateLimitExceeded (a per-tenant / per-key `limits` entry) | 429 + Retry-After | rate_limit_exceeded |
 | AllModelsFailed, every attempt rate limited | 429 + Retry-After (vendor's, else 1 s) | rate_limit_exceeded |
 | AllModelsFailed, every attempt too long / filtered | 400 | context_length_exceeded / content_filter |
 | AllModelsFailed, every model refused the request (BadRequest) | 400 | unsupported_parameter (naming it) |
@@ -20,7 +22,14 @@ import math
 import time
 from typing import Any
 
-from engine.errors import AllModelsFailed, QuotaExceeded, RequestError, RoutingRefused
+from engine.errors import (
+    AllModelsFailed,
+    QuotaExceeded,
+    RateLimitExceeded,
+    RequestError,
+    RoutingRefused,
+    StateUnavailable,
+)
 from engine.server.livestats import RATE_LIMIT_CLASSES, LiveStats
 from engine.server.openai_wire import WireError
 
@@ -49,6 +58,12 @@ def map_error(e: Exception, stats: LiveStats, *, cooldown_s: float | None = None
         return e
     if isinstance(e, RequestError):
         return WireError(400, str(e))
+    if isinstance(e, StateUnavailable):
+        return WireError(503, str(e), type="server_error", code="state_unavailable",
+                         headers={"retry-after": _seconds(e.resets_at - time.time())})
+    if isinstance(e, RateLimitExceeded):
+        return WireError(429, str(e), type="rate_limit_error", code="rate_limit_exceeded",
+                         headers={"retry-after": _seconds(e.retry_after)})
     if isinstance(e, QuotaExceeded):
         return WireError(429, f"{e} (quota of this {'key' if e.quota.startswith('key-') else 'deployment'})",
                          type="insufficient_quota", code="insufficient_quota",

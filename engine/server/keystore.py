@@ -138,10 +138,19 @@ class KeyStore:
     """The `api_keys` table of one SQLite file.
 
     Args:
-        path: the SQLite file (created if missing).
+        path: the SQLite file.
+        create: create the file when it does not exist; False refuses a missing file (a typo in
+            `--db` must not start a server with auth on and no keys).
+
+    Raises:
+        FileNotFoundError: `create` is False and there is no such file (the message says what to do).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        if not create and not Path(path).is_file():
+            raise FileNotFoundError(
+                f"the key store {path} does not exist: check the path, create a key with `engine keys create "
+                f"--db {path} --tenant NAME`, or pass --create to start with an empty one")
         self.path = str(path)
         self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
         enable_wal(self._db, 10.0)  # several workers may open a fresh file at once

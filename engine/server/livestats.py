@@ -9,13 +9,17 @@ limits (the engine's `AllModelsFailed` lists error classes, not the vendors' hin
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.server.logs import log_event, note_request_id
 from engine.store.records import AttemptRecord, RequestRecord
+
+log = logging.getLogger("engine.server")
 
 __all__ = ["RATE_LIMIT_CLASSES", "LiveStats"]
 
@@ -67,6 +71,7 @@ class LiveStats:
 
     def observe(self, rec: RequestRecord, attempts: Sequence[AttemptRecord]) -> None:
         """Count one finished request (called by the router's recorder)."""
+        note_request_id(rec.id)  # the x-request-id of the HTTP request being served, if any
         if self.metrics is not None:
             self.metrics.observe(rec, attempts)
         self.outcomes[rec.outcome] += 1
@@ -116,6 +121,15 @@ class LiveStats:
         if request_id is None or request_id not in self._retry_after:
             return False, None
         return True, self._retry_after.pop(request_id)
+
+    def health_event(self, event: Any) -> None:
+        """Log a circuit or demotion change (a `HealthEvent`) and pass it on to the metrics."""
+        level = logging.WARNING if event.kind in ("circuit_open", "demoted") else logging.INFO
+        log_event(log, level, event.kind, f"{event.model}: {event.kind.replace('_', ' ')}: {event.detail}",
+                  model=event.model, detail=event.detail)
+        hook = getattr(self.metrics, "health_event", None)
+        if hook is not None:
+            hook(event)
 
     def __getattr__(self, name: str) -> Any:
         # other hooks of the metrics object (health events...) pass straight through

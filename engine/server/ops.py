@@ -56,6 +56,10 @@ class OpsPages:
         self.holder, self.auth, self.stats = holder, auth, stats
         self._plotly = plotly_js()
         self._report: tuple[float, str, bytes] | None = None  # (computed at, log path, JSON)
+        self.require_checks = False
+        """Whether readiness needs the latest provider probes (`engine serve --ready-check`) to pass."""
+        self.checks: dict[str, Any] | None = None
+        """The latest provider probes: ok, summary, at, failing (None: not run yet)."""
         self._report_lock = asyncio.Lock()
 
     def routes(self) -> Sequence[BaseRoute]:
@@ -84,13 +88,23 @@ class OpsPages:
         providers: dict[str, dict[str, str]] = {}
         for m in router.policy.models.values():
             providers.setdefault(m.provider, {})[m.name] = router.health.state(m.name)
+        checks = self.checks
+        ready = not self.require_checks or (checks is not None and bool(checks["ok"]))
+        out: dict[str, Any] = {"ready": ready}
+        if not ready:
+            out["reason"] = "provider checks have not run yet" if checks is None else \
+                f"provider checks failed: {checks['summary']}"
         return {
-            "ready": True,
+            **out,
+            **({"checks": checks} if checks is not None else {}),
             "policy": {"version": live.version[:12], "digest": live.version, "source": router.policy.source,
                        "generation": live.generation, "loaded_at": live.loaded_at,
                        "reloads": holder.reloads, "rejected": holder.rejections, "last_error": holder.last_error},
             "auth": self.auth.enabled,
             "providers": {p: {"state": _worst(models.values()), "models": models} for p, models in providers.items()},
+            # shared state (Redis): still ready while it is down, since the policy's state.on_failure
+            # says how requests are answered meanwhile and every replica shares the same store
+            "state": router.backend.status(),
         }
 
     async def readyz(self, request: Request) -> Response:

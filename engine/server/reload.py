@@ -24,6 +24,7 @@ from engine.errors import PolicyError
 from engine.policy.api import analyze_policy
 from engine.policy.model import Policy
 from engine.runtime.router import Router
+from engine.server.logs import log_event
 
 __all__ = ["Live", "PolicyHolder", "load_checked"]
 
@@ -196,14 +197,18 @@ class PolicyHolder:
                 self._close(live)
             detail = f"{live.version[:12]} -> {new.version[:12]} ({reason})"
             router.recorder.event("policy_reloaded", detail)
-            log.info("policy reloaded: %s; %d request(s) finish on the old one", detail, live.inflight)
+            log_event(log, logging.INFO, "policy_reloaded",
+                      f"policy reloaded: {detail}; {live.inflight} request(s) finish on the old one",
+                      policy=str(self.path), version=new.version[:12], previous=live.version[:12], reason=reason)
             return True
 
     def _refuse(self, live: Live, report: str, content: str) -> None:
         self.rejections += 1
         self.last_error = report
         self._content = content or self._content
-        log.error("policy %s refused; still serving %s:\n%s", self.path, live.version[:12], report)
+        log_event(log, logging.ERROR, "policy_rejected",
+                  f"policy {self.path} refused; still serving {live.version[:12]}:\n{report}",
+                  policy=str(self.path), version=live.version[:12])
         live.router.recorder.event("policy_rejected", report[:2000])
 
     async def watch(self) -> None:

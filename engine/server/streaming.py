@@ -42,7 +42,8 @@ class StreamWriter(Protocol):
         """An error after the stream has started."""
 
 class ServedModel:
-    """What a stream's first chunk names: the completion id, and the model once text arrives."""
+    """What a stream's first chunk names: the completion id (the decision log's id of the
+    request once its first event arrives), and the model."""
 
     __slots__ = ("completion_id", "model")
 
@@ -66,8 +67,11 @@ class RouterStream:
     async def __anext__(self) -> TextDelta | StreamDone:
         event = await self._events.__anext__()
         if self._served is not None:  # the first event names the model serving the stream
-            self._served.model = event.result.model if isinstance(event, StreamDone) else getattr(
-                event, "model", None)
+            done = event.result if isinstance(event, StreamDone) else None
+            self._served.model = done.model if done is not None else getattr(event, "model", None)
+            rid = done.request_id if done is not None else getattr(event, "request_id", "")
+            if rid:
+                self._served.completion_id = rid
             self._served = None
         return event
 

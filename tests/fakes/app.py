@@ -11,7 +11,9 @@ Control (used by tests and benchmarks when the fake runs in another process):
 
     POST /_fake/script  {"channel": "openai", "faults": [{"kind": "rate_limit"}, "server_error"]}
     POST /_fake/mode    {"channel": "openai", "fault": "server_error"}   (null clears)
-    POST /_fake/config  {"latency_ms": 5, "context_window": 1000, "record": false}
+    POST /_fake/config  {"latency_ms": 5, "context_window": 1000, "record": false, "models": ["gpt-4o"]}
+
+Model look-ups (`GET .../models[/{id}]`, each vendor's shape) are in `tests.fakes.models`.
     POST /_fake/reset
     GET  /_fake/stats
 """
@@ -26,6 +28,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from tests.fakes.faults import FakeState, Fault, RecordedRequest
+from tests.fakes.models import CATALOGUE, model_body, model_route, models_list_body, not_found
 from tests.fakes.wire import ANTHROPIC, GEMINI, OPENAI, Parsed, Vendor, make_reply
 
 __all__ = ["FakeApp"]
@@ -85,6 +88,11 @@ class FakeApp:
         if path.startswith("/_fake/"):
             await self._control(scope["method"], path, body, send)
             return
+        if scope["method"] == "GET":
+            looked_up = model_route(path, dict(scope["headers"]))
+            if looked_up is not None:
+                await self._model_lookup(send, scope, *looked_up)
+                return
         route = _route(path)
         if route is None or scope["method"] != "POST":
             await _send_json(send, 404, {"error": {"message": f"no fake vendor at {scope['method']} {path}"}})
@@ -115,6 +123,26 @@ class FakeApp:
             await self._answer(send, vendor, parsed, n, stream)
         else:
             await self._fail(send, receive, vendor, parsed, n, stream, fault, _presented_key(headers, query))
+
+    async def _model_lookup(self, send: Send, scope: Scope, vendor: Vendor, channel: str, model: str | None) -> None:
+        headers = dict(scope["headers"])
+        query = scope.get("query_string", b"").decode()
+        record = RecordedRequest(
+            vendor.name, channel, "GET", scope["path"], query,
+            {k.decode(): ("<redacted>" if k in _SECRET_HEADERS else v.decode()) for k, v in headers.items()}, None,
+        ) if self.state.record else None
+        fault = self.state.take(channel, record)
+        if fault is not None:
+            status, extra, err = vendor.error(fault, None, _presented_key(headers, query))
+            await _send_json(send, status, err, extra)
+            return
+        known = CATALOGUE if self.state.models is None else self.state.models
+        if model is None:
+            await _send_json(send, 200, models_list_body(known))
+        elif model.removeprefix("models/") in known:
+            await _send_json(send, 200, model_body(vendor, model.removeprefix("models/")))
+        else:
+            await _send_json(send, 404, not_found(vendor, model))
 
     async def _answer(self, send: Send, vendor: Vendor, parsed: Parsed, n: int, stream: bool) -> None:
         reply = make_reply(parsed)
@@ -208,6 +236,8 @@ class FakeApp:
                     state.context_window = data["context_window"]
                 if "record" in data:
                     state.record = bool(data["record"])
+                if "models" in data:
+                    state.models = frozenset(data["models"])
             elif path == "/_fake/reset":
                 state.reset()
             else:

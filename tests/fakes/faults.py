@@ -97,6 +97,8 @@ class FakeState:
         """When set, inputs estimated above it get the vendor's context-length error."""
         self.record = record
         """Keep every request (off for long benchmarks)."""
+        self.models: frozenset[str] | None = None
+        """Model ids the model endpoints know (None: `tests.fakes.models.CATALOGUE`)."""
         self.stopping = False
 
     def _channel(self, name: str) -> _Channel:
@@ -121,6 +123,7 @@ class FakeState:
             self._channels.clear()
             self.latency_ms = 0.0
             self.context_window = None
+            self.models = None
 
     def take(self, channel: str, request: RecordedRequest | None) -> Fault | None:
         """Count a request, record it, and return the fault that applies to it (server side)."""

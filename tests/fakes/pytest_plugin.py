@@ -36,6 +36,12 @@ def _is_local(host: Any) -> bool:
         return False
 
 
+def _is_invalid_name(host: Any) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode()
+    return isinstance(host, str) and (host.rstrip(".").lower() + ".").endswith(".invalid.")
+
+
 @pytest.fixture(autouse=True)
 def _loopback_only(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Refuse any connection (and name lookup) beyond loopback, unless the test is marked `network`.
@@ -67,6 +73,10 @@ def _loopback_only(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
         return real_connect_ex(self, address)
 
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if _is_invalid_name(host):
+            # RFC 6761: names under .invalid never resolve; answer as a resolver would, without
+            # asking one, so a test can exercise a real DNS failure offline
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         if host is not None and not _is_local(host):
             refuse(f"name lookup of {host!r}")
         return real_getaddrinfo(host, *args, **kwargs)

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -148,8 +148,11 @@ class FakeVendorServer(_Urls):
         """Fail every request of `channel` with `fault` until cleared with None."""
         self.state.set_mode(channel, fault)
 
-    def configure(self, *, latency_ms: float | None = None, context_window: int | None = None) -> None:
-        """Change the fixed latency and/or the context window."""
+    def configure(self, *, latency_ms: float | None = None, context_window: int | None = None,
+                  models: Iterable[str] | None = None) -> None:
+        """Change the fixed latency, the context window and/or the model ids the fake knows."""
+        if models is not None:
+            self.state.models = frozenset(models)
         if latency_ms is not None:
             self.state.latency_ms = latency_ms
         if context_window is not None:
