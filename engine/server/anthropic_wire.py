@@ -22,12 +22,15 @@ no effect (the router keeps no vendor prompt cache).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from adapters.base import estimate_request_tokens
 from adapters.conversation import (
+    IMAGE_MEDIA_TYPES,
     ImagePart,
     Message,
     Options,
@@ -272,10 +275,19 @@ def _image(src: Any, at: str) -> ImagePart:
         raise _bad(at, "Input should be an image source (base64 or url)")
     kind = src.get("type")
     if kind == "base64":
-        data, mt = _str(src.get("data"), f"{at}.data"), _str(src.get("media_type"), f"{at}.media_type")
-        return ImagePart(data=data, media_type=(mt or "").lower())
+        data, mt = _str(src.get("data"), f"{at}.data"), (_str(src.get("media_type"), f"{at}.media_type") or "").lower()
+        if mt not in IMAGE_MEDIA_TYPES:
+            raise _bad(f"{at}.media_type", f"Input should be one of {', '.join(sorted(IMAGE_MEDIA_TYPES))}")
+        try:
+            base64.b64decode(data or "", validate=True)
+        except (binascii.Error, ValueError):
+            raise _bad(f"{at}.data", "Input is not valid base64") from None
+        return ImagePart(data=data, media_type=mt)
     if kind == "url":
-        return ImagePart(url=_str(src.get("url"), f"{at}.url"))
+        url = _str(src.get("url"), f"{at}.url") or ""
+        if not url.startswith(("http://", "https://")):
+            raise _bad(f"{at}.url", "Input should be an http(s) URL")
+        return ImagePart(url=url)
     if kind == "file":
         raise _unsupported(f"{at}.type", "an image by Files API id")
     raise _bad(f"{at}.type", "Input should be 'base64' or 'url'")
