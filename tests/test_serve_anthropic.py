@@ -130,7 +130,7 @@ def test_count_tokens_takes_no_max_tokens() -> None:
     chat = parse_count_tokens_request(b'{"model": "auto", "messages": [{"role": "user", "content": "hello"}]}')
     assert chat.messages == (Message("user", "hello"),)
     with pytest.raises(WireError):
-        parse_count_tokens_request(b'{"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}')
+        parse_count_tokens_request(b'{"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}')  # noqa: E501
 
 
 def _result(**kw: object) -> RoutedCompletion:
