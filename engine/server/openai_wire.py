@@ -127,8 +127,10 @@ _REFUSED = {
 _KNOWN = frozenset(("model", "messages", "max_tokens", "max_completion_tokens", "temperature", "stop", "stream",
                     "stream_options", "user", "metadata", *_OPTION_FIELDS, *_DEFAULTS_ONLY, *_REFUSED))
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+# `annotations` is output-only (URL citations of an earlier answer); clients that append the
+# SDK's answer object to their history send it back, so it is accepted and has no effect
 _MESSAGE_KEYS = frozenset(("role", "content", "name", "refusal", "tool_calls", "tool_call_id", "function_call",
-                           "audio"))
+                           "audio", "annotations"))
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "an object",
                list: "an array", type(None): "null"}
 _PARAM = re.compile(r"^([A-Za-z_]+(?:\[\d+\])?(?:\.[A-Za-z_]+(?:\[\d+\])?)*)")
