@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
+import httpx
 import openai
 import pydantic
 import pytest
@@ -246,3 +247,23 @@ def test_anthropic_sdk_gets_tool_use_blocks_from_other_vendors(server: ServerThr
     assert "input_json" in kinds and final.stop_reason == "tool_use"
     streamed = [b for b in final.content if isinstance(b, anthropic.types.ToolUseBlock)]
     assert [(b.name, b.input) for b in streamed] == [("get_weather", {"city": "x"})]
+
+
+# -- the rest of the route table ------------------------------------------------------------------
+
+
+def test_models_by_id_and_json_errors_for_unknown_paths(server: ServerThread) -> None:
+    c = client(server)
+    assert c.models.retrieve("gemini").owned_by == "gemini"
+    assert c.models.retrieve("auto").owned_by == "router" and c.models.retrieve("default").id == "default"
+    with pytest.raises(openai.NotFoundError) as e:
+        c.models.retrieve("gpt-9")
+    assert e.value.code == "model_not_found"
+    r = httpx.get(server.url + "/v1/nothing-here")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/json"
+    assert r.json()["error"]["code"] == "unknown_url" and "x-request-id" in r.headers
+    r = httpx.get(server.url + "/v1/chat/completions")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed" and r.headers["allow"] == "POST"
+    r = httpx.post(server.url + "/v1/messages/batches", json={})
+    assert r.status_code == 404 and r.json()["type"] == "error"  # Anthropic's shape under its prefix
+    assert r.json()["error"]["type"] == "not_found_error"
