@@ -176,10 +176,11 @@ class LLMAdapter(ABC):
     """How many stop sequences the vendor accepts, None if unbounded."""
     supports_streaming: ClassVar[bool] = True
     """Whether `stream` is available."""
-    supported_options: ClassVar[frozenset[str]] = frozenset()
+    # plain attributes, not ClassVars: an instance may narrow them (an endpoint row, a simulated model)
+    supported_options: frozenset[str] = frozenset()
     """Request options (`Options.asked()` names) this adapter maps natively; any other that a
     request sets is refused with `BadRequest` before the call, never silently dropped."""
-    supports_images: ClassVar[bool] = False
+    supports_images: bool = False
     """Whether image parts can be sent."""
 
     def __init__(self, provider: str, model: str, *, price: Price | None = None, timeout_s: float = 30.0) -> None:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from adapters.base import LLMAdapter, Price, Reply, Request, Usage
+from adapters.base import LLMAdapter, Price, Reply, Request, ToolCallDelta, Usage
 from adapters.errors import (
     AuthError,
     BadRequest,
@@ -19,15 +19,22 @@ from adapters.errors import (
     class_for_status,
     parse_retry_after,
 )
+from adapters.openai_wire import (
+    OPENAI_OPTIONS,
+    ChunkReader,
+    MalformedAnswer,
+    chat_body,
+    read_completion,
+    sdk_arguments,
+    usage_of,
+)
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
-    from openai.types import CompletionUsage
 
 __all__ = ["OpenAIAdapter"]
 
 _PIP = "pip install 'openai>=1.50'"
-_FINISH = {"stop": "stop", "length": "length"}
 _CONTEXT_CODES = frozenset(("context_length_exceeded", "string_above_max_length"))
 _FILTER_CODES = frozenset(("content_filter", "content_policy_violation"))
 
@@ -57,6 +64,8 @@ class OpenAIAdapter(LLMAdapter):
     kind = "openai"
     max_temperature = 2.0
     max_stop_sequences = 4
+    supported_options = OPENAI_OPTIONS
+    supports_images = True
 
     def __init__(
         self,
@@ -83,6 +92,7 @@ class OpenAIAdapter(LLMAdapter):
         # OpenAI deprecated `max_tokens` for `max_completion_tokens`; compatible servers mostly want the former
         self._max_tokens_field = "max_completion_tokens"
         self._stream_usage = True  # ask for usage in the last chunk (stream_options.include_usage)
+        self._seed_field = "seed"
         self._client: AsyncOpenAI | None = None
         self._secrets = tuple(s for s in (api_key,) if s)
 
@@ -123,64 +133,63 @@ class OpenAIAdapter(LLMAdapter):
 
     # ------------------------------------------------------------- translate
 
-    def _params(self, request: Request) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            self._max_tokens_field: request.max_tokens,
-            "timeout": request.timeout_s,
-        }
-        if self._send_temperature:
-            params["temperature"] = request.temperature
-        if request.stop:
-            params["stop"] = list(request.stop)
+    def _check_options(self, request: Request) -> None:
+        super()._check_options(request)
+        opts = request.options
+        # OpenAI keeps metadata only on stored completions and answers 400 otherwise; storing the
+        # caller's conversation is not ours to switch on, so it must ask (a pass-through `store`)
+        if opts.metadata is not None and self.kind == "openai" and not (opts.extra_body or {}).get("store"):
+            raise self._error(
+                BadRequest, f"metadata needs store: true for {self.kind} model {self.model} (OpenAI keeps metadata "
+                "only on stored completions): let `store` through (provider option pass_through) and send it",
+            )
+
+    def _body(self, request: Request, *, stream: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(SDK fields in the SDK's order, extra fields): this adapter's settings applied to `chat_body`."""
+        return chat_body(
+            request, self.model, max_tokens_field=self._max_tokens_field, send_temperature=self._send_temperature,
+            stream=stream, stream_usage=self._stream_usage, seed_field=self._seed_field,
+        )
+
+    def _params(self, request: Request, *, stream: bool = False) -> dict[str, Any]:
+        params = sdk_arguments(*self._body(request, stream=stream))
+        params["timeout"] = request.timeout_s
         return params
+
+    def _answer(self, data: Any) -> Reply:
+        """A `chat.completion` (as a dict) to our reply; content filter and refusals raise."""
+        try:
+            answer = read_completion(data)
+        except MalformedAnswer as exc:
+            raise self._error(ServerError, str(exc)) from None
+        if answer.finish == "content_filter":
+            raise self._error(ContentFiltered, "the answer was withheld by the vendor's content filter")
+        if answer.refusal and not answer.text and not answer.tool_calls:
+            raise self._error(ContentFiltered, f"the model refused: {answer.refusal}")
+        return Reply(answer.text or "", usage_of(answer.finish, answer.usage), answer.tool_calls)
+
+    def _ended(self, reader: ChunkReader) -> Usage:
+        """The stream's end: its finish reason checked, its usage."""
+        if reader.finish is None:
+            raise self._error(ServerError, "stream ended without a finish_reason")
+        if reader.finish == "content_filter":
+            raise self._error(ContentFiltered, "the answer was withheld by the vendor's content filter")
+        return usage_of(reader.finish, reader.usage)
 
     async def _complete(self, request: Request) -> Reply:
         resp = await self._get_client().chat.completions.create(**self._params(request))
-        if not resp.choices:
-            raise self._error(ServerError, "the response holds no choices")
-        choice = resp.choices[0]
-        text = choice.message.content
-        if choice.finish_reason == "content_filter":
-            raise self._error(ContentFiltered, "the answer was withheld by the vendor's content filter")
-        if choice.message.refusal and not text:
-            raise self._error(ContentFiltered, f"the model refused: {choice.message.refusal}")
-        return Reply(text or "", self._usage(choice.finish_reason, resp.usage))
+        return self._answer(resp.to_dict())
 
-    async def _stream(self, request: Request) -> AsyncIterator[str | Usage]:
-        params = self._params(request)
-        params["stream"] = True
-        if self._stream_usage:
-            params["stream_options"] = {"include_usage": True}
-        stream = await self._get_client().chat.completions.create(**params)
-        finish: str | None = None
-        usage: CompletionUsage | None = None
+    async def _stream(self, request: Request) -> AsyncIterator[str | ToolCallDelta | Usage]:
+        stream = await self._get_client().chat.completions.create(**self._params(request, stream=True))
+        reader = ChunkReader()
         try:
             async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                for choice in chunk.choices:
-                    if choice.index != 0:
-                        continue
-                    if choice.delta.content:
-                        yield choice.delta.content
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
+                for item in reader.read(chunk.to_dict()):
+                    yield item
         finally:
             await stream.close()
-        if finish is None:
-            raise self._error(ServerError, "stream ended without a finish_reason")
-        if finish == "content_filter":
-            raise self._error(ContentFiltered, "the answer was withheld by the vendor's content filter")
-        yield self._usage(finish, usage)
-
-    @staticmethod
-    def _usage(finish: str | None, usage: CompletionUsage | None) -> Usage:
-        reason = _FINISH.get(finish or "", "other")
-        if usage is None:
-            return Usage(reason, None, None)
-        return Usage(reason, usage.prompt_tokens, usage.completion_tokens)
+        yield self._ended(reader)
 
     def _translate_error(self, exc: Exception) -> ProviderError | None:
         openai = sys.modules.get("openai")

@@ -11,8 +11,12 @@ from dataclasses import dataclass
 from adapters.base import Price
 from adapters.errors import BadRequest, InvalidInput
 from adapters.openai import OpenAIAdapter
+from adapters.openai_wire import OPENAI_OPTIONS
 
-__all__ = ["ENDPOINTS", "CompatibleEndpoint", "OpenAICompatibleAdapter"]
+__all__ = ["COMPATIBLE_OPTIONS", "ENDPOINTS", "CompatibleEndpoint", "OpenAICompatibleAdapter"]
+
+COMPATIBLE_OPTIONS = OPENAI_OPTIONS - {"metadata"}
+"""What a generic compatible server takes: OpenAI's surface but `metadata` (stored completions are OpenAI's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,10 @@ class CompatibleEndpoint:
         stream_usage_option: Whether to send `stream_options: {include_usage: true}` (strict
             servers reject unknown fields; the adapter estimates usage when none arrives).
         max_temperature: Upper bound of the accepted temperature.
+        options: The request options (`Options.asked()` names) the servers take; any other is
+            refused before the call.
+        images: Whether the servers take image parts.
+        seed_field: The servers' name for the sampling seed.
     """
 
     name: str
@@ -41,19 +49,26 @@ class CompatibleEndpoint:
     max_tokens_field: str = "max_tokens"
     stream_usage_option: bool = True
     max_temperature: float = 2.0
+    options: frozenset[str] = COMPATIBLE_OPTIONS
+    images: bool = True
+    seed_field: str = "seed"
 
 
 ENDPOINTS: Mapping[str, CompatibleEndpoint] = {
     row.name: row
     for row in (
         CompatibleEndpoint("generic"),
-        # Mistral sends usage in its last chunk unasked, and validates request fields strictly
+        # Mistral sends usage in its last chunk unasked, validates request fields strictly, calls the
+        # seed `random_seed` and has no `user` field
         CompatibleEndpoint(
             "mistral", base_url="https://api.mistral.ai/v1", env_api_key="MISTRAL_API_KEY", key_required=True,
-            stream_usage_option=False, max_temperature=1.5,
+            stream_usage_option=False, max_temperature=1.5, options=COMPATIBLE_OPTIONS - {"user"},
+            seed_field="random_seed",
         ),
         CompatibleEndpoint("vllm"),
-        CompatibleEndpoint("ollama", base_url="http://localhost:11434/v1"),
+        # Ollama's compatibility layer has no parallel_tool_calls switch and ignores `user`
+        CompatibleEndpoint("ollama", base_url="http://localhost:11434/v1",
+                           options=COMPATIBLE_OPTIONS - {"parallel_tool_calls", "user"}),
     )
 }
 """Known endpoint families by name."""
@@ -75,6 +90,7 @@ class OpenAICompatibleAdapter(OpenAIAdapter):
     """
 
     kind = "openai_compatible"
+    supported_options = COMPATIBLE_OPTIONS
 
     def __init__(
         self,
@@ -108,6 +124,9 @@ class OpenAICompatibleAdapter(OpenAIAdapter):
         self._max_tokens_field = endpoint.max_tokens_field
         self._stream_usage = endpoint.stream_usage_option
         self._max_temperature = endpoint.max_temperature
+        self._seed_field = endpoint.seed_field
+        self.supported_options = endpoint.options
+        self.supports_images = endpoint.images
 
     async def _probe(self, timeout_s: float) -> None:
         # compatible servers (vLLM, Ollama, gateways) list their models; not all retrieve one

@@ -31,18 +31,18 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from adapters.base import Reply, Request, Usage
+from adapters.base import Reply, Request, ToolCallDelta, Usage
 from adapters.errors import (
     BadRequest,
-    ContentFiltered,
     ProviderError,
     ServerError,
     Timeout,
     class_for_status,
     parse_retry_after,
 )
-from adapters.openai import _FINISH, OpenAIAdapter
+from adapters.openai import OpenAIAdapter
 from adapters.openai_compat import OpenAICompatibleAdapter
+from adapters.openai_wire import ChunkReader
 
 if TYPE_CHECKING:
     import ssl
@@ -54,10 +54,6 @@ __all__ = ["OpenAICompatibleHTTPAdapter", "OpenAIHTTPAdapter"]
 _PIP = "pip install 'aiohttp>=3.9'"
 # The SDK's own serialisation (`openai._utils._json.openapi_dumps`): compact, UTF-8, no NaN.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-# The SDK writes the body in its `create()` signature's order; following it keeps the bytes identical.
-_SDK_ORDER = (
-    "model", "stream", "messages", "max_completion_tokens", "max_tokens", "stop", "stream_options", "temperature",
-)
 # Up to 1000 connections as the SDK; aiohttp keeps every idle one (under the service's concurrency
 # each in-flight call has its own connection, and closing them churns TCP).
 _MAX_CONNECTIONS = 1000
@@ -129,15 +125,10 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
 
     # ------------------------------------------------------------- translate
 
-    def _body(self, request: Request, *, stream: bool) -> bytes:
-        params = self._params(request)  # the SDK path's mapping, endpoint rows applied
-        del params["timeout"]  # a client option, not a body field
-        if stream:
-            params["stream"] = True
-            if self._stream_usage:
-                params["stream_options"] = {"include_usage": True}
-        body = {k: params.pop(k) for k in _SDK_ORDER if k in params}
-        body.update(params)
+    def _wire(self, request: Request, *, stream: bool) -> bytes:
+        body, extra = self._body(request, stream=stream)  # the SDK path's mapping, endpoint rows applied
+        if extra:
+            body = {**body, **extra}  # as the SDK merges its extra_body
         return _ENCODER.encode(body).encode()
 
     async def _complete(self, request: Request) -> Reply:
@@ -145,39 +136,22 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
 
         session = self._get_http()
         async with session.post(
-            self._url, data=self._body(request, stream=False), proxy=self._proxy,
+            self._url, data=self._wire(request, stream=False), proxy=self._proxy,
             timeout=aiohttp.ClientTimeout(total=request.timeout_s),
         ) as resp:
             raw = await resp.read()
             if not 200 <= resp.status < 300:
                 raise self._status_error(resp, raw) from self._response_error(resp)
-        data = json.loads(raw)
-        try:
-            choice = data["choices"][0]
-            message = choice["message"]
-            text, finish, refusal = message.get("content"), choice.get("finish_reason"), message.get("refusal")
-            usage = data.get("usage")
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            if isinstance(data, Mapping) and not data.get("choices"):
-                raise self._error(ServerError, "the response holds no choices") from None
-            raise self._error(ServerError, f"malformed response: {type(exc).__name__}: {exc}") from None
-        if text is not None and not isinstance(text, str):
-            raise self._error(ServerError, f"malformed response: message content is {type(text).__name__}")
-        if finish == "content_filter":
-            raise self._error(ContentFiltered, "the answer was withheld by the vendor's content filter")
-        if refusal and not text:
-            raise self._error(ContentFiltered, f"the model refused: {refusal}")
-        return Reply(text or "", _usage(finish, usage))
+        return self._answer(json.loads(raw))
 
-    async def _stream(self, request: Request) -> AsyncIterator[str | Usage]:
+    async def _stream(self, request: Request) -> AsyncIterator[str | ToolCallDelta | Usage]:
         import aiohttp
 
         session = self._get_http()
-        finish: str | None = None
-        usage: Any = None
+        reader = ChunkReader()
         timeout = aiohttp.ClientTimeout(connect=request.timeout_s, sock_read=request.timeout_s)
         async with session.post(
-            self._url, data=self._body(request, stream=True), proxy=self._proxy, timeout=timeout
+            self._url, data=self._wire(request, stream=True), proxy=self._proxy, timeout=timeout
         ) as resp:
             if not 200 <= resp.status < 300:
                 raise self._status_error(resp, await resp.read()) from self._response_error(resp)
@@ -190,42 +164,22 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
                     if data.startswith("[DONE]"):
                         done = True
                         break
-                    text, chunk_finish, chunk_usage = self._read_chunk(data)
-                    if chunk_usage is not None:
-                        usage = chunk_usage
-                    if text:
-                        yield text
-                    if chunk_finish:
-                        finish = chunk_finish
+                    for item in reader.read(self._chunk(data)):
+                        yield item
                 if done:
                     if not content.at_eof():
                         await _drain(content)
                     break
-        if finish is None:
-            raise self._error(ServerError, "stream ended without a finish_reason")
-        if finish == "content_filter":
-            raise self._error(ContentFiltered, "the answer was withheld by the vendor's content filter")
-        yield _usage(finish, usage)
+        yield self._ended(reader)
 
-    def _read_chunk(self, data: str) -> tuple[str, str | None, Any]:
-        """(text, finish_reason, usage) of one chunk, choice 0 only; an error event raises."""
+    def _chunk(self, data: str) -> Mapping[str, Any]:
+        """One event's chunk; an error event raises as the SDK raises it."""
         chunk = json.loads(data)
         if not isinstance(chunk, Mapping):
             raise self._error(ServerError, f"malformed stream event: {data[:200]}")
         if chunk.get("error"):
             raise self._stream_error(chunk["error"])
-        text, finish = "", None
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta")
-            content = delta.get("content") if isinstance(delta, Mapping) else None
-            if isinstance(content, str):
-                text += content
-            reason = choice.get("finish_reason")
-            if isinstance(reason, str) and reason:
-                finish = reason
-        return text, finish, chunk.get("usage")
+        return chunk
 
     def _stream_error(self, error: Any) -> ProviderError:
         # what the SDK raises as APIError for an error event inside a 200 stream, mapped as the SDK path maps it
@@ -296,18 +250,6 @@ class OpenAIHTTPAdapter(_ChatCompletionsOverHTTP):
 
 class OpenAICompatibleHTTPAdapter(_ChatCompletionsOverHTTP, OpenAICompatibleAdapter):
     """`OpenAICompatibleAdapter` (same arguments, endpoint rows included) through aiohttp."""
-
-
-def _usage(finish: Any, usage: Any) -> Usage:
-    reason = _FINISH.get(finish if isinstance(finish, str) else "", "other")
-    if not isinstance(usage, Mapping):
-        return Usage(reason, None, None)
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    return Usage(
-        reason,
-        prompt if isinstance(prompt, int) and not isinstance(prompt, bool) else None,
-        completion if isinstance(completion, int) and not isinstance(completion, bool) else None,
-    )
 
 
 async def _drain(content: aiohttp.StreamReader) -> None:

@@ -177,14 +177,16 @@ def run_library(args: argparse.Namespace, tmp: Path, fakes: dict[int, Any]) -> l
 
 def run_services(args: argparse.Namespace, tmp: Path, fake: Any) -> list[dict[str, Any]]:
     """The fake itself, engine serve, the LiteLLM proxy and Portkey, `reps` times, alternating order."""
-    spec = ({"seconds": 0.5, "connections": 8, "sequential": 30, "warmup": 5} if args.quick else
-            {"seconds": args.seconds, "connections": 32, "sequential": 1000, "warmup": 200})
+    spec = ({"seconds": 0.5, "connections": 8, "sequential": 30, "warmup": 5, "stream_sequential": 10} if args.quick
+            else {"seconds": args.seconds, "connections": 32, "sequential": 1000, "warmup": 200,
+                  "stream_sequential": 300})
     rows: list[dict[str, Any]] = []
     for rep in range(args.reps):
         d = tmp / f"svc-r{rep}"
         d.mkdir(parents=True, exist_ok=True)
         targets = [svc.fake_target(fake.url, f"svc-direct-r{rep}"),
-                   svc.engine_serve_target(fake.channel_url(f"svc-ours-r{rep}"), d)]
+                   svc.engine_serve_target(fake.channel_url(f"svc-ours-r{rep}"), d),
+                   svc.engine_serve_target(fake.channel_url(f"svc-ours-sdk-r{rep}"), d, "sdk")]
         if "litellm" in args.systems:
             targets.append(svc.litellm_proxy_target(fake.channel_url(f"svc-lite-r{rep}"), d, args.litellm_proxy_python))
         targets.append(svc.portkey_target(fake.channel_url(f"svc-portkey-r{rep}"), args.portkey_dir))
@@ -197,7 +199,8 @@ def run_services(args: argparse.Namespace, tmp: Path, fake: Any) -> list[dict[st
             rows.append({"target": t.name, "rep": rep, "version": t.version, "result": res,
                          "check": "ok" if not bad else f"non-200 answers: {bad}"})
             print(f"[rep {rep + 1}/{args.reps}] service {t.name}: {res['rps']:.0f} req/s, "
-                  f"p50@1c {res['p50_1c']:.3f} ms", file=sys.stderr, flush=True)
+                  f"p50@1c {res['p50_1c']:.3f} ms, first chunk {res['ttfc_p50_1c']:.3f} ms", file=sys.stderr,
+                  flush=True)
     return rows
 
 

@@ -57,24 +57,28 @@ def free_port() -> int:
         return port
 
 
-def engine_serve_target(upstream: str, tmp: Path) -> Target:
-    """`engine serve` (one worker, decision log on, no client keys) over the fake."""
+def engine_serve_target(upstream: str, tmp: Path, transport: str | None = None) -> Target:
+    """`engine serve` (one worker, decision log on, no client keys) over the fake: its default
+    transport, or the one named (`sdk`: the official openai SDK; `http`: the lean client)."""
     import importlib.util
 
     port = free_port()
     if importlib.util.find_spec("engine.cli.serve") is None:
         return Target("engine serve", None, "", {}, "auto", missing="not measured: engine serve missing")
-    policy = tmp / "serve.yaml"
+    name = "engine serve" if transport is None else f"engine serve (transport: {transport})"
+    options = "" if transport is None else f", options: {{transport: {transport}}}"
+    tag = transport or "default"
+    policy = tmp / f"serve-{tag}.yaml"
     policy.write_text(
         "version: 1\nproviders:\n"
-        f'  up: {{adapter: openai, api_key: sk-bench, base_url: "{upstream}", timeout_s: 30}}\n'
+        f'  up: {{adapter: openai, api_key: sk-bench, base_url: "{upstream}", timeout_s: 30{options}}}\n'
         "models:\n  gpt-mini: {provider: up, id: gpt-4o-mini, price: {input: 0.15, output: 0.6}, "
         "context_window: 128000}\n"
         "routes:\n  - {name: default, strategy: ordered}\nretry: {max_attempts: 1}\n"
-        f'log: {{sqlite: "{tmp / "serve.db"}"}}\n')
+        f'log: {{sqlite: "{tmp / f"serve-{tag}.db"}"}}\n')
     cmd = [sys.executable, "-c", "from engine.cli import main; main()", "serve", "--policy", str(policy),
            "--port", str(port), "--log-level", "warning", "--reload-interval", "0"]
-    return Target("engine serve", cmd, f"http://127.0.0.1:{port}", {}, "auto", version=_our_version())
+    return Target(name, cmd, f"http://127.0.0.1:{port}", {}, "auto", version=_our_version())
 
 
 def litellm_proxy_target(upstream: str, tmp: Path, python: str) -> Target:

@@ -317,13 +317,43 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return status
 
 
-async def load(spec: dict[str, Any]) -> dict[str, Any]:
-    """Sequential requests on one connection, then `connections` concurrent ones for `seconds`."""
+async def _exchange_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes,
+                           t: float) -> tuple[int, float]:
+    """One streamed request: (status, ms from sending it to the first SSE `data:` bytes)."""
+    writer.write(req)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    first = float("nan")
+    m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+    if m is not None:  # not streamed at all (an error, or a server that buffers): the whole body is the first chunk
+        await reader.readexactly(int(m.group(1)))
+        return status, (time.perf_counter() - t) * 1000
+    if not re.search(rb"(?i)\r\ntransfer-encoding:\s*chunked", head):
+        raise RuntimeError(f"cannot frame the response: {head[:200]!r}")
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        data = await reader.readexactly(size + 2)
+        if first != first and b"data:" in data:
+            first = (time.perf_counter() - t) * 1000
+        if size == 0:
+            break
+    return status, first
+
+
+def _request(spec: dict[str, Any], body: dict[str, Any]) -> bytes:
     host, port = spec["host"], spec["port"]
-    body = json.dumps(spec["body"]).encode()
+    raw = json.dumps(body).encode()
     head = "".join(f"{k}: {v}\r\n" for k, v in spec["headers"].items())
-    req = (f"POST {spec['path']} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n{head}"
-           f"content-length: {len(body)}\r\n\r\n").encode() + body
+    return (f"POST {spec['path']} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n{head}"
+            f"content-length: {len(raw)}\r\n\r\n").encode() + raw
+
+
+async def load(spec: dict[str, Any]) -> dict[str, Any]:
+    """Sequential requests on one connection, sequential streamed ones (time to first chunk), then
+    `connections` concurrent ones for `seconds`."""
+    host, port = spec["host"], spec["port"]
+    req = _request(spec, spec["body"])
+    stream_req = _request(spec, {**spec["body"], "stream": True})
     statuses: dict[int, int] = {}
 
     async def sequential(n: int) -> list[float]:
@@ -337,8 +367,21 @@ async def load(spec: dict[str, Any]) -> dict[str, Any]:
         writer.close()
         return out
 
+    async def streamed(n: int) -> list[float]:
+        reader, writer = await asyncio.open_connection(host, port)
+        out = []
+        for _ in range(n):
+            status, first = await _exchange_stream(reader, writer, stream_req, time.perf_counter())
+            out.append(first)
+            statuses[status] = statuses.get(status, 0) + 1
+        writer.close()
+        return out
+
     await sequential(spec["warmup"])
     seq = await sequential(spec["sequential"])
+    n_stream = spec.get("stream_sequential", 0)
+    await streamed(min(n_stream, spec["warmup"]))
+    ttfc = [x for x in await streamed(n_stream) if x == x]
     lat: list[float] = []
     stop = time.perf_counter() + spec["seconds"]
 
@@ -356,7 +399,8 @@ async def load(spec: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     return {"p50_1c": statistics.median(seq), "p99_1c": pct(seq, 0.99), "rps": len(lat) / wall,
             "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "statuses": {str(k): v for k, v in statuses.items()},
-            "requests": spec["warmup"] + spec["sequential"] + len(lat), "concurrent_s": wall}
+            "requests": spec["warmup"] + spec["sequential"] + len(lat), "concurrent_s": wall,
+            "ttfc_p50_1c": statistics.median(ttfc) if ttfc else float("nan"), "streamed": len(ttfc)}
 
 
 def main() -> None:

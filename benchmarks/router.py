@@ -1,11 +1,16 @@
 """What the router adds on top of the raw vendor SDK, measured in one run against the same
-loopback fake (DESIGN.md targets), plus cache hits and the decision log.
+loopback fake (DESIGN.md targets), plus cache hits, tool-call requests and the decision log.
 
-    python benchmarks/router.py [--quick]
+    python benchmarks/router.py [--quick] [--baseline REV]
 
 Rows: added latency per request (routed minus raw `openai` SDK call), CPU per request,
 fallback machinery beyond the two vendor calls, streaming time to first chunk, exact-cache
-hit latency, and the decision log's sustained rows/s with the event loop's worst stall.
+hit latency, what a tool-call request adds over plain text, and the decision log's sustained
+rows/s with the event loop's worst stall.
+
+`--baseline REV` also measures a git revision of this repository in the same run (exported to
+a temporary directory, run in subprocesses against the same fake, rounds interleaved with the
+working tree's): exact cache hit and a plain routed call, before and after.
 """
 
 from __future__ import annotations
@@ -13,18 +18,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if "--probe" in sys.argv:
+    # a probe measures the tree its PYTHONPATH names; this directory (first on sys.path) holds
+    # benchmarks/adapters.py, which would shadow the `adapters` package
+    sys.path.remove(str(Path(__file__).resolve().parent))
+else:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._results import machine, write_section
-from engine.policy.api import load_policy_text
-from engine.runtime.router import Router
 from tests.fakes import spawn_fake
 
 POLICY = """
@@ -44,6 +55,14 @@ log: {{sqlite: "{log}"}}
 """
 MESSAGES = [{"role": "user", "content": "Say hello to the benchmark, please."}]
 TARGETS = {"added_ms": 0.3, "fallback_ms": 0.5, "ttfc_ms": 0.2, "cache_us": 30.0}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+        "required": ["city", "unit"]}}},
+    {"type": "function", "function": {"name": "get_time", "description": "Local time in a time zone", "parameters": {
+        "type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}}},
+]
+TOOL_MESSAGES = [{"role": "user", "content": "What is the weather in Paris, please?"}]
 
 
 async def timed(fn: Any, n: int) -> tuple[list[float], float]:
@@ -62,6 +81,9 @@ async def timed(fn: Any, n: int) -> tuple[list[float], float]:
 
 async def measure(n: int, fake: Any) -> dict[str, Any]:
     import openai
+
+    from engine.policy.api import load_policy_text
+    from engine.runtime.router import Router
 
     tmp = Path(tempfile.mkdtemp())
     fake.set_mode("down", "server_error")
@@ -119,6 +141,7 @@ async def measure(n: int, fake: Any) -> dict[str, Any]:
             t = time.perf_counter()
             await cache_hit()
             hits.append((time.perf_counter() - t) * 1e6)
+        tool_fake = await _tool_call_on_fake(router, n)
         raw_p50 = statistics.median(raw_ms)
         res = {
             "raw_p50_ms": raw_p50, "routed_p50_ms": statistics.median(routed_ms),
@@ -129,10 +152,123 @@ async def measure(n: int, fake: Any) -> dict[str, Any]:
             "raw_ttfc_ms": statistics.median(raw_first), "routed_ttfc_ms": statistics.median(routed_first),
             "ttfc_added_ms": statistics.median(routed_first) - statistics.median(raw_first),
             "cache_hit_p50_us": statistics.median(hits), "cache_hit_p99_us": sorted(hits)[int(0.99 * len(hits))],
-            "n": n,
+            "n": n, "tool_fake": tool_fake,
         }
     await raw.close()
+    res["tool_router"] = await _tool_call_router_only(n, tmp)
     return res
+
+
+async def _tool_call_on_fake(router: Any, n: int) -> dict[str, float] | None:
+    """Tool-call vs plain request over the OpenAI fake, when this tree's adapter maps tools."""
+    adapter = router.adapters.get(router.policy.models["m-main"])
+    if "tools" not in adapter.supported_options:
+        return None
+
+    async def plain() -> None:
+        await router.generate(messages=TOOL_MESSAGES, max_tokens=50)
+
+    async def tool() -> None:
+        r = await router.generate(messages=TOOL_MESSAGES, max_tokens=50, tools=TOOLS)
+        assert r.tool_calls
+
+    return await _paired(plain, tool, n)
+
+
+async def _tool_call_router_only(n: int, tmp: Path) -> dict[str, float]:
+    """Tool-call vs plain request over instant in-process models: what the router itself adds
+    for the tools (coercion, token estimate, cache key fields, log columns), no HTTP or SDK."""
+    from engine.policy.api import load_policy_text
+    from engine.runtime.router import Router
+    from tests.runtime.toolsim import tool_sims
+
+    text = POLICY.replace("adapter: openai, api_key: sk-bench, base_url: \"{main}\"", "adapter: simulated").replace(
+        "adapter: openai, api_key: sk-bench, base_url: \"{backup}\"", "adapter: simulated").format(
+        log=tmp / "tools.db")
+    policy = load_policy_text(text, "bench.yaml", env={})
+    async with Router(policy, adapters=tool_sims(policy)) as router:
+        async def plain() -> None:
+            await router.generate(messages=TOOL_MESSAGES, max_tokens=50)
+
+        async def tool() -> None:
+            r = await router.generate(messages=TOOL_MESSAGES, max_tokens=50, tools=TOOLS)
+            assert r.tool_calls
+
+        return await _paired(plain, tool, n)
+
+
+async def _paired(plain: Any, tool: Any, n: int) -> dict[str, float]:
+    """Interleaved rounds of two variants: p50 ms of each and the difference."""
+    a_ms: list[float] = []
+    b_ms: list[float] = []
+    for _ in range(4):
+        a, _ = await timed(plain, n // 4)
+        b, _ = await timed(tool, n // 4)
+        a_ms += a
+        b_ms += b
+    pa, pb = statistics.median(a_ms), statistics.median(b_ms)
+    return {"plain_ms": pa, "tool_ms": pb, "added_ms": pb - pa}
+
+
+# -- before/after: the same measurement of another revision, in the same run -------------------------
+
+PROBE_ROUNDS = 3
+
+
+async def probe(n: int, fake_url: str) -> dict[str, float]:
+    """Exact cache hit and a plain routed call with whatever `engine` is first on sys.path (the
+    working tree, or an exported baseline revision). Only the public API every revision has."""
+    from engine.policy.api import load_policy_text
+    from engine.runtime.router import Router
+
+    tmp = Path(tempfile.mkdtemp())
+    url = fake_url.rstrip("/")
+    text = POLICY.format(main=url + "/v1", backup=url + "/backup/v1", log=tmp / "probe.db")
+    async with Router(load_policy_text(text, "bench.yaml", env={})) as router:
+        async def routed() -> None:
+            await router.generate(messages=MESSAGES, max_tokens=50)
+
+        async def cache_hit() -> None:
+            r = await router.generate(messages=MESSAGES, max_tokens=50, temperature=0)
+            assert r.cached
+
+        await router.generate(messages=MESSAGES, max_tokens=50, temperature=0)
+        routed_ms, routed_cpu = await timed(routed, max(50, n // 4))
+        hits_ms, _ = await timed(cache_hit, n)
+    return {"cache_hit_p50_us": statistics.median(hits_ms) * 1000, "routed_p50_ms": statistics.median(routed_ms),
+            "routed_cpu_ms": routed_cpu}
+
+
+def _export(rev: str) -> Path:
+    root = Path(__file__).resolve().parent.parent
+    out = Path(tempfile.mkdtemp(prefix="router-baseline-"))
+    archive = subprocess.run(["git", "archive", "--format=tar", rev], cwd=root, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    return out
+
+
+def _probe_in(tree: Path, n: int, fake_url: str) -> dict[str, float]:
+    """Run `probe` in a fresh interpreter whose `engine` and `adapters` come from `tree`."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    script = Path(__file__).resolve()
+    out = subprocess.run([sys.executable, str(script), "--probe", fake_url, "--n", str(n)], env=env, cwd=tree,
+                         capture_output=True, text=True, check=True)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def before_after(rev: str, n: int, fake_url: str) -> dict[str, Any]:
+    """Interleaved probe rounds of `rev` and of the working tree; medians of the rounds."""
+    base = _export(rev)
+    here = Path(__file__).resolve().parent.parent
+    rounds: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    for _ in range(PROBE_ROUNDS):
+        rounds["before"].append(_probe_in(base, n, fake_url))
+        rounds["after"].append(_probe_in(here, n, fake_url))
+    out: dict[str, Any] = {"rev": rev}
+    for side, rs in rounds.items():
+        out[side] = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+    return out
 
 
 def verdict(value: float, target: float) -> str:
@@ -157,11 +293,33 @@ def report(r: dict[str, Any], log: dict[str, Any] | None) -> str:
         f"| exact cache hit, p50 / p99 | {r['cache_hit_p50_us']:.1f} / {r['cache_hit_p99_us']:.1f} µs | "
         f"<= {TARGETS['cache_us']:g} µs | {verdict(r['cache_hit_p50_us'], TARGETS['cache_us'])} |",
     ]
+    for label, t in (("over the OpenAI fake", r.get("tool_fake")), ("router only, instant in-process models",
+                                                                    r.get("tool_router"))):
+        if t is None:
+            lines.append(f"| tool-call request vs plain text, {label} | not measured: this tree's openai adapter "
+                         "does not map tools | | |")
+        else:
+            lines.append(f"| tool-call request vs plain text, {label}, p50 | {t['plain_ms']:.3f} -> "
+                         f"{t['tool_ms']:.3f} ms (**+{t['added_ms']:.3f} ms**) | | |")
     if log:
         lines.append(f"| decision log, sustained | {log['rows_per_s']:,.0f} rows/s | >= 50,000 | "
                      f"{'met' if log['rows_per_s'] >= 50_000 else 'MISSED'} |")
         lines.append(f"| decision log, worst event-loop stall | {log['max_stall_ms']:.2f} ms | <= 1 ms | "
                      f"{'met' if log['max_stall_ms'] <= 1 else 'MISSED'} |")
+    ba = r.get("before_after")
+    if ba:
+        b, a = ba["before"], ba["after"]
+        lines += [
+            "", f"Before/after in the same run: revision `{ba['rev']}` (before) and this tree (after), "
+            f"{PROBE_ROUNDS} interleaved rounds each in its own process against the same fake; medians of the rounds.",
+            "", "| measure | before | after | after / before |", "|---|---:|---:|---:|",
+            f"| exact cache hit, p50 | {b['cache_hit_p50_us']:.1f} µs | {a['cache_hit_p50_us']:.1f} µs | "
+            f"{a['cache_hit_p50_us'] / b['cache_hit_p50_us']:.2f} |",
+            f"| plain routed call, p50 | {b['routed_p50_ms']:.3f} ms | {a['routed_p50_ms']:.3f} ms | "
+            f"{a['routed_p50_ms'] / b['routed_p50_ms']:.2f} |",
+            f"| plain routed call, CPU | {b['routed_cpu_ms']:.3f} ms | {a['routed_cpu_ms']:.3f} ms | "
+            f"{a['routed_cpu_ms'] / b['routed_cpu_ms']:.2f} |",
+        ]
     lines.append(f"\n{r['n']} sequential requests per variant over one keep-alive connection to the fake "
                  "(`python -m tests.fakes`, 0 ms latency, its own process); raw and routed rounds interleaved. "
                  "The router logs every request to SQLite during the run.")
@@ -169,12 +327,20 @@ def report(r: dict[str, Any], log: dict[str, Any] | None) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small counts (smoke test); RESULTS.md untouched")
+    ap.add_argument("--baseline", metavar="REV", help="also measure this git revision (before/after, same run)")
+    ap.add_argument("--probe", metavar="FAKE_URL", help=argparse.SUPPRESS)  # internal: one probe round
+    ap.add_argument("--n", type=int, default=2000, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.probe:
+        print(json.dumps(asyncio.run(probe(args.n, args.probe))))
+        return
     n = 200 if args.quick else 2000
     with spawn_fake(latency_ms=0) as fake:
         r = asyncio.run(measure(n, fake))
+        if args.baseline:
+            r["before_after"] = before_after(args.baseline, n, fake.url)
     log = None
     try:
         from benchmarks.decision_log import run as log_run

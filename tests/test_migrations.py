@@ -35,7 +35,8 @@ EXPECTED: dict[str, dict[str, type]] = {
         "outcome": str, "error_class": str, "error_message": str, "prompt_tokens": int, "input_tokens": int,
         "output_tokens": int, "cost_usd": float, "latency_ms": float, "cache_hit": int, "saved_cost_usd": float,
         "stream": int, "max_tokens": int, "temperature": float, "prompt_hash": str, "prompt": str, "meta": str,
-        "features": str, "downgraded": int,
+        "features": str, "downgraded": int, "needs": str, "tools_offered": int, "images": int,
+        "output_format": str, "seed": int, "finish_reason": str, "tool_calls": int,
     },
     "attempts": {
         "id": int, "request_id": str, "n": int, "model": str, "provider": str, "ts": float, "latency_ms": float,
@@ -48,7 +49,7 @@ EXPECTED: dict[str, dict[str, type]] = {
 }  # fmt: skip
 
 EXPECTED_INDEXES = {
-    "requests": {("ts",), ("tenant", "ts"), ("model", "ts")},
+    "requests": {("ts",), ("tenant", "ts"), ("model", "ts"), ("finish_reason", "ts")},
     "attempts": {("request_id",)},
     "feedback": {("request_id",)},
     "events": {("ts",)},
@@ -61,7 +62,7 @@ def _memory_db() -> sqlite_utils.Database:
 
 def test_migrate_blank_memory_db_creates_documented_schema() -> None:
     db = _memory_db()
-    assert migrate(db) == ["m001_initial"]
+    assert migrate(db) == ["m001_initial", "m002_request_surface"]
     assert set(db.table_names()) == set(EXPECTED)
     for table, columns in EXPECTED.items():
         assert db.table(table).columns_dict == columns, table
@@ -74,7 +75,7 @@ def test_migrate_blank_memory_db_creates_documented_schema() -> None:
 def test_migrate_is_idempotent_on_a_file(tmp_path: Path) -> None:
     path = tmp_path / "log.db"
     db = sqlite_utils.Database(path, execute_plugins=False)
-    assert migrate(db) == ["m001_initial"]
+    assert migrate(db) == ["m001_initial", "m002_request_surface"]
     schema = db.schema
     db.table("requests").insert({"id": "r1", "ts": 1.0, "outcome": "ok"})
     db.close()
@@ -84,21 +85,21 @@ def test_migrate_is_idempotent_on_a_file(tmp_path: Path) -> None:
     assert migrate(again) == []
     assert again.schema == schema
     assert again.table("requests").count == 1  # data survives re-running migrations
-    assert [r["name"] for r in again.table(MIGRATIONS_TABLE).rows] == ["m001_initial"]
+    assert [r["name"] for r in again.table(MIGRATIONS_TABLE).rows] == ["m001_initial", "m002_request_surface"]
 
 
 def test_a_failing_migration_rolls_back_and_is_not_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
-    def m002_broken(db: sqlite_utils.Database) -> None:
+    def m099_broken(db: sqlite_utils.Database) -> None:
         db.table("half_done").create({"x": int})
         raise RuntimeError("boom")
 
     db = _memory_db()
     migrate(db)
-    monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, m002_broken])
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, m099_broken])
     with pytest.raises(RuntimeError, match="boom"):
         migrate(db)
     assert not db.table("half_done").exists()
-    assert applied_migrations(db) == ["m001_initial"]
+    assert applied_migrations(db) == ["m001_initial", "m002_request_surface"]
     assert not db.conn.in_transaction
 
 
@@ -131,7 +132,7 @@ def test_concurrent_migrations_of_a_fresh_file_apply_once(tmp_path: Path) -> Non
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(applied) == [[], [], [], ["m001_initial"]]
+    assert sorted(applied) == [[], [], [], ["m001_initial", "m002_request_surface"]]
 
 
 def test_record_classes_match_the_tables() -> None:
@@ -190,3 +191,22 @@ def test_doc_queries_run_against_a_migrated_log() -> None:
     for query in queries:
         for statement in filter(str.strip, query.split(";")):
             db.execute(statement)  # raises on a typo in a column or table name
+
+
+def test_m002_upgrades_a_log_written_before_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file migrated to m001 and holding rows gains the surface columns; old rows read as null."""
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(path, execute_plugins=False)
+    with monkeypatch.context() as m:
+        m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
+        assert migrate(db) == ["m001_initial"]
+    db.table("requests").insert({"id": "old", "ts": 1.0, "outcome": "ok", "plan": "[]"})
+    assert migrate(db) == ["m002_request_surface"]
+    assert db.table("requests").columns_dict == EXPECTED["requests"]
+    row = next(db.query("select needs, tools_offered, finish_reason, tool_calls from requests"))
+    assert row == {"needs": None, "tools_offered": None, "finish_reason": None, "tool_calls": None}
+    from engine.store.query import request_rows
+
+    db.close()
+    [decoded] = request_rows(path)
+    assert decoded["needs"] is None and decoded["plan"] == []

@@ -10,6 +10,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,36 @@ def test_embedded_backend_refuses_several_workers_with_limits(tmp_path: Path) ->
     assert "state: {backend: redis" in proc.stderr
     # the quotas are shared through the log file, so they are not named
     assert "tenant-requests" not in proc.stderr
+
+
+def test_engine_serve_workers_share_limits_through_redis(redis_server: RedisServer, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.test_serve_support import ServeProcess
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(backend="redis", url=redis_server.url).replace(
+        "{adapter: simulated", "{adapter: simulated, time_scale: 0"))
+    log = tmp_path / "log.db"
+    with ServeProcess("--policy", str(policy), "--workers", "3", "--log-db", str(log)) as serve:
+        deadline = time.monotonic() + 60
+        while sum("Application startup complete" in line for line in serve.output) < 3:
+            assert time.monotonic() < deadline, "".join(serve.output)
+            time.sleep(0.05)
+        body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}
+
+        def one(i: int) -> tuple[int, str]:
+            r = httpx.post(serve.url + "/v1/chat/completions", json={**body, "user": f"u{i}"}, timeout=30)
+            return r.status_code, r.headers.get("x-router-model", "")
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(one, range(150)))
+    ok = [m for status, m in answers if status == 200]
+    assert len(ok) <= 100  # one tenant ('anonymous') quota over the three workers
+    assert sum(1 for status, _ in answers if status == 429) == 150 - len(ok)
+    assert ok.count("m") <= 30  # the provider's rpm over the three workers
+    con = sqlite3.connect(log)
+    assert con.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 150
+    con.close()

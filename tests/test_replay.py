@@ -219,3 +219,25 @@ def test_cli_rejects_an_invalid_policy(demo_log: Path, tmp_path: Path) -> None:
     bad.write_text("version: 1\nroutes: []\n")
     result = CliRunner().invoke(cli, ["replay", "--db", str(demo_log), "--policy", str(bad)])
     assert result.exit_code == 1 and "bad.yaml" in result.output
+
+
+def test_a_seeded_cache_hit_is_priced_by_whether_the_new_policy_caches_seeds(tmp_path: Path) -> None:
+    """The log records the seed (m002), so replay knows a seeded hit depends on `cache.seeded`."""
+    from tests.runtime.toolsim import tool_sims
+
+    cached = BASE + "cache: {enabled: true, seeded: true}\n"
+    db = tmp_path / "seeded.db"
+
+    async def run() -> None:
+        p = policy(cached)
+        async with Router(p, log_path=db, adapters=tool_sims(p)) as router:  # models that take a seed
+            for _ in range(2):
+                await router.generate("hello there", seed=42, meta={"tenant": "t"}, max_tokens=200)
+
+    asyncio.run(run())
+    same = replay(db, policy(cached), baseline=policy(cached))
+    assert same.costed == 2 and same.uncosted == {}
+    unseeded = replay(db, policy(cached.replace("seeded: true", "seeded: false")), baseline=policy(cached))
+    assert unseeded.costed == 1
+    assert list(unseeded.uncosted.values()) == [1]
+    assert "would not cache" in next(iter(unseeded.uncosted))

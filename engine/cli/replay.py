@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 
 
 @click.command("replay")
-@click.option("--db", "db", type=click.Path(dir_okay=False), envvar="ENGINE_LOG_DB", required=True, help=DB_HELP)
+@click.option("--db", "dbs", type=click.Path(dir_okay=False), envvar="ENGINE_LOG_DB", required=True, multiple=True,
+              help=DB_HELP)
 @click.option("--policy", "-p", "policy", type=click.Path(dir_okay=False, exists=True), required=True,
               help="The policy to try.")
 @click.option("--baseline", "-B", type=click.Path(dir_okay=False, exists=True), default=None,
@@ -29,7 +31,8 @@ if TYPE_CHECKING:
 @click.option("--examples", type=click.IntRange(min=0), default=10, show_default=True,
               help="Changed or refused requests to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def replay_cmd(db: str, policy: str, baseline: str | None, since: str | None, examples: int, as_json: bool) -> None:
+def replay_cmd(dbs: tuple[str, ...], policy: str, baseline: str | None, since: str | None, examples: int,
+               as_json: bool) -> None:
     """Re-decide every logged request under POLICY: how many change route or model, the
     estimated cost difference, and which would be refused.
 
@@ -43,19 +46,25 @@ def replay_cmd(db: str, policy: str, baseline: str | None, since: str | None, ex
     from engine.cli.common import load_compiled_or_exit
     from engine.ops.logstats import parse_since
     from engine.ops.replay import replay
+    from engine.store.merge import merged_log
 
     try:
         since_ts = parse_since(since)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--since") from None
     new = load_compiled_or_exit(Path(policy)).policy
-    base = _baseline(db, baseline)
+    label = " + ".join(dbs)
     try:
-        report = replay(db, new, baseline=base, since=since_ts, examples=examples)
-    except FileNotFoundError as e:
+        with merged_log(dbs) as db:
+            base = _baseline(db, baseline)
+            report = replay(db, new, baseline=base, since=since_ts, examples=examples)
+    except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    except click.ClickException:
+        raise
     except Exception as e:  # sqlite3.DatabaseError: not an SQLite file, or not a decision log
-        raise click.ClickException(f"cannot replay {db}: {e}") from None
+        raise click.ClickException(f"cannot replay {label}: {e}") from None
+    report = dataclasses.replace(report, db=label)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
         return

@@ -22,11 +22,13 @@ if TYPE_CHECKING:
     from engine.ops.logstats import StatsReport
     from engine.policy.model import Policy
 
-DB_HELP = "Decision log (SQLite) to read [env: ENGINE_LOG_DB]."
+DB_HELP = ("Decision log (SQLite) to read; repeat it for the logs of several replicas, read as one "
+           "[env: ENGINE_LOG_DB, several separated by spaces].")
 
 
 @click.command("stats")
-@click.option("--db", "db", type=click.Path(dir_okay=False), envvar="ENGINE_LOG_DB", required=True, help=DB_HELP)
+@click.option("--db", "dbs", type=click.Path(dir_okay=False), envvar="ENGINE_LOG_DB", required=True, multiple=True,
+              help=DB_HELP)
 @click.option("--since", "-s", default=None, metavar="WHEN",
               help="Only requests since then: a duration back from now (30m, 1h, 2d, 1w), an ISO date or time, "
                    "or a Unix timestamp.")
@@ -36,7 +38,7 @@ DB_HELP = "Decision log (SQLite) to read [env: ENGINE_LOG_DB]."
               help="Policy that wrote the log, for quota limits (default: $ENGINE_POLICY or the bundled default "
                    "when its digest matches the log's).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-def stats_cmd(db: str, since: str | None, by: str, policy: str | None, as_json: bool) -> None:
+def stats_cmd(dbs: tuple[str, ...], since: str | None, by: str, policy: str | None, as_json: bool) -> None:
     """Usage and cost from a decision log: per model, route, tenant or query type.
 
     \b
@@ -44,20 +46,27 @@ def stats_cmd(db: str, since: str | None, by: str, policy: str | None, as_json: 
       engine stats --db engine-demo/decisions.db
       engine stats --db decisions.db --since 1h --by tenant
       engine stats --db decisions.db --by query_type --json | jq .groups
+      engine stats --db replica1.db --db replica2.db --db replica3.db
     """
+    import dataclasses
+
     from engine.ops.logstats import collect, parse_since
+    from engine.store.merge import merged_log
 
     try:
         since_ts = parse_since(since)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--since") from None
-    pol = log_policy(db, policy)
+    label = " + ".join(dbs)
     try:
-        report = collect(db, since=since_ts, by=by, policy=pol)  # type: ignore[arg-type]
+        with merged_log(dbs) as db:
+            pol = log_policy(db, policy)
+            report = collect(db, since=since_ts, by=by, policy=pol)  # type: ignore[arg-type]
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     except Exception as e:  # sqlite3.DatabaseError: not an SQLite file, or not readable
-        raise click.ClickException(f"cannot read {db}: {e}") from None
+        raise click.ClickException(f"cannot read {label}: {e}") from None
+    report = dataclasses.replace(report, db=label)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
         return

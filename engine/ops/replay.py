@@ -312,6 +312,8 @@ def _costs(row: Mapping[str, Any], old: _Outcome, got: _Outcome, compiled: Compi
 def _cacheable(compiled: CompiledPolicy, row: Mapping[str, Any]) -> bool:
     if row["stream"]:
         return False
+    if row.get("seed") is not None and not compiled.policy.cache.seeded:
+        return False  # the log says the request set a seed (m002): cached only where the policy allows
     if compiled.cache_when is None:
         return True
     return safe_truth(compiled.cache_when, _features(compiled, row, dict(_fixed_signals(row)), "").env())

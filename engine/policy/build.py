@@ -83,9 +83,7 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
         for i, r in enumerate(data["routes"])
     )
     quotas = tuple(
-        Quota(name=q["name"], scope=tuple(q.get("scope", ())), window=q["window"],
-              limit=QuotaLimit(cost_usd=q["limit"].get("cost_usd"), tokens=q["limit"].get("tokens"),
-                               requests=q["limit"].get("requests")),
+        Quota(name=q["name"], scope=tuple(q.get("scope", ())), window=q["window"], limit=_quota_limit(q["limit"]),
               on_exceed=q.get("on_exceed", "reject"))
         for q in data.get("quotas") or ()
     )
@@ -97,6 +95,7 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
         max_entries=int(c.get("max_entries", 10_000)), scope=c.get("scope", "tenant"), when=c.get("when"),
         normalize=tuple(c.get("normalize", ("whitespace",))), backend=c.get("backend", "memory"),
         path=_relative(c.get("path"), base), semantic=_semantic(c.get("semantic")),
+        seeded=bool(c.get("seeded", False)),
     )
     h = data.get("health") or {}
     oc, dm = h.get("open_circuit") or {}, h.get("demote") or {}
@@ -150,6 +149,13 @@ def _semantic(s: Any) -> SemanticCacheConfig | None:
         embedder=name, embedder_model=model, embedder_dimension=dim, threshold=threshold, query_types=qts,
         top_k=int(s.get("top_k", default.top_k)), index=idx.get("kind", "auto"),
         ann_from=int(idx.get("ann_from", default.ann_from)))
+
+
+def _quota_limit(d: dict[str, Any]) -> QuotaLimit:
+    return QuotaLimit(
+        cost_usd=d.get("cost_usd"), tokens=d.get("tokens"), requests=d.get("requests"),
+        by_provider=tuple((name, _quota_limit(sub)) for name, sub in (d.get("by_provider") or {}).items()),
+        by_model=tuple((name, _quota_limit(sub)) for name, sub in (d.get("by_model") or {}).items()))
 
 
 def _relative(path: str | None, base: Path) -> str | None:

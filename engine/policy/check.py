@@ -229,6 +229,23 @@ def check_log(c: Ctx) -> Iterable[Diagnostic]:
                      "for no log", ("log", "sqlite"))
 
 
+def check_quota_maps(c: Ctx) -> Iterable[Diagnostic]:
+    """`by_provider` / `by_model` quota maps that name what exists."""
+    p = c.policy
+    for i, q in enumerate(p.quotas):
+        if q.limit.by_provider and q.limit.by_model:
+            yield c.diag("quota-map-both", f"quota {q.name!r} has both by_provider and by_model; split it in two",
+                         ("quotas", i, "limit", "by_model"))
+        for name, _ in q.limit.by_provider:
+            if name not in p.providers:
+                yield c.diag("quota-unknown-provider", f"quota {q.name!r} limits unknown provider {name!r}",
+                             ("quotas", i, "limit", "by_provider", name), key=True)
+        for name, _ in q.limit.by_model:
+            if name not in p.models:
+                yield c.diag("quota-unknown-model", f"quota {q.name!r} limits unknown model {name!r}",
+                             ("quotas", i, "limit", "by_model", name), key=True)
+
+
 def check_state(c: Ctx) -> Iterable[Diagnostic]:
     """A shared-state backend that can be reached, and scoped limits that mean something."""
     st = c.policy.state
@@ -254,6 +271,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("reachable_models", check_reachable_models),
     ("quotas", check_quotas),
     ("log", check_log),
+    ("quota_maps", check_quota_maps),
     ("state", check_state),
 )
 

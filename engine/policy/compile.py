@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.policy.expr import Expr, Scope, conjuncts, discrete_test, make_env, parse_expr
 from engine.policy.model import Model, Policy, Route
+from engine.policy.predicate import compile_predicate
 from engine.routing.features import Features, Request, SignalMatcher, count_prompt_tokens, safe_truth
 
 MAX_TREE_NODES = 50_000
@@ -224,7 +225,7 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         SignalMatcher(s, parse_expr(s.when, base_scope) if s.when else None) for s in policy.signals.values())
     qt_scope = Scope(signals=frozenset(policy.signals), query_type=False)
     query_types = tuple((q.type, parse_expr(q.when, qt_scope) if q.when else None) for q in policy.query_types)
-    cache_when = parse_expr(policy.cache.when, scope) if policy.cache.when else None
+    cache_when = compile_predicate(parse_expr(policy.cache.when, scope)) if policy.cache.when else None
     counter = [0]
     tree = _build([(cr, dict(cr.tests)) for cr in routes], counter)
     return CompiledPolicy(

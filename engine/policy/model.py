@@ -137,6 +137,10 @@ class QuotaLimit:
     cost_usd: float | None = None
     tokens: int | None = None
     requests: int | None = None
+    by_provider: tuple[tuple[str, QuotaLimit], ...] = ()
+    """Per-provider limits in one quota: (provider, its limits); counted per provider."""
+    by_model: tuple[tuple[str, QuotaLimit], ...] = ()
+    """Per-model limits in one quota: (model, its limits); counted per model."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,6 +194,8 @@ class CacheConfig:
     """SQLite file for `backend: sqlite`; defaults to the decision log's file."""
     semantic: SemanticCacheConfig | None = None
     """The semantic layer, or None when it is off."""
+    seeded: bool = False
+    """Whether requests that set `seed` may be cached (the seed is part of the key)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -48,6 +48,8 @@ class Attempt:
     output_tokens: int = 0
     cost_usd: float = 0.0
     retry_after: float | None = None
+    callers_error: bool = False
+    """The error was the caller's bad input (`is_callers_error`), not the model failing."""
 
 
 @dataclass(slots=True)
@@ -74,6 +76,12 @@ class Walk:
     attempts: list[Attempt] = field(default_factory=list)
     models_tried: list[str] = field(default_factory=list)
     quota_errors: list[QuotaExceeded] = field(default_factory=list)
+
+    @property
+    def callers_fault(self) -> bool:
+        """Every model that was tried refused the request as the caller's bad input."""
+        tried = [a for a in self.attempts if a.outcome == "error"]
+        return bool(tried) and all(a.callers_error for a in tried)
 
     @property
     def fallbacks(self) -> int:
@@ -224,16 +232,20 @@ class Dispatcher:
             except (ProviderError, InvalidInput, asyncio.TimeoutError) as e:
                 err = _as_provider_error(e, model, timeout)
                 ms = (loop.time() - started) * 1000
+                callers = is_callers_error(err)
                 walk.attempts.append(Attempt(n=len(walk.attempts) + 1, model=model.name, provider=model.provider,
                                              ts=started_wall, outcome="error", latency_ms=ms,
                                              error_class=type(err).__name__, error_message=err.message,
-                                             retry_after=err.retry_after))
-                self.health.record(model.name, ok=False, latency_ms=ms, error_class=type(err).__name__)
-                delay = self._retry_delay(err, n, max_attempts, last)
+                                             retry_after=err.retry_after, callers_error=callers))
+                # the caller's own bad input says nothing about the model: it is recorded as a
+                # neutral outcome (which also hands a half-open circuit's probe back)
+                self.health.record(model.name, ok=False, latency_ms=ms,
+                                   error_class=CALLER_ERROR if callers else type(err).__name__)
+                delay = None if callers else self._retry_delay(err, n, max_attempts, last)
                 if delay is not None and loop.time() + delay < walk.deadline:
                     await asyncio.sleep(delay)
                     continue
-                raise _Next(str(err), provider_failed=isinstance(err, (AuthError, BadRequest)),
+                raise _Next(str(err), provider_failed=_fails_provider(err),
                             context_too_long=isinstance(err, ContextTooLong)) from e
             ms = (loop.time() - started) * 1000
             self.health.record(model.name, ok=True, latency_ms=ms)
@@ -274,6 +286,34 @@ class _Next(Exception):
         self.provider_failed = provider_failed
         self.context_too_long = context_too_long
         self.deadline = deadline
+
+
+CALLER_ERROR = "InvalidInput"
+"""The error class health is told about for a caller's bad input: one of
+`engine.runtime.health.NEUTRAL_ERRORS`, so it never counts against the model."""
+
+_CALLERS_STATUSES = frozenset({400, 413, 422})
+"""Vendor statuses that answer the request's content (a malformed message, an invalid schema,
+a body too large), not the model's state. A 404 (unknown model id) or 405 stays a failure of
+the model: it is configuration, and every request to it will fail the same way."""
+
+
+def is_callers_error(err: ProviderError) -> bool:
+    """Whether `err` is the caller's own bad input rather than the model failing.
+
+    That is a `BadRequest` raised before any call (status None: an option or a part this model
+    cannot honour, an argument out of its range) or a vendor's 400/413/422 about the request.
+    `ContextTooLong` and `ContentFiltered` are about the request too; health already treats
+    them as neutral.
+    """
+    return isinstance(err, BadRequest) and (err.status is None or err.status in _CALLERS_STATUSES)
+
+
+def _fails_provider(err: ProviderError) -> bool:
+    """Whether the rest of this provider's models are skipped for the request: a bad key, or a
+    vendor rejecting the request's shape (every model behind the same API would). A refusal
+    before the call is about this one model's abilities; another model may have them."""
+    return isinstance(err, AuthError) or (isinstance(err, BadRequest) and err.status is not None)
 
 
 def _as_provider_error(e: BaseException, model: Model, timeout: float) -> ProviderError:

@@ -38,13 +38,14 @@ SNAPSHOT_MAX_AGE_S = 0.1
 """How long `snapshot()` may be reused when nothing was recorded: expiries and cooldowns
 are time-driven, and a tenth of a second late is well inside any health window."""
 
-NEUTRAL_ERRORS: frozenset[str] = frozenset({"RateLimited", "ContextTooLong", "ContentFiltered"})
+NEUTRAL_ERRORS: frozenset[str] = frozenset({"RateLimited", "ContextTooLong", "ContentFiltered", "InvalidInput"})
 """Error classes that say nothing about whether the model works, so they count neither as
 failures nor as successes. `RateLimited` is our own traffic exceeding the account's quota at
 the vendor: the model is up, the runtime already moves on at once and the limiter/Retry-After
 govern when to come back; opening the circuit would turn a short throttle into a
 `cooldown_s` outage and double-punish the model. `ContextTooLong` and `ContentFiltered` are
-about the request, not the model."""
+about the request, not the model; so is `InvalidInput`, the dispatcher's name for a caller's
+bad input (see `engine.runtime.dispatch.is_callers_error`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,12 +22,12 @@ import math
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
 from engine.errors import QuotaExceeded
-from engine.policy.model import OnExceed, Quota, Window
+from engine.policy.model import OnExceed, Quota, QuotaLimit, Window
 from engine.runtime.clock import Clock
 
 __all__ = [
@@ -164,7 +164,30 @@ class QuotaBlock:
 class _Rule:
     quota: Quota
     fields: tuple[str, ...]  # scope fields in SCOPE_FIELDS order
-    limits: tuple[tuple[Measure, float], ...]
+    limits: tuple[tuple[Measure, float], ...]  # empty: only the `by_provider`/`by_model` entries limit
+    by: str | None = None  # "provider" or "model" when the limit is a map over it
+    variants: dict[str, _Rule] = field(default_factory=dict, hash=False, compare=False)  # value -> its limits
+
+    def pick(self, ctx: QuotaContext) -> _Rule | None:
+        """The rule whose limits apply to `ctx`: its map entry, else the plain limits, else none."""
+        if self.by is None:
+            return self
+        variant = self.variants.get(getattr(ctx, self.by))
+        if variant is not None:
+            return variant
+        return self if self.limits else None
+
+    def limits_for_key(self, scope_key: str) -> _Rule:
+        """The rule a stored scope key was counted under (its map entry, else this one)."""
+        for part in scope_key.split(","):
+            name, _, value = part.partition("=")
+            if name == self.by:
+                return self.variants.get(_unescape(value), self)
+        return self
+
+    def limit_of(self, measure: Measure) -> float | None:
+        """This rule's limit on `measure`, or None."""
+        return dict(self.limits).get(measure)
 
 
 _Target = tuple[_Rule, str, float, float]  # rule, scope key, window start, window end
@@ -179,6 +202,10 @@ def _escape(value: str) -> str:
     return value.replace("%", "%25").replace(",", "%2C").replace("=", "%3D")
 
 
+def _unescape(value: str) -> str:
+    return value.replace("%3D", "=").replace("%2C", ",").replace("%25", "%")
+
+
 def _scope_key(fields: tuple[str, ...], ctx: QuotaContext) -> str | None:
     parts = []
     for name in fields:
@@ -189,18 +216,36 @@ def _scope_key(fields: tuple[str, ...], ctx: QuotaContext) -> str | None:
     return ",".join(parts)
 
 
+def _measures(limit: QuotaLimit) -> tuple[tuple[Measure, float], ...]:
+    out: list[tuple[Measure, float]] = []
+    for measure in ("cost_usd", "tokens", "requests"):
+        value = getattr(limit, measure)
+        if value is not None:
+            out.append((measure, float(value)))
+    return tuple(out)
+
+
 def _compile(quota: Quota) -> _Rule:
     unknown = set(quota.scope) - set(SCOPE_FIELDS)
     if unknown:
         raise ValueError(f"quota {quota.name!r}: unknown scope field(s) {sorted(unknown)}; use any of {SCOPE_FIELDS}")
-    limits: list[tuple[Measure, float]] = []
-    for measure in ("cost_usd", "tokens", "requests"):
-        value = getattr(quota.limit, measure)
-        if value is not None:
-            limits.append((measure, float(value)))
-    if not limits:
+    lim = quota.limit
+    if lim.by_provider and lim.by_model:
+        raise ValueError(f"quota {quota.name!r}: give by_provider or by_model, not both")
+    by = "provider" if lim.by_provider else "model" if lim.by_model else None
+    entries = lim.by_provider or lim.by_model
+    limits = _measures(lim)
+    if not limits and not entries:
         raise ValueError(f"quota {quota.name!r} limits nothing; set cost_usd, tokens or requests")
-    return _Rule(quota, tuple(f for f in SCOPE_FIELDS if f in quota.scope), tuple(limits))
+    # a map counts per provider (or model): the map's field joins the scope
+    fields = tuple(f for f in SCOPE_FIELDS if f in quota.scope or f == by)
+    variants: dict[str, _Rule] = {}
+    for name, sub in entries:
+        sub_limits = _measures(sub)
+        if not sub_limits:
+            raise ValueError(f"quota {quota.name!r}: the {by} {name!r} entry limits nothing")
+        variants[name] = _Rule(quota, fields, sub_limits)
+    return _Rule(quota, fields, limits, by, variants)
 
 
 def _block(target: _Target, used: Usage, est_tokens: int, est_cost: float) -> QuotaBlock | None:
@@ -356,7 +401,7 @@ class QuotaManager:
                     (rule.quota.name, start),
                 )
                 for scope_key, requests, tokens, cost in cursor:
-                    lim = rule.quota.limit
+                    lim = rule.limits_for_key(scope_key) if rule.by else rule
                     rows.append(
                         {
                             "quota": rule.quota.name,
@@ -366,9 +411,9 @@ class QuotaManager:
                             "requests": requests,
                             "tokens": tokens,
                             "cost_usd": cost,
-                            "limit_requests": lim.requests,
-                            "limit_tokens": lim.tokens,
-                            "limit_cost_usd": lim.cost_usd,
+                            "limit_requests": _int(lim.limit_of("requests")),
+                            "limit_tokens": _int(lim.limit_of("tokens")),
+                            "limit_cost_usd": lim.limit_of("cost_usd"),
                             "on_exceed": rule.quota.on_exceed,
                         }
                     )
@@ -380,7 +425,10 @@ class QuotaManager:
         Raises:
             KeyError: no quota has this name.
         """
-        rule = self._by_name[quota_name]
+        picked = self._by_name[quota_name].pick(ctx)
+        if picked is None:
+            return {}
+        rule = picked
         key = _scope_key(rule.fields, ctx)
         if key is None:
             return {}
@@ -472,7 +520,8 @@ class QuotaManager:
             if len(self._keyed) >= _CACHE_MAX:
                 self._keyed.clear()
             keyed = self._keyed[ctx] = tuple(
-                (rule, key) for rule in self._rules if (key := _scope_key(rule.fields, ctx)) is not None
+                (rule, key) for base in self._rules if (rule := base.pick(ctx)) is not None
+                and (key := _scope_key(rule.fields, ctx)) is not None
             )
         ts = self._clock.time()
         return [(rule, key, *self._bounds(rule.quota.window, ts)) for rule, key in keyed]
@@ -589,6 +638,10 @@ class QuotaManager:
         finally:
             self._pending = []
             self._lock.release()
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def _check_amounts(tokens: int, cost: float) -> None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from adapters.conversation import NO_OPTIONS, Message
 from engine.errors import QuotaExceeded, RoutingRefused
 from engine.policy.model import Policy
 from engine.routing.decide import Decision
-from engine.routing.features import Request
+from engine.routing.features import Features, Request
 from engine.runtime.clock import Clock
 from engine.runtime.dispatch import Walk
 from engine.runtime.health import HealthEvent
@@ -42,24 +43,27 @@ class Recorder:
         mode = self.policy.log.prompts
         if mode == "none":
             return None, None
-        h = hashlib.sha256()
-        for m in request.messages:
-            h.update(f"{m.role}\0{' '.join(m.text.split())}\0".encode("utf-8", "surrogatepass"))
-        text = "\n\n".join(f"{m.role}: {m.text}" for m in request.messages) if mode == "full" else None
-        return h.hexdigest(), text
+        return prompt_hash(request.messages), prompt_text(request.messages) if mode == "full" else None
 
-    def _base(self, rid: str, started: float, request: Request, decision: Decision, walk: Walk) -> dict[str, Any]:
-        f = decision.features
+    def _base(self, rid: str, started: float, request: Request, features: Features, route: str | None,
+              plan: tuple[str, ...], downgraded: bool) -> dict[str, Any]:
+        f = features
         phash, prompt = self._prompt_fields(request)
         meta = {str(k): v for k, v in request.meta.items()}
+        tenant, key = meta.get("tenant"), meta.get("key")
+        opts = request.options
+        output = opts.output
         return {
-            "id": rid, "ts": started, "policy_digest": self.policy.digest, "tenant": walk.tenant,
-            "api_key_id": walk.key, "route": decision.route, "query_type": decision.query_type,
-            "plan": decision.plan, "prompt_tokens": f.prompt_tokens, "stream": request.stream,
-            "max_tokens": request.max_tokens, "temperature": request.temperature, "prompt_hash": phash,
-            "prompt": prompt, "meta": meta, "downgraded": decision.downgraded,
+            "id": rid, "ts": started, "policy_digest": self.policy.digest,
+            "tenant": None if tenant is None else str(tenant), "api_key_id": None if key is None else str(key),
+            "route": route, "query_type": f.query_type, "plan": plan, "prompt_tokens": f.prompt_tokens,
+            "stream": request.stream, "max_tokens": request.max_tokens, "temperature": request.temperature,
+            "prompt_hash": phash, "prompt": prompt, "meta": meta, "downgraded": downgraded,
             "features": {"signals": dict(f.signals), "has_tools": f.has_tools, "has_images": f.has_images,
                          "has_system": f.has_system},
+            "needs": _needs(request), "tools_offered": len(opts.tools),
+            "images": sum(len(m.images) for m in request.messages) if f.has_images else 0,
+            "output_format": "text" if output is None else output.type, "seed": opts.seed,
         }
 
     def _attempts(self, rid: str, walk: Walk) -> list[AttemptRecord]:
@@ -73,7 +77,8 @@ class Recorder:
                result: RoutedCompletion, *, cache_saved: float = 0.0,
                cache_info: Mapping[str, Any] | None = None) -> None:
         """Log a completed request (served by a vendor or from the cache); `cache_info` lands in `features.cache`."""
-        base = self._base(rid, started, request, decision, walk)
+        base = self._base(rid, started, request, decision.features, decision.route, decision.plan,
+                          decision.downgraded)
         if cache_info:
             base["features"] = {**base["features"], "cache": dict(cache_info)}
         rec = RequestRecord(
@@ -82,16 +87,27 @@ class Recorder:
             input_tokens=sum(a.input_tokens for a in walk.attempts) if not result.cached else 0,
             output_tokens=sum(a.output_tokens for a in walk.attempts) if not result.cached else 0,
             cost_usd=result.cost_usd, latency_ms=result.latency_ms, cache_hit=result.cached,
-            saved_cost_usd=cache_saved if result.cached else 0.0)
+            saved_cost_usd=cache_saved if result.cached else 0.0, finish_reason=result.finish_reason,
+            tool_calls=len(result.tool_calls))
         self._emit(rec, [] if result.cached else self._attempts(rid, walk))
+
+    def cached(self, rid: str, started: float, request: Request, features: Features, route: str | None,
+               result: RoutedCompletion, saved: float) -> None:
+        """Log a request served from the cache before any decision: it has no plan and no attempts."""
+        rec = RequestRecord(
+            **self._base(rid, started, request, features, route, (), False), model=result.model,
+            provider=result.provider, outcome="ok", latency_ms=result.latency_ms, cache_hit=True,
+            saved_cost_usd=saved, finish_reason=result.finish_reason, tool_calls=len(result.tool_calls))
+        self._emit(rec, [])
 
     def failed(self, rid: str, started: float, t0: float, request: Request, decision: Decision, walk: Walk,
                error: Exception) -> None:
         """Log a request that ended in an error (refused, over quota, every model failed)."""
         outcome: Outcome = "quota_exceeded" if isinstance(error, QuotaExceeded) else (
-            "refused" if isinstance(error, RoutingRefused) else "error")
+            "refused" if isinstance(error, RoutingRefused) else "bad_request" if walk.callers_fault else "error")
         rec = RequestRecord(
-            **self._base(rid, started, request, decision, walk), attempts=sum(
+            **self._base(rid, started, request, decision.features, decision.route, decision.plan,
+                         decision.downgraded), attempts=sum(
                 1 for a in walk.attempts if a.outcome != "skipped"), fallbacks=walk.fallbacks, outcome=outcome,
             error_class=type(error).__name__, error_message=str(error)[:2000], cost_usd=walk.cost(),
             input_tokens=sum(a.input_tokens for a in walk.attempts),
@@ -137,3 +153,47 @@ class Recorder:
         """Flush and close the log."""
         if self.log is not None:
             await self.log.aclose()
+
+
+_STREAMING = ("streaming",)
+
+
+def _needs(request: Request) -> tuple[str, ...]:
+    if request.options is NO_OPTIONS and not (request.has_tools or request.has_images):
+        # plain text (the common case): nothing to scan; history tool turns set has_tools
+        return _STREAMING if request.stream else ()
+    return tuple(sorted(request.needs))
+
+
+def prompt_hash(messages: Sequence[Message]) -> str:
+    """sha256 hex of a conversation with whitespace collapsed: what `prompt_hash` holds.
+
+    Tool calls (name and arguments), the call a tool result answers and images (by content
+    hash, so by their bytes) are prompt content too; a plain-text conversation hashes as it
+    always has, so hashes stay comparable across versions.
+    """
+    h = hashlib.sha256()
+    for m in messages:
+        h.update(f"{m.role}\0{' '.join(m.text.split())}\0".encode("utf-8", "surrogatepass"))
+        if m.tool_calls or m.tool_call_id is not None or not isinstance(m.content, str):
+            for c in m.tool_calls:
+                h.update(f"\x1fcall\0{c.id}\0{c.name}\0{c.arguments}\0".encode("utf-8", "surrogatepass"))
+            if m.tool_call_id is not None:
+                h.update(f"\x1fresult\0{m.tool_call_id}\0".encode("utf-8", "surrogatepass"))
+            for img in m.images:
+                h.update(f"\x1fimage\0{img.content_hash}\0".encode())
+    return h.hexdigest()
+
+
+def prompt_text(messages: Sequence[Message]) -> str:
+    """A conversation as `log.prompts: full` stores it: `role: text` paragraphs, with tool calls,
+    tool results and images written out in brackets (inline images as their data URL)."""
+    out = []
+    for m in messages:
+        pieces = [m.text] if m.text else []
+        if m.tool_call_id is not None:
+            pieces.insert(0, f"[result of {m.tool_call_id}]")
+        pieces.extend(f"[image {img.data_url}]" for img in m.images)
+        pieces.extend(f"[call {c.id} {c.name} {c.arguments}]" for c in m.tool_calls)
+        out.append(f"{m.role}: {' '.join(pieces)}")
+    return "\n\n".join(out)

@@ -18,6 +18,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,9 @@ from engine.errors import AllModelsFailed, QuotaExceeded, RateLimitExceeded, Req
 from engine.policy.api import compile_policy, load_policy
 from engine.policy.compile import CompiledPolicy
 from engine.policy.model import Model, Policy
+from engine.policy.predicate import Predicate
 from engine.routing.decide import Decision, decide_features, decide_route
-from engine.routing.features import Features, Request
+from engine.routing.features import Features, Request, safe_truth
 from engine.routing.state import RuntimeState
 from engine.runtime.adapters import AdapterPool
 from engine.runtime.backends import build_state
@@ -37,6 +39,7 @@ from engine.runtime.dispatch import Dispatcher, Served, Walk, mark_stream_failur
 from engine.runtime.health import HealthEvent
 from engine.runtime.recording import Recorder
 from engine.runtime.result import RoutedCompletion, RoutedDelta, StreamDone
+from engine.semantic.cache import Probe as SemanticProbe
 from engine.semantic.cache import SemanticCache, SemanticHit
 
 
@@ -78,7 +81,7 @@ class Router:
         self.recorder = Recorder(log, policy, metrics=metrics, clock=self.clock)
         # the backend (embedded or Redis) is chosen here; everything below uses the interfaces only
         self.backend = build_state(policy, clock=self.clock, quota_path=qpath, cache_path=policy.cache.path or shared,
-                                 on_health=self._on_health)
+                                   on_health=self._on_health)
         self.health, self.limits, self.quotas = self.backend.health, self.backend.limits, self.backend.quotas
         self.cache, self.scoped_limits = self.backend.cache, self.backend.scoped
         self.semantic: SemanticCache | None = None
@@ -89,6 +92,7 @@ class Router:
         self.adapters = AdapterPool(policy, overrides=adapters)
         self.dispatcher = Dispatcher(policy, health=self.health, limits=self.limits, quotas=self.quotas,
                                      clock=self.clock)
+        self._route_names = frozenset(r.name for r in policy.routes)
         self._closed = False
 
     @classmethod
@@ -132,33 +136,46 @@ class Router:
             QuotaExceeded: a `reject` quota has no room.
             AllModelsFailed: every attempt failed.
         """
-        rid, started, t0, request, decision, walk = self._begin(
-            prompt, messages, max_tokens, temperature, stop, meta, model, options, surface, stream=False)
-        await self._admit(rid, started, t0, request, decision, walk)
-        cache_key = self._cache_key(request, decision)
-        try:
-            if cache_key is not None and self.cache is not None:
-                leader: list[RoutedCompletion] = []
-                value, hit = await self.cache.get_or_compute(
-                    cache_key, lambda: self._serve_for_cache(walk, request, decision, t0, leader))
-                if hit:
-                    result = self._from_cache(value, rid, decision, t0)
-                    self.recorder.served(rid, started, request, decision, walk, result, cache_saved=value["cost_usd"])
-                    return result
-                if isinstance(leader[0], SemanticHit):  # an exact miss that a paraphrase's answer served
-                    sim = leader[0].similarity
-                    result = self._from_cache(value, rid, decision, t0, kind="semantic", similarity=sim)
-                    self.recorder.served(rid, started, request, decision, walk, result, cache_saved=value["cost_usd"],
-                                         cache_info={"kind": "semantic", "similarity": round(sim, 4)})
-                    return result
-                result = leader[0]
-            else:
+        rid, started, t0, request = self._request(
+            prompt, messages, max_tokens, temperature, stop, meta, options, surface, stream=False)
+        probe = self._cache_probe(request, model)
+        if probe is None:
+            decision, walk = self._plan(rid, started, t0, request, model)
+            await self._admit(rid, started, t0, request, decision, walk)
+            try:
                 result = await self._serve(walk, request, decision, t0)
-        except (AllModelsFailed, QuotaExceeded) as e:
-            self.recorder.failed(rid, started, t0, request, decision, walk, e)
+            except (AllModelsFailed, QuotaExceeded) as e:
+                self.recorder.failed(rid, started, t0, request, decision, walk, e)
+                raise
+            self.recorder.served(rid, started, request, decision, walk, result)
+            return result
+        # Looked up before the decision: the key names the route (or the pinned model), which
+        # the features alone settle; the plan, health, limits and quotas only matter on a miss.
+        key, features, route, target = probe
+        job = _Job(target=target)
+        assert self.cache is not None
+        try:
+            value, hit = await self.cache.get_or_compute(
+                key, lambda: self._lead(job, rid, started, t0, request, model, features))
+        except (AllModelsFailed, QuotaExceeded, RoutingRefused, RateLimitExceeded) as e:
+            if not job.logged:  # we waited on another request's call: its failure is ours too
+                decision, walk = self._plan(rid, started, t0, request, model, features, refused_ok=True)
+                self.recorder.failed(rid, started, t0, request, decision, walk, e)
             raise
-        self.recorder.served(rid, started, request, decision, walk, result)
-        return result
+        if hit:
+            result = self._from_cache(value, rid, route, features.query_type, t0)
+            self.recorder.cached(rid, started, request, features, route, result, value["cost_usd"])
+            return result
+        if job.semantic is not None:  # an exact miss that a paraphrase's cached answer served
+            assert job.decision is not None and job.walk is not None
+            sim = job.semantic.similarity
+            result = self._from_cache(value, rid, route, features.query_type, t0, kind="semantic", similarity=sim)
+            self.recorder.served(rid, started, request, job.decision, job.walk, result, cache_saved=value["cost_usd"],
+                                 cache_info={"kind": "semantic", "similarity": round(sim, 4)})
+            return result
+        assert job.result is not None and job.decision is not None and job.walk is not None
+        self.recorder.served(rid, started, request, job.decision, job.walk, job.result)
+        return job.result
 
     async def stream(self, prompt: str | None = None, *, messages: Sequence[Any] | None = None,
                      max_tokens: int = 1000, temperature: float = 0.7, stop: Sequence[str] | None = None,
@@ -171,8 +188,9 @@ class Router:
         Falls back to the next model only until the first delta has been yielded; a failure
         after that raises (and is logged).
         """
-        rid, started, t0, request, decision, walk = self._begin(
-            prompt, messages, max_tokens, temperature, stop, meta, model, options, surface, stream=True)
+        rid, started, t0, request = self._request(
+            prompt, messages, max_tokens, temperature, stop, meta, options, surface, stream=True)
+        decision, walk = self._plan(rid, started, t0, request, model)
         await self._admit(rid, started, t0, request, decision, walk)
         msgs = _messages(request)
 
@@ -241,30 +259,40 @@ class Router:
 
     # -- steps -----------------------------------------------------------------------------
 
-    def _begin(self, prompt: str | None, messages: Sequence[Any] | None, max_tokens: int, temperature: float,
-               stop: Sequence[str] | None, meta: Mapping[str, Any] | None, model: str | None,
-               options: Options | None, surface: Mapping[str, Any], *,
-               stream: bool) -> tuple[str, float, float, Request, Decision, Walk]:
-        """Check the request and decide its plan; a bad or refused request is logged, then raised."""
+    def _request(self, prompt: str | None, messages: Sequence[Any] | None, max_tokens: int, temperature: float,
+                 stop: Sequence[str] | None, meta: Mapping[str, Any] | None, options: Options | None,
+                 surface: Mapping[str, Any], *, stream: bool) -> tuple[str, float, float, Request]:
+        """Check the request; a malformed one is logged, then raised (nothing was sent)."""
         started, t0 = self.clock.time(), time.perf_counter()
         rid = _request_id()
         try:
             request = Request.of(prompt, messages=messages, max_tokens=max_tokens, temperature=temperature,
                                  meta=meta, stop=stop, stream=stream, options=options, **surface)
-            decision = self._decide(request, model)
-        except RequestError as e:  # malformed, or pinned to a model or route the policy lacks
+        except RequestError as e:
             self.recorder.bad_request(rid, started, meta, e)
             raise
+        return rid, started, t0, request
+
+    def _plan(self, rid: str, started: float, t0: float, request: Request, model: str | None,
+              features: Features | None = None, *, refused_ok: bool = False) -> tuple[Decision, Walk]:
+        """Decide the request's plan; a refused one is logged, then raised (unless `refused_ok`:
+        a caller that only needs the decision to log a failure it already has)."""
+        try:
+            decision = self._decide(request, model, features)
+        except RequestError as e:  # pinned to a model or route the policy lacks
+            self.recorder.bad_request(rid, started, request.meta, e)
+            raise
         walk = self._walk(rid, request, decision)
-        if decision.refusal is not None:
+        if decision.refusal is not None and not refused_ok:
             err = self._refusal(decision, walk)
             self.recorder.failed(rid, started, t0, request, decision, walk, err)
             raise err
-        return rid, started, t0, request, decision, walk
+        return decision, walk
 
     async def _admit(self, rid: str, started: float, t0: float, request: Request, decision: Decision,
                      walk: Walk) -> None:
-        """Per-tenant / per-key `limits`: a refusal is logged, then raised (nothing was sent)."""
+        """Per-tenant / per-key `limits` (requests that reach a model; a cache hit costs no
+        upstream call and is not counted): a refusal is logged, then raised (nothing was sent)."""
         if self.scoped_limits is None:
             return
         try:
@@ -297,8 +325,9 @@ class Router:
         return RuntimeState(open_circuits=state.open_circuits, demoted=state.demoted, latency_ms=state.latency_ms,
                             unavailable=unavailable, quota_probe=probe)
 
-    def _decide(self, request: Request, pinned: str | None) -> Decision:
-        features = self.compiled.features(request)
+    def _decide(self, request: Request, pinned: str | None, features: Features | None = None) -> Decision:
+        if features is None:
+            features = self.compiled.features(request)
         state = self._state(features)
         decision = decide_features(self.compiled, features, state)
         if pinned is None:
@@ -334,24 +363,52 @@ class Router:
                         return block.error()
         return RoutingRefused(decision.refusal or "refused", decision)
 
-    def _cache_key(self, request: Request, decision: Decision,
-                   messages: Sequence[Message] | None = None) -> str | None:
-        if self.cache is None or request.stream:
-            return None
-        when = self.compiled.cache_when
-        if when is not None:
-            from engine.routing.features import safe_truth
+    def _cache_probe(self, request: Request,
+                     pinned: str | None) -> tuple[str, Features, str | None, str] | None:
+        """(cache key, features, route, key target) when the request may be served from the cache, else None.
 
-            if not safe_truth(when, decision.features.env()):
-                return None
-        tenant, _ = _who(request.meta)
+        The key's target is what the request is routed to: the pinned model, else the route its
+        features match (the tree walk, without ranking a plan). The route already names every
+        model an answer may come from, so a key never depends on the plan, and a hit needs no
+        decision: health, limits and quotas shape which model a miss calls, while a hit calls none.
+        """
+        cache = self.cache
+        if cache is None or request.stream:
+            return None
+        opts = request.options
+        if opts.seed is not None and not self.policy.cache.seeded:
+            return None  # a seed asks for one sample; the policy must say a cached one will do
+        compiled = self.compiled
+        features = compiled.features(request)
+        when = compiled.cache_when
+        if when is not None and not (
+                when.holds(features) if isinstance(when, Predicate) else safe_truth(when, features.env())):
+            return None
+        route: str | None
+        if pinned is None:
+            cr = compiled.match(features.env())
+            if cr is None:
+                return None  # refused: the decision says why
+            route = target = cr.route.name
+        elif pinned in self.policy.models:
+            route, target = None, "model\x1f" + pinned
+        elif pinned in self._route_names:
+            route = target = pinned
+        else:
+            return None  # unknown: the decision raises the error
+        return self._key(request, target, request.messages), features, route, target
+
+    def _key(self, request: Request, target: str, messages: Sequence[Message]) -> str:
+        """The cache key of `request` routed to `target`, over `messages` (the request's, or a
+        copy with the question blanked: the scope of the semantic layer)."""
+        assert self.cache is not None
+        tenant = request.meta.get("tenant")
         params: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": request.temperature,
                                   "stop": list(request.stop) or None}
         if request.options is not NO_OPTIONS:
             params.update(request.options.cache_fields())
-        msgs = request.messages if messages is None else messages
-        return self.cache.make_key(scope=tenant, target=decision.route or "",
-                                   messages=[(m.role, _cache_text(m)) for m in msgs], params=params)
+        return self.cache.make_key(scope=None if tenant is None else str(tenant), target=target,
+                                   messages=[(m.role, _cache_text(m)) for m in messages], params=params)
 
     async def _serve(self, walk: Walk, request: Request, decision: Decision, t0: float) -> RoutedCompletion:
         msgs = _messages(request)
@@ -365,23 +422,47 @@ class Router:
         served = await self.dispatcher.run(walk, decision.plan, call)
         return await self._result(served.value, served, walk, walk.request_id, decision, t0)
 
-    async def _serve_for_cache(self, walk: Walk, request: Request, decision: Decision, t0: float,
-                               leader: list[Any]) -> tuple[dict[str, Any], float]:
+    async def _lead(self, job: _Job, rid: str, started: float, t0: float, request: Request, model: str | None,
+                    features: Features) -> tuple[dict[str, Any], float]:
+        """A cache miss: decide, serve, and hand the cache the value to store. The leader keeps
+        its own result in `job`; requests that waited on it get the cached copy."""
+        try:
+            decision, walk = self._plan(rid, started, t0, request, model, features)
+        except (RoutingRefused, QuotaExceeded, RequestError):
+            job.logged = True
+            raise
+        job.decision, job.walk = decision, walk
         semantic, probe = self.semantic, None
-        if semantic is not None and (scope := self._semantic_scope(request, decision)) is not None:
+        scope = self._semantic_scope(request, job.target) if semantic is not None else None
+        if semantic is not None and scope is not None:
             probe = await semantic.probe(scope[0], scope[1], decision.query_type)
             if probe.hit is not None:
-                leader.append(probe.hit)
+                job.semantic = probe.hit
                 return dict(probe.hit.value), probe.hit.cost_usd
-        result = await self._serve(walk, request, decision, t0)
-        leader.append(result)  # the leader keeps its own result; waiters get the cached copy
+        try:
+            await self._admit(rid, started, t0, request, decision, walk)
+        except RateLimitExceeded:
+            job.logged = True
+            raise
+        try:
+            result = await self._serve(walk, request, decision, t0)
+        except (AllModelsFailed, QuotaExceeded) as e:
+            self.recorder.failed(rid, started, t0, request, decision, walk, e)
+            job.logged = True
+            raise
+        job.result = result
         value = result.cache_value()
         value["cost_usd"] = result.cost_usd
-        if semantic is not None and probe is not None and probe.threshold is not None and scope is not None:
-            semantic.remember(scope[0], scope[1], probe.vector, value, result.cost_usd)  # not awaited
+        self._remember(semantic, probe, scope, value, result.cost_usd)
         return value, result.cost_usd
 
-    def _semantic_scope(self, request: Request, decision: Decision) -> tuple[str, str] | None:
+    @staticmethod
+    def _remember(semantic: SemanticCache | None, probe: SemanticProbe | None, scope: tuple[str, str] | None,
+                  value: dict[str, Any], cost: float) -> None:
+        if semantic is not None and probe is not None and probe.threshold is not None and scope is not None:
+            semantic.remember(scope[0], scope[1], probe.vector, value, cost)  # not awaited: off the reply's path
+
+    def _semantic_scope(self, request: Request, target: str) -> tuple[str, str] | None:
         """(scope key, last user message): the exact key of the request with that message blanked."""
         msgs = request.messages
         last = next((i for i in range(len(msgs) - 1, -1, -1) if msgs[i].role == "user"), None)
@@ -389,8 +470,7 @@ class Router:
         if last is None or not isinstance(msgs[last].content, str):
             return None
         blanked = (*msgs[:last], Message("user", "\x00semantic"), *msgs[last + 1:])
-        key = self._cache_key(request, decision, messages=blanked)
-        return None if key is None else (key, msgs[last].text)
+        return self._key(request, target, blanked), msgs[last].text
 
     async def _result(self, c: Completion, served: Served[Any], walk: Walk, rid: str, decision: Decision,
                       t0: float) -> RoutedCompletion:
@@ -404,18 +484,34 @@ class Router:
             cached=False, route=decision.route, query_type=decision.query_type, request_id=rid,
             downgraded=decision.downgraded, tool_calls=c.tool_calls)
 
-    def _from_cache(self, value: Mapping[str, Any], rid: str, decision: Decision, t0: float, *,
-                    kind: str = "exact", similarity: float | None = None) -> RoutedCompletion:
+    def _from_cache(self, value: Mapping[str, Any], rid: str, route: str | None, query_type: str,
+                    t0: float, *, kind: str = "exact", similarity: float | None = None) -> RoutedCompletion:
+        calls = value.get("tool_calls")
         return RoutedCompletion(
             text=value["text"], model=value["model"], model_id=value["model_id"], provider=value["provider"],
             finish_reason=value["finish_reason"], input_tokens=value["input_tokens"],
             output_tokens=value["output_tokens"], cost_usd=0.0, latency_ms=(time.perf_counter() - t0) * 1000,
-            attempts=0, fallbacks=0, cached=True, route=decision.route, query_type=decision.query_type,
-            request_id=rid, tool_calls=tuple(ToolCall(*c) for c in value.get("tool_calls", ())), cache_kind=kind,
+            attempts=0, fallbacks=0, cached=True, route=route, query_type=query_type,
+            request_id=rid, tool_calls=tuple(ToolCall(*c) for c in calls) if calls else (), cache_kind=kind,
             similarity=similarity)
 
     def _on_health(self, event: HealthEvent) -> None:
         self.recorder.health_event(event)
+
+
+@dataclass(slots=True)
+class _Job:
+    """What a cache-missing request learns while it leads the upstream call."""
+
+    target: str = ""
+    """What its cache key names (route or pinned model)."""
+    decision: Decision | None = None
+    walk: Walk | None = None
+    result: RoutedCompletion | None = None
+    logged: bool = False
+    """Its failure is in the log already (written where it happened)."""
+    semantic: SemanticHit | None = None
+    """A paraphrase's cached answer served it (no upstream call)."""
 
 
 _ID_PREFIX = os.urandom(8).hex()

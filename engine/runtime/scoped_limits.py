@@ -22,6 +22,8 @@ from engine.runtime.clock import Clock
 
 __all__ = ["Meter", "ScopedLimits"]
 
+_MAX_WINDOWS = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class Meter:
@@ -102,6 +104,10 @@ class ScopedLimits:
         if not meters:
             return
         now = self._clock.monotonic()
+        if len(self._windows) > _MAX_WINDOWS:
+            # tenants and keys are unbounded: forget the windows that hold nothing any more
+            cutoff = now - self.period_s
+            self._windows = {k: w for k, w in self._windows.items() if w.entries and w.entries[-1][0] > cutoff}
         windows = [self._windows.setdefault((m.limit, m.scope_key, m.measure), _Window()) for m in meters]
         worst, which = 0.0, None
         for m, w in zip(meters, windows, strict=True):

@@ -162,5 +162,23 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db.table("events").create_index(["ts"], index_name="idx_events_ts")
 
 
+@migration
+def m002_request_surface(db: sqlite_utils.Database) -> None:
+    """What each request used of the request surface (tools, images, output format, seed) and how
+    its answer ended (finish reason, tool calls)."""
+    for name, kind in (
+        ("needs", "TEXT"),
+        ("tools_offered", "INTEGER"),
+        ("images", "INTEGER"),
+        ("output_format", "TEXT"),
+        ("seed", "INTEGER"),
+        ("finish_reason", "TEXT"),
+        ("tool_calls", "INTEGER"),
+    ):
+        db.execute(f'ALTER TABLE requests ADD COLUMN "{name}" {kind}')
+    # "which requests used tools, and how did they end": the dashboard's and stats' question
+    db.table("requests").create_index(["finish_reason", "ts"], index_name="idx_requests_finish_ts")
+
+
 if __name__ == "__main__":
     print(schema_sql())

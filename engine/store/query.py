@@ -22,7 +22,7 @@ GroupBy = Literal["model", "route", "tenant", "query_type"]
 GROUP_BY: tuple[str, ...] = ("model", "route", "tenant", "query_type")
 """Columns `summary` can group by."""
 
-_JSON_COLUMNS = ("plan", "meta", "features")
+_JSON_COLUMNS = ("plan", "meta", "features", "needs")
 _BOOL_COLUMNS = ("cache_hit", "stream", "downgraded")
 
 
@@ -54,7 +54,7 @@ def percentile(values: Sequence[float], p: float) -> float | None:
 def request_rows(db_path: str | Path, since_ts: float | None = None) -> list[dict[str, Any]]:
     """Every `requests` row (with `ts >= since_ts` if given), oldest first.
 
-    `plan`, `meta` and `features` come back decoded from JSON; `cache_hit`, `stream` and
+    `plan`, `meta`, `features` and `needs` come back decoded from JSON; `cache_hit`, `stream` and
     `downgraded` as booleans.
     """
     db = open_readonly(db_path)
@@ -65,7 +65,7 @@ def request_rows(db_path: str | Path, since_ts: float | None = None) -> list[dic
         db.close()
     for row in rows:
         for col in _JSON_COLUMNS:
-            if row[col] is not None:
+            if row.get(col) is not None:  # a file written before m002 has no `needs`
                 row[col] = json.loads(row[col])
         for col in _BOOL_COLUMNS:
             if row[col] is not None:

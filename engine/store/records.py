@@ -58,7 +58,8 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "id", "ts", "policy_digest", "tenant", "api_key_id", "route", "query_type", "plan", "model", "provider",
     "attempts", "fallbacks", "outcome", "error_class", "error_message", "prompt_tokens", "input_tokens",
     "output_tokens", "cost_usd", "latency_ms", "cache_hit", "saved_cost_usd", "stream", "max_tokens",
-    "temperature", "prompt_hash", "prompt", "meta", "features", "downgraded",
+    "temperature", "prompt_hash", "prompt", "meta", "features", "downgraded", "needs", "tools_offered", "images",
+    "output_format", "seed", "finish_reason", "tool_calls",
 )  # fmt: skip
 """Columns of `requests`, in table order."""
 
@@ -129,6 +130,20 @@ class RequestRecord:
     """Signals and `has_*` flags the decision saw."""
     downgraded: bool = False
     """A quota with `on_exceed: downgrade` changed the plan."""
+    needs: tuple[str, ...] = ()
+    """Model features the request needed (`tools`, `vision`, `json`, `json_schema`, `streaming`), sorted."""
+    tools_offered: int = 0
+    """Tool definitions the request carried."""
+    images: int = 0
+    """Image parts in its messages."""
+    output_format: str | None = None
+    """`text`, `json_object` or `json_schema`; None when the request was refused as malformed."""
+    seed: int | None = None
+    """The request's sampling seed, if it set one."""
+    finish_reason: str | None = None
+    """How the answer ended (`stop`, `length`, `tool_calls`, `content_filter`, `other`); None if none was served."""
+    tool_calls: int = 0
+    """Tool calls in the answer."""
 
     def values(self) -> tuple[Any, ...]:
         """Column values in `REQUEST_COLUMNS` order, JSON columns encoded."""
@@ -138,7 +153,8 @@ class RequestRecord:
             self.error_class, self.error_message, self.prompt_tokens, self.input_tokens, self.output_tokens,
             self.cost_usd, self.latency_ms, self.cache_hit, self.saved_cost_usd, self.stream, self.max_tokens,
             self.temperature, self.prompt_hash, self.prompt, _encode_json(self.meta), _encode_json(self.features),
-            self.downgraded,
+            self.downgraded, _encode_plan(self.needs), self.tools_offered, self.images, self.output_format,
+            self.seed, self.finish_reason, self.tool_calls,
         )  # fmt: skip
 
     def as_row(self) -> dict[str, Any]:

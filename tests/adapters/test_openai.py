@@ -131,3 +131,75 @@ async def test_sdk_exceptions_map_at_the_choke_point(
 async def test_non_vendor_exceptions_pass_through(adapter: OpenAIAdapter) -> None:
     with pytest.raises(KeyError), adapter._map_errors():
         raise KeyError("a bug of ours stays a bug")
+
+
+_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+_WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    "strict": True}}
+
+
+async def test_request_bodies_of_the_surface(
+    adapter: OpenAIAdapter, fake: FakeVendorServer, snapshot: SnapshotAssertion
+) -> None:
+    """Tools, tool choice, a tool round trip, JSON schema output, images and sampling, as OpenAI gets them."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+    await adapter.generate(messages=[Message("user", "weather?")], max_tokens=50, temperature=0.0, tools=[_WEATHER],
+                           tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                           parallel_tool_calls=False)
+    await adapter.generate(messages=[{"role": "system", "content": "Be brief."},
+                                     {"role": "user", "content": "weather?"},
+                                     {"role": "assistant", "content": None, "tool_calls": [call]},
+                                     {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}],
+                           max_tokens=50, temperature=0.0, tools=[_WEATHER], tool_choice="auto")
+    await adapter.generate("a person", 50, 0.0, response_format={"type": "json_schema", "json_schema": {
+        "name": "person", "schema": {"type": "object", "properties": {"name": {"type": "string"}},
+                                     "required": ["name"], "additionalProperties": False}, "strict": True}})
+    await adapter.generate(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "compare"},
+        {"type": "image_url", "image_url": {"url": "https://images.example.com/a.png", "detail": "low"}},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{_PNG}"}}]}], max_tokens=50)
+    async for _ in adapter.stream("sample", 50, 0.5, top_p=0.9, seed=42, presence_penalty=0.5,
+                                  frequency_penalty=-0.5, user="user-1", response_format={"type": "json_object"}):
+        pass
+    assert [r.body for r in fake.requests("openai")] == snapshot
+
+
+async def test_tool_calls_and_finish_reasons_are_parsed(adapter: OpenAIAdapter) -> None:
+    c = await adapter.generate("weather in Paris?", 50, 0.0, tools=[_WEATHER])
+    assert (c.text, c.finish_reason) == ("", "tool_calls")
+    assert [(t.id, t.name, t.arguments) for t in c.tool_calls] == [("call_1", "get_weather", '{"city":"x"}')]
+
+
+async def test_metadata_needs_store_let_through(fake: FakeVendorServer) -> None:
+    plain = adapter_for("openai", fake)
+    stored = adapter_for("openai", fake, pass_through=["store"])
+    try:
+        with pytest.raises(BadRequest, match="metadata needs store: true for openai model gpt-4o-mini"):
+            await plain.generate("hi", 10, 0.5, metadata={"team": "a"})
+        with pytest.raises(BadRequest, match="metadata needs store"):
+            await stored.generate("hi", 10, 0.5, metadata={"team": "a"})
+        assert fake.calls() == 0
+        await stored.generate("hi", 10, 0.5, metadata={"team": "a"}, extra_body={"store": True})
+    finally:
+        await plain.aclose()
+        await stored.aclose()
+    body = fake.last_body("openai")
+    assert (body["metadata"], body["store"]) == ({"team": "a"}, True)
+
+
+async def test_compatible_rows_declare_what_their_servers_take(fake: FakeVendorServer) -> None:
+    from adapters.openai_compat import ENDPOINTS
+
+    mistral = adapter_for("openai_compatible", fake, endpoint="mistral")
+    try:
+        assert "user" not in mistral.supported_options and "metadata" not in mistral.supported_options
+        with pytest.raises(BadRequest, match="user is not supported by openai_compatible model"):
+            await mistral.generate("hi", 10, 0.5, user="u-1")
+        await mistral.generate("hi", 10, 0.5, seed=5)
+    finally:
+        await mistral.aclose()
+    body = fake.last_body("compat")
+    assert body["random_seed"] == 5 and "seed" not in body
+    assert "parallel_tool_calls" not in ENDPOINTS["ollama"].options

@@ -22,15 +22,18 @@ from syrupy.assertion import SnapshotAssertion
 
 from adapters import (
     AuthError,
+    BadRequest,
     InvalidInput,
     LLMAdapter,
     Message,
     OpenAIAdapter,
     OpenAICompatibleAdapter,
     ProviderError,
+    StreamEnd,
     TextDelta,
     build_adapter,
 )
+from adapters.conversation import ToolCall, ToolCallDelta
 from adapters.openai_compat import CompatibleEndpoint
 from adapters.openai_http import OpenAICompatibleHTTPAdapter, OpenAIHTTPAdapter, _SSEDecoder
 from engine.policy.api import analyze_text
@@ -76,14 +79,15 @@ async def _drive(adapter: LLMAdapter, stream: bool, **kw: Any) -> tuple[Any, ...
             async for ev in adapter.stream(**args):
                 if isinstance(ev, TextDelta):
                     deltas.append(ev.text)
-                else:
+                elif isinstance(ev, StreamEnd):
                     c = ev.completion
                     assert "".join(deltas) == c.text
         else:
             c = await adapter.generate(**args)
     except ProviderError as err:
         return type(err).__name__, err.status, err.retry_after, err.message
-    return "ok", c.text, c.finish_reason, c.input_tokens, c.output_tokens, c.cost_usd, c.provider, c.model
+    return ("ok", c.text, c.finish_reason, c.input_tokens, c.output_tokens, c.cost_usd, c.provider, c.model,
+            c.tool_calls)
 
 
 # ------------------------------------------------------------------ the wire: bodies
@@ -139,6 +143,123 @@ async def test_a_custom_row_applies_to_the_http_transport(fake: FakeVendorServer
     assert bodies[:2] == bodies[2:]
     assert bodies[2]["max_completion_tokens"] == 12 and "stream_options" not in bodies[3]
     assert [r.headers["authorization"] for r in fake.requests("strict")] == ["<redacted>"] * 4  # keyless: no-key
+
+
+# ------------------------------------------------ the wire: every request kind of the surface
+
+_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+_TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather “now” in a city",
+                                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                     "required": ["city"]}, "strict": True}},
+    {"type": "function", "function": {"name": "get_time", "parameters": {
+        "type": "object", "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}}}}},
+]
+_CALLED = [{"role": "user", "content": "weather?"},
+           {"role": "assistant", "content": None, "tool_calls": [
+               {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"x"}'}}]},
+           {"role": "tool", "tool_call_id": "call_1", "content": "sunny ☀"}]
+_SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "n": {"type": "integer"}},
+           "required": ["name", "n"], "additionalProperties": False}
+
+# name -> generate/stream keywords: every kind of request the surface can make
+SURFACE: dict[str, dict[str, Any]] = {
+    "tools-auto": {"messages": [Message("user", "weather in Paris?")], "tools": _TOOLS},
+    "tools-parallel": {"messages": [Message("user", "both in parallel")], "tools": _TOOLS,
+                       "parallel_tool_calls": True},
+    "tools-no-parallel": {"messages": [Message("user", "both in parallel")], "tools": _TOOLS,
+                          "parallel_tool_calls": False},
+    "tools-required": {"messages": [Message("user", "go")], "tools": _TOOLS, "tool_choice": "required"},
+    "tools-named": {"messages": [Message("user", "go")], "tools": _TOOLS,
+                    "tool_choice": {"type": "function", "function": {"name": "get_time"}}},
+    "tools-none": {"messages": [Message("user", "go")], "tools": _TOOLS, "tool_choice": "none"},
+    "tool-result": {"messages": _CALLED, "tools": _TOOLS},
+    "json-object": {"messages": [Message("user", "as JSON")], "response_format": {"type": "json_object"}},
+    "json-schema": {"messages": [Message("user", "as JSON")], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "thing", "description": "A thing", "schema": _SCHEMA,
+                                               "strict": True}}},
+    "image-data": {"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{_PNG}", "detail": "high"}}]}]},
+    "image-url": {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://images.example.com/a.png"}},
+        {"type": "text", "text": "and this?"}]}]},
+    "sampling": {"messages": [Message("user", "sample")], "top_p": 0.9, "seed": 42, "presence_penalty": 0.5,
+                 "frequency_penalty": -0.25, "user": "user-1"},
+    "everything": {"messages": [Message("system", "Be brief."), *_CALLED[:2],
+                                {"role": "tool", "tool_call_id": "call_1", "content": "rain"},
+                                {"role": "user", "content": [{"type": "text", "text": "now the time, parallel"},
+                                                             {"type": "image_url", "image_url": {
+                                                                 "url": f"data:image/png;base64,{_PNG}"}}]}],
+                   "tools": _TOOLS, "tool_choice": "auto", "parallel_tool_calls": True, "top_p": 0.5, "seed": 7,
+                   "stop": ["\n\n"], "response_format": {"type": "json_object"}},
+}
+
+
+async def _drive_surface(adapter: LLMAdapter, stream: bool, kw: dict[str, Any]) -> tuple[Any, ...]:
+    """The whole outcome of a surface call: text, finish, tool calls (streamed: deltas too), usage; or the error."""
+    args: dict[str, Any] = {"max_tokens": 200, "temperature": 0.5, **kw}
+    try:
+        if stream:
+            events = [ev async for ev in adapter.stream(**args)]
+            c = events[-1].completion  # type: ignore[union-attr]
+            deltas = tuple((ev.index, ev.id, ev.name, ev.arguments) for ev in events
+                           if not isinstance(ev, TextDelta) and hasattr(ev, "index"))
+        else:
+            c = await adapter.generate(**args)
+            deltas = ()
+    except ProviderError as err:
+        return type(err).__name__, err.status, err.message
+    return "ok", c.text, c.finish_reason, c.tool_calls, c.input_tokens, c.output_tokens, deltas
+
+
+@pytest.mark.parametrize("kind", ["openai", "openai_compatible"])
+@pytest.mark.parametrize("case", SURFACE.values(), ids=SURFACE.keys())
+async def test_every_request_kind_same_bytes_and_results_as_the_sdk(
+    kind: str, case: dict[str, Any], pair: Callable[..., tuple[LLMAdapter, LLMAdapter]], fake: FakeVendorServer
+) -> None:
+    sdk, http = pair(kind, pass_through=["top_k"])
+    if kind == "openai_compatible":
+        case = {k: v for k, v in case.items() if k != "user"} | {"extra_body": {"top_k": 3}}
+    outcomes = [await _drive_surface(adapter, stream, case) for adapter in (sdk, http) for stream in (False, True)]
+    assert outcomes[0][0] == "ok", outcomes[0]
+    assert outcomes[2:] == outcomes[:2], "sdk == http, json and sse"
+    assert outcomes[1][1:6] == outcomes[0][1:6], "the stream assembles what generate returns"
+    reqs = fake.requests(channel_of(kind))
+    assert len(reqs) == 4
+    for via_sdk, via_http in ((reqs[0], reqs[2]), (reqs[1], reqs[3])):
+        assert via_http.body == via_sdk.body
+        assert list(via_http.body) == list(via_sdk.body), "same key order"
+        assert via_http.headers["content-length"] == via_sdk.headers["content-length"], "same bytes"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("fault", ["rate_limit", "server_error", "bad_request", "stream_error", "drop"])
+async def test_surface_requests_fail_as_with_the_sdk(
+    fault: str, stream: bool, pair: Callable[..., tuple[LLMAdapter, LLMAdapter]], fake: FakeVendorServer
+) -> None:
+    sdk, http = pair("openai")
+    outcomes = []
+    for adapter in (sdk, http):
+        fake.script("openai", Fault(fault, after_chunks=3))  # type: ignore[arg-type]
+        outcomes.append(await _drive_surface(adapter, stream, SURFACE["tools-parallel"]))
+    assert outcomes[0][0] != "ok" or fault == "stream_error" and not stream
+    assert outcomes[1][:2] == outcomes[0][:2], "class and status"
+    if outcomes[0][1] is not None:
+        assert outcomes[1] == outcomes[0]
+
+
+async def test_refusals_before_the_call_are_the_same(pair: Callable[..., tuple[LLMAdapter, LLMAdapter]],
+                                                     fake: FakeVendorServer) -> None:
+    sdk, http = pair("openai")
+    for kw in ({"extra_body": {"top_k": 1}}, {"metadata": {"team": "a"}}):
+        texts = []
+        for adapter in (sdk, http):
+            with pytest.raises(BadRequest) as info:
+                await adapter.generate("hi", 10, 0.5, **kw)
+            texts.append(str(info.value))
+        assert texts[0] == texts[1]
+    assert fake.calls() == 0
 
 
 # ------------------------------------------------------------ the wire: answers
@@ -298,6 +419,21 @@ MOCKS: dict[str, tuple[int, dict[str, str], list[bytes], bool]] = {
     "sse-error-event-no-message": (200, {}, [b'data: {"error":{"type":"server_error"}}\n\n'], True),
     "sse-malformed": (200, {}, [b"data: {not json\n\n"], True),
     "sse-429": (429, {"retry-after": "3"}, [b'{"error":{"message":"later"}}'], True),
+    "tool-calls": (200, {}, [b'{"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":['
+                             b'{"id":"call_a","type":"function","function":{"name":"f","arguments":"{\\"a\\": 1 }"}},'
+                             b'{"id":"call_b","type":"function","function":{"name":"g","arguments":""}}]},'
+                             b'"finish_reason":"tool_calls"}]' + _USAGE.encode() + b"}"], False),
+    "sse-tool-calls-interleaved-odd-indexes": (200, {}, [
+        b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":"Let me check. "},'
+        b'"finish_reason":null}]}\n\n',
+        b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":3,"id":"call_x","type":"function",'
+        b'"function":{"name":"f","arguments":"{\\"a\\""}}]},"finish_reason":null}]}\n\n',
+        b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":7,"id":"call_y","type":"function",'
+        b'"function":{"name":"g","arguments":""}}]},"finish_reason":null}]}\n\n',
+        b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":3,"function":{"arguments":": 1}"}}]},'
+        b'"finish_reason":null}]}\n\n',
+        b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":7,"function":{"arguments":"{}"}}]},'
+        b'"finish_reason":"tool_calls"}]' + _USAGE.encode() + b'}\n\ndata: [DONE]\n\n'], True),
     "sse-503": (503, {}, [b'{"error":{"message":"overloaded"}}'], True),
 }
 
@@ -368,6 +504,33 @@ async def test_odd_answers_end_as_with_the_sdk(kind: str, spec: Spec, odd: OddSe
     assert via_http == via_sdk
     assert all(MOCK_KEY not in str(part) for part in via_http)
     assert len(odd.paths) == 2
+
+
+async def test_odd_tool_call_answers_parse_alike(odd: OddServer) -> None:
+    results = []
+    for name in ("tool-calls", "sse-tool-calls-interleaved-odd-indexes"):
+        spec = MOCKS[name]
+        sdk, http = _both("openai", odd, spec)
+        try:
+            for adapter in (sdk, http):
+                args: dict[str, Any] = {"messages": CONVERSATION, "max_tokens": 64, "temperature": 0.5}
+                if spec[3]:
+                    events = [ev async for ev in adapter.stream(**args)]
+                    c = events[-1].completion  # type: ignore[union-attr]
+                    results.append((c.text, c.finish_reason, c.tool_calls,
+                                    [(e.index, e.id, e.arguments) for e in events if isinstance(e, ToolCallDelta)]))
+                else:
+                    c = await adapter.generate(**args)
+                    results.append((c.text, c.finish_reason, c.tool_calls, []))
+        finally:
+            await sdk.aclose()
+            await http.aclose()
+    assert results[0] == results[1] and results[2] == results[3]
+    assert results[0][2] == (ToolCall("call_a", "f", '{"a": 1 }'), ToolCall("call_b", "g", ""))  # as sent
+    text, finish, calls, deltas = results[2]
+    assert (text, finish) == ("Let me check. ", "tool_calls")
+    assert calls == (ToolCall("call_x", "f", '{"a": 1}'), ToolCall("call_y", "g", "{}"))
+    assert [d[0] for d in deltas] == [0, 1, 0, 1], "renumbered in order of first appearance"
 
 
 async def test_a_non_utf8_body_is_a_server_error(odd: OddServer) -> None:

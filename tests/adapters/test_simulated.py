@@ -211,3 +211,115 @@ async def test_real_sleep_with_time_scale_zero_is_fast() -> None:
 def test_bad_settings_are_rejected(kw: dict[str, object]) -> None:
     with pytest.raises(InvalidInput):
         SimulatedAdapter("sim", "m", **kw)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ the request surface
+
+_TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+        "required": ["city"]}}},
+    {"type": "function", "function": {"name": "get_time", "parameters": {
+        "type": "object", "properties": {"zone": {"type": "string"}, "h24": {"type": "boolean"}}}}},
+]
+
+
+async def test_calls_the_first_tool_with_arguments_from_its_schema() -> None:
+    a = sim()
+    c = await a.generate("weather in Paris?", 100, 0.5, tools=_TOOLS)
+    assert (c.text, c.finish_reason) == ("", "tool_calls")
+    assert [(t.name, t.arguments) for t in c.tool_calls] == [("get_weather", '{"city":"x"}')]
+    again = await sim().generate("weather in Paris?", 100, 0.5, tools=_TOOLS)
+    assert again.tool_calls == c.tool_calls, "same conversation, same call ids"
+    both = await a.generate("weather and time in parallel", 100, 0.5, tools=_TOOLS)
+    assert [t.name for t in both.tool_calls] == ["get_weather", "get_time"]
+    assert both.tool_calls[1].args() == {"zone": "x", "h24": True}
+    one = await a.generate("weather and time in parallel", 100, 0.5, tools=_TOOLS, parallel_tool_calls=False)
+    assert [t.name for t in one.tool_calls] == ["get_weather"]
+    forced = await a.generate("weather?", 100, 0.5, tools=_TOOLS,
+                              tool_choice={"type": "function", "function": {"name": "get_time"}})
+    assert [t.name for t in forced.tool_calls] == ["get_time"]
+    none = await a.generate("weather?", 100, 0.5, tools=_TOOLS, tool_choice="none")
+    assert none.tool_calls == () and none.text.startswith("[sim-model] re: weather?")
+
+
+async def test_answers_a_tool_result_with_it() -> None:
+    a = sim()
+    first = await a.generate("weather?", 100, 0.5, tools=_TOOLS)
+    call = first.tool_calls[0]
+    c = await a.generate(messages=[
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"}], max_tokens=100, tools=_TOOLS)
+    assert (c.text, c.finish_reason, c.tool_calls) == ("Tool get_weather returned: sunny", "stop", ())
+
+
+async def test_streams_tool_calls_in_fragments() -> None:
+    from adapters.conversation import ToolCallAccumulator, ToolCallDelta
+
+    events = [ev async for ev in sim().stream("both in parallel", 100, 0.5, tools=_TOOLS)]
+    deltas = [ev for ev in events if isinstance(ev, ToolCallDelta)]
+    assert [d.index for d in deltas if d.name] == [0, 1]
+    assert len([d for d in deltas if d.index == 0 and d.arguments]) == 2
+    acc = ToolCallAccumulator()
+    for d in deltas:
+        acc.add(d)
+    end = events[-1]
+    assert isinstance(end, StreamEnd) and end.completion.tool_calls == acc.calls()
+    assert [c.args() for c in acc.calls()] == [{"city": "x"}, {"zone": "x", "h24": True}]
+    assert end.completion.finish_reason == "tool_calls" and end.completion.output_tokens > 0
+
+
+async def test_json_output_is_valid_for_the_schema() -> None:
+    import json
+
+    import jsonschema
+
+    schema = {"type": "object", "properties": {
+        "name": {"type": "string"}, "age": {"type": "integer"}, "kind": {"enum": ["a", "b"]},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "home": {"$ref": "#/$defs/Home"}, "nick": {"anyOf": [{"type": "null"}, {"type": "string"}]}},
+        "required": ["name", "age", "kind", "tags", "home", "nick"],
+        "$defs": {"Home": {"type": "object", "properties": {"lat": {"type": "number"}}, "required": ["lat"]}}}
+    a = sim()
+    c = await a.generate("a person", 200, 0.5,
+                         response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": schema}})
+    value = json.loads(c.text)
+    jsonschema.validate(value, schema)
+    assert value == {"name": "x", "age": 1, "kind": "a", "tags": [], "home": {"lat": 1.5}, "nick": "x"}
+    obj = await a.generate("hello json", 200, 0.5, response_format={"type": "json_object"})
+    assert json.loads(obj.text) == {"echo": "hello json"}
+
+
+async def test_honours_stop_and_counts_images() -> None:
+    a = sim()
+    full = await a.generate("alpha beta gamma", 200, 0.5)
+    cut = await a.generate("alpha beta gamma", 200, 0.5, stop=[" | "])
+    assert cut.text == "[sim-model] re: alpha beta gamma" and full.text.startswith(cut.text + " | ")
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    seen = await a.generate(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "what is it"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+        {"type": "image_url", "image_url": {"url": "https://images.example.com/x.png"}}]}], max_tokens=200)
+    assert seen.text.endswith(" [images: 2]")
+
+
+async def test_a_model_without_a_feature_refuses_before_the_call() -> None:
+    from adapters import BadRequest
+
+    text_only = sim(features=["streaming"])
+    with pytest.raises(BadRequest, match="tools is not supported by simulated model sim-model"):
+        await text_only.generate("weather?", 100, 0.5, tools=_TOOLS)
+    with pytest.raises(BadRequest, match="response_format is not supported"):
+        await text_only.generate("json", 100, 0.5, response_format={"type": "json_object"})
+    with pytest.raises(BadRequest, match="image input is not supported"):
+        await text_only.generate(messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://images.example.com/x.png"}}]}], max_tokens=10)
+    assert text_only.calls == 0
+    await text_only.generate("plain text works", 100, 0.5, seed=3, top_p=0.5)
+    no_stream = sim(features=["tools", "json", "vision"])
+    with pytest.raises(BadRequest, match="streaming is not supported by simulated model sim-model"):
+        no_stream.stream("hi", 10, 0.5)
+    with pytest.raises(InvalidInput, match="unknown feature"):
+        sim(features=["teleport"])

@@ -46,8 +46,11 @@ def adapter_for(
     """Build an adapter of `kind` whose base_url points at `server`.
 
     The openai_compatible adapter gets its own channel ("compat", under `/compat/v1`) so its
-    faults and records are separate from OpenAI's.
+    faults and records are separate from OpenAI's. The OpenAI kinds get their SDK transport,
+    the reference, unless `transport` says otherwise (the registry's default is `http`).
     """
+    if kind in ("openai", "openai_compatible"):
+        options.setdefault("transport", "sdk")
     if kind == "openai":
         base_url = server.openai_url
     elif kind == "openai_compatible":

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.fakes.faults import Fault
+from tests.fakes.surface import Surface, ToolOffer, answer
 
 __all__ = ["ANTHROPIC", "GEMINI", "OPENAI", "Parsed", "Reply", "Vendor", "make_reply", "tokens"]
 
@@ -36,6 +37,7 @@ class Parsed:
     max_tokens: int
     stop: tuple[str, ...]
     include_usage: bool = True
+    surface: Surface | None = None  # tool calls / a text other than the echo (tests.fakes.surface)
 
     @property
     def input_tokens(self) -> int:
@@ -45,10 +47,11 @@ class Parsed:
 @dataclass(frozen=True, slots=True)
 class Reply:
     text: str
-    finish: str  # "stop" | "length" | "stop_sequence"
+    finish: str  # "stop" | "length" | "stop_sequence" | "tool_calls"
     stop_sequence: str | None
     input_tokens: int
     output_tokens: int
+    calls: tuple[tuple[str, str], ...] = ()  # (tool name, arguments JSON) when the model calls tools
 
     @property
     def pieces(self) -> list[str]:
@@ -57,7 +60,14 @@ class Reply:
 
 def make_reply(parsed: Parsed) -> Reply:
     """The deterministic answer to a request."""
+    surface = parsed.surface
+    if surface is not None and surface.calls:
+        out = sum(tokens(name + args) for name, args in surface.calls)
+        return Reply("", "tool_calls", None, parsed.input_tokens, out, surface.calls)
     text = f"Echo from {parsed.model}: {parsed.last_user}"
+    if surface is not None:
+        text = (text if surface.text is None else surface.text) + (
+            f" [images: {surface.images}]" if surface.images else "")
     finish, matched = "stop", None
     for s in parsed.stop:
         at = text.find(s)
@@ -122,10 +132,17 @@ class _OpenAI(Vendor):
         opts = body.get("stream_options") or {}
         return Parsed(
             body.get("model", ""), texts, last_user, int(max_tokens), (stop,) if isinstance(stop, str) else tuple(stop),
-            bool(opts.get("include_usage")),
+            bool(opts.get("include_usage")), _openai_surface(body, msgs, last_user),
         )
 
     def ok(self, parsed: Parsed, reply: Reply, n: int) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+        if reply.calls:
+            message["content"] = None
+            message["tool_calls"] = [
+                {"id": f"call_{i + 1}", "type": "function", "function": {"name": name, "arguments": args}}
+                for i, (name, args) in enumerate(reply.calls)
+            ]
         return {
             "id": f"chatcmpl-fake{n}",
             "object": "chat.completion",
@@ -134,9 +151,9 @@ class _OpenAI(Vendor):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.text, "refusal": None},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "length" if reply.finish == "length" else "stop",
+                    "finish_reason": _openai_finish(reply),
                 }
             ],
             "usage": _openai_usage(reply),
@@ -156,7 +173,12 @@ class _OpenAI(Vendor):
 
         events = [chunk({"role": "assistant", "content": "", "refusal": None}, None)]
         events += [chunk({"content": p}, None) for p in reply.pieces]
-        events.append(chunk({}, "length" if reply.finish == "length" else "stop"))
+        for i, (name, args) in enumerate(reply.calls):
+            events.append(chunk({"tool_calls": [{"index": i, "id": f"call_{i + 1}", "type": "function",
+                                                 "function": {"name": name, "arguments": ""}}]}, None))
+            events += [chunk({"tool_calls": [{"index": i, "function": {"arguments": frag}}]}, None)
+                       for frag in _fragments(args)]
+        events.append(chunk({}, _openai_finish(reply)))
         if parsed.include_usage:
             events.append(sse({
                 "id": f"chatcmpl-fake{n}", "object": "chat.completion.chunk", "created": 1_700_000_000,
@@ -212,6 +234,35 @@ class _OpenAI(Vendor):
                               "type": "server_error", "param": None, "code": None}})
 
 
+def _openai_finish(reply: Reply) -> str:
+    return {"length": "length", "tool_calls": "tool_calls"}.get(reply.finish, "stop")
+
+
+def _fragments(args: str) -> list[str]:
+    """A call's arguments in two pieces, as vendors stream them (never all at once)."""
+    half = max(1, len(args) // 2)
+    return [args[:half], args[half:]]
+
+
+def _openai_surface(body: dict[str, Any], msgs: list[Any], last_user: str) -> Surface | None:
+    """The neutral facts of an OpenAI request, answered by `tests.fakes.surface.answer`."""
+    tools = [ToolOffer(t["function"]["name"], t["function"].get("parameters") or {})
+             for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    raw_choice = body.get("tool_choice")
+    choice = raw_choice["function"]["name"] if isinstance(raw_choice, dict) else raw_choice
+    result: tuple[str, str] | None = None
+    if msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "tool":
+        called = {c.get("id"): c.get("function", {}).get("name", "")
+                  for m in msgs if isinstance(m, dict) for c in m.get("tool_calls") or ()}
+        result = (called.get(msgs[-1].get("tool_call_id"), ""), _content_text(msgs[-1].get("content")))
+    fmt = body.get("response_format") or {}
+    images = sum(1 for m in msgs if isinstance(m, dict) and isinstance(m.get("content"), list)
+                 for p in m["content"] if isinstance(p, dict) and p.get("type") == "image_url")
+    return answer(tools=tools, choice=choice, parallel=body.get("parallel_tool_calls"), last_user=last_user,
+                  tool_result=result, output=fmt.get("type"),
+                  schema=(fmt.get("json_schema") or {}).get("schema"), images=images)
+
+
 def _openai_usage(reply: Reply) -> dict[str, Any]:
     return {
         "prompt_tokens": reply.input_tokens,
@@ -228,6 +279,41 @@ def _content_text(content: Any) -> str:
     return ""
 
 
+def _json_fragments(args: str) -> list[str]:
+    """A call's arguments JSON in two pieces (vendors that stream them never send them whole)."""
+    half = max(1, len(args) // 2)
+    return [args[:half], args[half:]]
+
+
+def _anthropic_surface(body: dict[str, Any], msgs: list[Any], last_user: str) -> Surface | None:
+    """The neutral facts of a Messages API request, answered by `tests.fakes.surface.answer`."""
+    tools = [ToolOffer(t["name"], t.get("input_schema") or {}) for t in body.get("tools") or ()
+             if isinstance(t, dict) and "name" in t]
+    tc = body.get("tool_choice") or {}
+    choice = {"any": "required", "none": "none", "tool": tc.get("name")}.get(str(tc.get("type")), "auto")
+    forced = next((t for t in tools if t.name == choice), None)
+    if forced is not None and "properties" not in forced.parameters:
+        # a forced tool with a free-form input is how clients ask Claude for any JSON object:
+        # answer it as json_object
+        return Surface(((forced.name, json.dumps({"echo": last_user}, ensure_ascii=False, separators=(",", ":"))),))
+    result: tuple[str, str] | None = None
+    last = msgs[-1] if msgs and isinstance(msgs[-1], dict) else {}
+    blocks = last.get("content") if last.get("role") == "user" else None
+    # the turn is a tool result when it ends with one (text after the results is a new question)
+    if isinstance(blocks, list) and blocks and isinstance(blocks[-1], dict) and blocks[-1].get("type") == "tool_result":
+        called = {b.get("id"): b.get("name", "") for m in msgs if isinstance(m, dict)
+                  and isinstance(m.get("content"), list) for b in m["content"]
+                  if isinstance(b, dict) and b.get("type") == "tool_use"}
+        content = blocks[-1].get("content")
+        result = (called.get(blocks[-1].get("tool_use_id"), ""),
+                  content if isinstance(content, str) else _content_text(content))
+    fmt = (body.get("output_config") or {}).get("format") or {}
+    images = sum(1 for m in msgs if isinstance(m, dict) and isinstance(m.get("content"), list)
+                 for b in m["content"] if isinstance(b, dict) and b.get("type") == "image")
+    return answer(tools=tools, choice=choice, parallel=not tc.get("disable_parallel_tool_use"), last_user=last_user,
+                  tool_result=result, output=fmt.get("type"), schema=fmt.get("schema"), images=images)
+
+
 class _Anthropic(Vendor):
     name = "anthropic"
 
@@ -238,28 +324,39 @@ class _Anthropic(Vendor):
         last_user = next((_content_text(m.get("content")) for m in reversed(msgs) if m.get("role") == "user"), "")
         return Parsed(
             body.get("model", ""), texts, last_user, int(body.get("max_tokens") or 0),
-            tuple(body.get("stop_sequences") or ()),
+            tuple(body.get("stop_sequences") or ()), surface=_anthropic_surface(body, msgs, last_user),
         )
 
     def _stop_reason(self, reply: Reply) -> str:
-        return {"length": "max_tokens", "stop_sequence": "stop_sequence"}.get(reply.finish, "end_turn")
+        return {"length": "max_tokens", "stop_sequence": "stop_sequence", "tool_calls": "tool_use"}.get(
+            reply.finish, "end_turn")
 
     def _usage(self, input_tokens: int, output_tokens: int) -> dict[str, Any]:
         return {"input_tokens": input_tokens, "output_tokens": output_tokens,
                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
 
+    def _uses(self, reply: Reply, n: int) -> list[dict[str, Any]]:
+        """The reply's tool calls as tool_use blocks."""
+        return [{"type": "tool_use", "id": f"toolu_fake{n}_{i}", "name": name, "input": json.loads(args)}
+                for i, (name, args) in enumerate(reply.calls)]
+
     def ok(self, parsed: Parsed, reply: Reply, n: int, stop_reason: str | None = None) -> dict[str, Any]:
+        uses = self._uses(reply, n) if stop_reason is None else []
         return {
             "id": f"msg_fake{n}", "type": "message", "role": "assistant", "model": parsed.model,
-            "content": [{"type": "text", "text": reply.text}] if reply.text else [],
+            "content": ([{"type": "text", "text": reply.text}] if reply.text else []) + uses,
             "stop_reason": stop_reason or self._stop_reason(reply), "stop_sequence": reply.stop_sequence,
             "usage": self._usage(reply.input_tokens, reply.output_tokens),
         }
 
     def stream(self, parsed: Parsed, reply: Reply, n: int, stop_reason: str | None = None) -> list[bytes]:
-        start = self.ok(parsed, reply, n)
+        uses = self._uses(reply, n) if stop_reason is None else []
+        start = self.ok(parsed, reply, n, stop_reason="end_turn")
         start.update(content=[], stop_reason=None, stop_sequence=None,
                      usage=self._usage(reply.input_tokens, 1))
+        if uses:
+            return [sse({"type": "message_start", "message": start}, "message_start"),
+                    *self._tool_events(uses), *self._end_events(reply, stop_reason)]
         events = [
             sse({"type": "message_start", "message": start}, "message_start"),
             sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
@@ -271,14 +368,28 @@ class _Anthropic(Vendor):
                 "content_block_delta")
             for p in reply.pieces
         ]
-        events += [
-            sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+        events.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+        return events + self._end_events(reply, stop_reason)
+
+    def _end_events(self, reply: Reply, stop_reason: str | None) -> list[bytes]:
+        return [
             sse({"type": "message_delta",
                  "delta": {"stop_reason": stop_reason or self._stop_reason(reply),
                            "stop_sequence": reply.stop_sequence},
                  "usage": {"output_tokens": reply.output_tokens}}, "message_delta"),
             sse({"type": "message_stop"}, "message_stop"),
         ]
+
+    def _tool_events(self, uses: list[dict[str, Any]]) -> list[bytes]:
+        """Each tool_use block streamed: its start (empty input), its input JSON in fragments, its stop."""
+        events: list[bytes] = []
+        for i, use in enumerate(uses):
+            events.append(sse({"type": "content_block_start", "index": i,
+                               "content_block": {**use, "input": {}}}, "content_block_start"))
+            events += [sse({"type": "content_block_delta", "index": i,
+                            "delta": {"type": "input_json_delta", "partial_json": frag}}, "content_block_delta")
+                       for frag in _json_fragments(json.dumps(use["input"]))]
+            events.append(sse({"type": "content_block_stop", "index": i}, "content_block_stop"))
         return events
 
     def error(self, fault: Fault, parsed: Parsed | None, key: str | None) -> tuple[int, Headers, dict[str, Any]]:
@@ -332,7 +443,7 @@ class _Gemini(Vendor):
         config = body.get("generationConfig") or {}
         return Parsed(
             path_model or "", tuple(texts), last_user, int(config.get("maxOutputTokens") or 8192),
-            tuple(config.get("stopSequences") or ()),
+            tuple(config.get("stopSequences") or ()), surface=_gemini_surface(body, contents, last_user),
         )
 
     def _usage(self, reply: Reply) -> dict[str, Any]:
@@ -341,8 +452,8 @@ class _Gemini(Vendor):
                 "promptTokensDetails": [{"modality": "TEXT", "tokenCount": reply.input_tokens}]}
 
     def _chunk(self, parsed: Parsed, text: str, finish: str | None, n: int,
-               usage: dict[str, Any] | None) -> dict[str, Any]:
-        cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+               usage: dict[str, Any] | None, parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        cand: dict[str, Any] = {"content": {"parts": parts or [{"text": text}], "role": "model"}, "index": 0}
         if finish:
             cand["finishReason"] = finish
         data: dict[str, Any] = {"candidates": [cand], "modelVersion": parsed.model, "responseId": f"fake{n}"}
@@ -351,10 +462,20 @@ class _Gemini(Vendor):
         return data
 
     def ok(self, parsed: Parsed, reply: Reply, n: int) -> dict[str, Any]:
+        calls = [(name, json.loads(args)) for name, args in reply.calls]
         finish = "MAX_TOKENS" if reply.finish == "length" else "STOP"
-        return self._chunk(parsed, reply.text, finish, n, self._usage(reply))
+        # Gemini ends a turn of function calls with STOP and gives the calls no id
+        parts = [{"functionCall": {"name": name, "args": args}} for name, args in calls]
+        return self._chunk(parsed, reply.text, finish, n, self._usage(reply), parts)
 
     def stream(self, parsed: Parsed, reply: Reply, n: int) -> list[bytes]:
+        calls = [(name, json.loads(args)) for name, args in reply.calls]
+        if calls:  # each call whole, one chunk each; the last chunk ends the turn
+            partial = {"promptTokenCount": reply.input_tokens, "totalTokenCount": reply.input_tokens}
+            return [sse(self._chunk(parsed, "", "STOP" if i == len(calls) - 1 else None, n,
+                                    self._usage(reply) if i == len(calls) - 1 else partial,
+                                    [{"functionCall": {"name": name, "args": args}}]))
+                    for i, (name, args) in enumerate(calls)]
         pieces = reply.pieces or [""]
         finish = "MAX_TOKENS" if reply.finish == "length" else "STOP"
         partial = {"promptTokenCount": reply.input_tokens, "totalTokenCount": reply.input_tokens}
@@ -404,6 +525,46 @@ class _Gemini(Vendor):
             "modelVersion": parsed.model, "responseId": f"fake{n}",
         }
         return (None, [sse(body)]) if stream else (body, [])
+
+
+def _g(d: Any, camel: str) -> Any:
+    """Field `camel` of a Gemini JSON object, also under its proto name: the API accepts both, and
+    google-genai sends nested fields snake_case (`parameters_json_schema`, `mime_type`)."""
+    if not isinstance(d, dict):
+        return None
+    if camel in d:
+        return d[camel]
+    return d.get(re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower())
+
+
+def _gemini_surface(body: dict[str, Any], contents: list[Any], last_user: str) -> Surface | None:
+    """The neutral facts of a generateContent request, answered by `tests.fakes.surface.answer`."""
+    decls = [d for t in _g(body, "tools") or [] for d in (_g(t, "functionDeclarations") or [])]
+    tools = [ToolOffer(d["name"], _g(d, "parametersJsonSchema") or _g(d, "parameters") or {}) for d in decls]
+    calling = _g(_g(body, "toolConfig"), "functionCallingConfig") or {}
+    allowed = _g(calling, "allowedFunctionNames") or []
+    if allowed:
+        tools = [t for t in tools if t.name in allowed]
+    choice = {"ANY": "required", "NONE": "none"}.get(_g(calling, "mode") or "AUTO", "auto")
+    if choice == "required" and len(allowed) == 1:
+        choice = allowed[0]
+    result: tuple[str, str] | None = None
+    last = contents[-1] if contents and isinstance(contents[-1], dict) else {}
+    responses = [_g(p, "functionResponse") for p in last.get("parts") or [] if _g(p, "functionResponse")]
+    if last.get("role", "user") == "user" and responses:
+        response = responses[-1].get("response") or {}
+        value = response["result"] if set(response) == {"result"} else response
+        result = (str(responses[-1].get("name", "")), value if isinstance(value, str) else json.dumps(value))
+    config = _g(body, "generationConfig") or {}
+    schema = _g(config, "responseJsonSchema") or _g(config, "responseSchema")
+    output = None
+    if _g(config, "responseMimeType") == "application/json":
+        output = "json_schema" if schema else "json_object"
+    images = sum(1 for c in contents if isinstance(c, dict) for p in c.get("parts") or []
+                 if _g(p, "inlineData") or _g(p, "fileData"))
+    # Gemini has no switch for parallel calls
+    return answer(tools=tools, choice=choice, last_user=last_user, tool_result=result, output=output,
+                  schema=schema, images=images)
 
 
 def _parts_text(parts: Any) -> str:

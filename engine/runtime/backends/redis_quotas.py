@@ -143,21 +143,23 @@ class RedisQuotaManager(QuotaManager):
         ts = self._clock.time()
         rows: list[dict[str, str | int | float | None]] = []
         for (name, key, start), (used, _) in sorted(self._seen.items()):
-            rule = self._by_name[name]
-            cur_start, end = self._bounds(rule.quota.window, ts)
+            base = self._by_name[name]
+            cur_start, end = self._bounds(base.quota.window, ts)
             if start != cur_start:
                 continue
-            lim = rule.quota.limit
+            rule = base.limits_for_key(key) if base.by else base
+            req, tok = rule.limit_of("requests"), rule.limit_of("tokens")
             rows.append({"quota": name, "scope_key": key, "window_start": start, "resets_at": end,
                          "requests": used.requests, "tokens": used.tokens, "cost_usd": used.cost_usd,
-                         "limit_requests": lim.requests, "limit_tokens": lim.tokens, "limit_cost_usd": lim.cost_usd,
-                         "on_exceed": rule.quota.on_exceed})
+                         "limit_requests": None if req is None else int(req),
+                         "limit_tokens": None if tok is None else int(tok),
+                         "limit_cost_usd": rule.limit_of("cost_usd"), "on_exceed": base.quota.on_exceed})
         return rows
 
     async def aremaining(self, quota_name: str, ctx: QuotaContext) -> dict[str, float]:
         """Room left per limited measure plus `resets_at`, read from Redis now."""
-        rule = self._by_name[quota_name]
-        targets = [t for t in self._targets(ctx) if t[0] is rule]
+        targets = [t for t in self._targets(ctx) if t[0].quota.name == quota_name]
+        rule = targets[0][0] if targets else self._by_name[quota_name]
         if not targets:
             return {}
         _, key, start, end = targets[0]
@@ -185,9 +187,9 @@ class RedisQuotaManager(QuotaManager):
         args: list[Any] = [token, est_tokens, _nano(est_cost), self._lease_ms]
         for rule, key, start, end in targets:
             keys.extend(self._keys(rule.quota.name, key, start))
-            lim = rule.quota.limit
-            args += [-1 if lim.requests is None else lim.requests, -1 if lim.tokens is None else lim.tokens,
-                     -1 if lim.cost_usd is None else _nano(lim.cost_usd), int(end * 1000) + _KEEP_MS]
+            req, tok, cost = rule.limit_of("requests"), rule.limit_of("tokens"), rule.limit_of("cost_usd")
+            args += [-1 if req is None else int(req), -1 if tok is None else int(tok),
+                     -1 if cost is None else _nano(cost), int(end * 1000) + _KEEP_MS]
         try:
             raw = await self._conn.script(QUOTA_RESERVE, keys, args)
         except StateDown as e:
@@ -202,7 +204,7 @@ class RedisQuotaManager(QuotaManager):
             if block is None:  # rounding to nano-dollars refused what floats admit: name the cost
                 rule, key, _, end = target
                 block = QuotaBlock(rule.quota.name, rule.quota.on_exceed, key, "cost_usd",
-                                   float(rule.quota.limit.cost_usd or 0), used.cost_usd, est_cost, end)
+                                   float(rule.limit_of("cost_usd") or 0), used.cost_usd, est_cost, end)
             raise block.error()
         buckets = []
         for i, (rule, key, start, end) in enumerate(targets):
@@ -301,6 +303,14 @@ class RedisQuotaManager(QuotaManager):
     def release(self, reservation: Reservation) -> None:
         """Not available on Redis: use `arelease`."""
         raise TypeError("RedisQuotaManager.release would block the event loop; use `await arelease(...)`")
+
+    def remaining(self, quota_name: str, ctx: QuotaContext) -> dict[str, float]:
+        """Not available on Redis: use `aremaining`."""
+        raise TypeError("RedisQuotaManager.remaining would block the event loop; use `await aremaining(...)`")
+
+    def prune(self, keep_s: float = 35 * 86400.0) -> int:
+        """Nothing to prune: Redis expires each bucket a day after its window ends."""
+        return 0
 
 
 def _usage(raw: Sequence[Any]) -> Usage:
