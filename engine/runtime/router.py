@@ -103,10 +103,12 @@ class Router:
     # -- public API ------------------------------------------------------------------------
 
     def explain(self, prompt: str | None = None, *, messages: Sequence[Any] | None = None, max_tokens: int = 1000,
-                temperature: float = 0.7, stream: bool = False, meta: Mapping[str, Any] | None = None) -> Decision:
-        """The decision this router would make now, with its trace (no vendor is called)."""
+                temperature: float = 0.7, stream: bool = False, meta: Mapping[str, Any] | None = None,
+                options: Options | None = None) -> Decision:
+        """The decision this router would make now, with its trace (no vendor is called); `options`
+        (tools, output format, ...) count as they would for `generate`."""
         request = Request.of(prompt, messages=messages, max_tokens=max_tokens, temperature=temperature, stream=stream,
-                             meta=meta)
+                             meta=meta, options=options)
         features = self.compiled.features(request)
         return decide_features(self.compiled, features, self._state(features), explain=True)
 

@@ -308,7 +308,7 @@ class Service:
             pinned = self._pin(chat, live)
             decision = live.router.explain(messages=chat.messages, max_tokens=chat.max_tokens,
                                            temperature=chat.temperature, stream=chat.stream,
-                                           meta=self._meta(chat, who))
+                                           meta=self._meta(chat, who), options=chat.options)
             out = decision.as_dict()
         except Exception as e:
             return self._fail(self._map(e, live), request, who, chat.model)
