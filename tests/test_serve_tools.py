@@ -203,6 +203,11 @@ def test_auto_skips_a_cheaper_model_without_the_feature(server: ServerThread, fa
     assert raw.headers["x-router-model"] == "gpt-mini" and raw.parse().model == "gpt-mini"
     assert raw.parse().choices[0].finish_reason == "tool_calls"
     assert fake.calls("cheap") == 1  # only the plain request: the tool request never reached it
+    explained = httpx.post(server.url + "/v1/explain", json={"model": "auto", "messages": ASK,
+                                                             "tools": [WEATHER]}).json()
+    assert explained["plan"][0] == "gpt-mini" and "textonly" not in explained["plan"]
+    textonly = next(c for c in explained["candidates"] if c["model"] == "textonly")
+    assert not textonly["eligible"] and "tools" in textonly["reason"]
     with c.chat.completions.with_streaming_response.create(model="auto", messages=ASK, tools=[WEATHER],
                                                            stream=True) as streamed:
         assert streamed.headers["x-router-model"] == "gpt-mini"
