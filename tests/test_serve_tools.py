@@ -254,6 +254,13 @@ def test_anthropic_sdk_gets_tool_use_blocks_from_other_vendors(server: ServerThr
     assert [(b.name, b.input) for b in streamed] == [("get_weather", {"city": "x"})]
 
 
+@pytest.mark.parametrize("model", vendors("response_format"))
+def test_anthropic_sdk_parse_structured_output_on_any_vendor(server: ServerThread, model: str) -> None:
+    msg = anthropic_client(server).messages.parse(model=model, max_tokens=200, output_format=Forecast,
+                                                  messages=[{"role": "user", "content": "Forecast?"}])
+    assert msg.parsed_output == Forecast(city="x", days=1, rain=True) and msg.model == model
+
+
 # -- the rest of the route table ------------------------------------------------------------------
 
 
