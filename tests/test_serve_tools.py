@@ -261,6 +261,17 @@ def test_anthropic_sdk_parse_structured_output_on_any_vendor(server: ServerThrea
     assert msg.parsed_output == Forecast(city="x", days=1, rain=True) and msg.model == model
 
 
+
+@pytest.mark.skipif("seed" in AnthropicAdapter.supported_options, reason="the Anthropic adapter maps seed now")
+def test_a_parameter_the_vendor_cannot_honour_is_a_400_naming_it(server: ServerThread, fake: FakeVendorServer) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        client(server).chat.completions.create(model="claude", messages=ASK, seed=7)
+    assert (e.value.status_code, e.value.param, e.value.code) == (400, "seed", "unsupported_parameter")
+    assert fake.calls("anthropic") == 0  # refused before any call
+    forwarded = client(server).chat.completions.create(model="gpt-mini", messages=ASK, seed=7, top_p=0.5)
+    assert forwarded.model == "gpt-mini"
+    assert (fake.last_body("openai")["seed"], fake.last_body("openai")["top_p"]) == (7, 0.5)
+
 # -- the rest of the route table ------------------------------------------------------------------
 
 
