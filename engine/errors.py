@@ -62,8 +62,10 @@ class QuotaExceeded(EngineError):
     """A quota has no room for this request and its policy says `on_exceed: reject`."""
 
     def __init__(self, quota: str, scope_key: str, measure: str, limit: float, used: float,
-                 resets_at: float) -> None:
+                 resets_at: float, requested: float | None = None) -> None:
         self.quota = quota
+        self.requested = requested
+        """This request's estimate on `measure`, when known."""
         self.scope_key = scope_key
         self.measure = measure
         self.limit = limit
@@ -72,10 +74,14 @@ class QuotaExceeded(EngineError):
         import datetime as _dt
 
         when = _dt.datetime.fromtimestamp(resets_at, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        super().__init__(
-            f"quota {quota!r} exceeded for {scope_key or 'global'}: {measure} used {used:g} of {limit:g}; "
-            f"resets at {when}"
-        )
+        if requested is not None and requested > limit:
+            # waiting for the reset cannot help: say what can
+            tail = (f"; this one request's estimate ({measure} {requested:g}) exceeds the whole limit, so it can "
+                    "never fit: lower max_tokens or the prompt, or raise the limit")
+        else:
+            tail = f"; resets at {when}"
+        super().__init__(f"quota {quota!r} exceeded for {scope_key or 'global'}: {measure} used {used:g} of "
+                         f"{limit:g}{tail}")
 
 
 class RateLimitExceeded(RoutingRefused):

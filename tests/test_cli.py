@@ -82,7 +82,7 @@ def test_engine_test_malformed_file_is_an_error(tmp_path: Path) -> None:
     assert code == 1 and "needs `request` and `expect`" in out
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "production.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "production.yaml", "platform.yaml"])
 def test_bundled_policy_test_suites_pass(name: str) -> None:
     suite = HERE.parent / "policies" / "tests" / name
     if not suite.exists():
@@ -97,3 +97,101 @@ def test_validate_many_files_and_json_format(tmp_path: Path) -> None:
     report = json.loads(out)
     assert [r["ok"] for r in report] == [True, False]
     assert any(d["code"] == "unknown-model" for d in report[1]["diagnostics"])
+
+
+def test_explain_describes_tools_images_and_schema_requests(tmp_path: Path) -> None:
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([{"type": "function", "function": {"name": "lookup", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string"}}}}}]))
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"a": {"type": "string"}}}))
+    default = HERE.parent / "policies" / "default.yaml"
+    code, out = run("explain", "-p", str(default), "--json", "--tools", str(tools), "--max-tokens", "300",
+                    "Write a short poem about the sea at night.")
+    d = json.loads(out)
+    assert code == 0 and d["features"]["needs"] == ["tools"] and d["model"] == "claude-haiku"
+    reasons = {c["model"]: c.get("reason") for c in d["candidates"] if c["role"] == "candidate"}
+    assert reasons["mixtral"] == "lacks tools"
+    code, out = run("explain", "-p", str(default), "--json", "--image", "--json-schema", str(schema), "--tools", "2",
+                    "Write a short poem about the sea at night.")
+    d = json.loads(out)
+    assert d["features"]["needs"] == ["json", "json_schema", "tools", "vision"]
+    code, out = run("explain", "-p", str(default), "--tools", "1", "Write a short poem about the sea at night.")
+    assert "mixtral        score 4  est $0.000715  lacks tools" in out and "needs       tools" in out
+
+
+def test_explain_answers_why_with_routes_classifier_cache_quotas_and_limits() -> None:
+    default = HERE.parent / "policies" / "default.yaml"
+    code, out = run("explain", "-p", str(default), "--json", "-m", "tenant=acme", "--temperature", "0",
+                    "--quota-used", "tenant-daily-spend.cost_usd=4.5", "Hi there! How are you today?")
+    d = json.loads(out)
+    assert code == 0 and d["route"] == "default"
+    first = d["routes_not_matched"][0]
+    assert first == {"route": "long-context", "when": "signals.long_input", "false": "signals.long_input",
+                     "values": {"signals.long_input": False}}
+    assert d["routes_not_matched"][1]["values"] == {"query_type": "chat"}
+    assert d["classifier"]["label"] == "chat" and d["classifier"]["evidence"][0][0] == "chat"
+    assert d["cache"]["eligible"] is True
+    spend = next(q for q in d["quotas"] if q["name"] == "tenant-daily-spend")
+    assert spend["headroom"] == {"cost_usd": 0.5} and spend["verdict"] == "has room for this request"
+    assert d["limits"][0] == {"model": "gpt-4o-mini", "provider": "sim-openai",
+                              "provider_limits": {"rpm": 5000, "concurrency": 64}}
+    code, out = run("explain", "-p", str(default), "--prompt-tokens", "150000", "--stream")
+    assert code == 0 and "route       long-context" in out and "cache       not used: streaming" in out
+
+
+def test_explain_usage_errors() -> None:
+    code, out = run("explain", "--policy", str(MINIMAL), "--json", "--mermaid", "hi")
+    assert code == 2 and "--json and --mermaid" in out
+    code, out = run("explain", "--policy", str(MINIMAL), "--quota-used", "nodot=1", "hi")
+    assert code == 2 and "QUOTA.MEASURE=AMOUNT" in out
+    code, out = run("explain", "--policy", str(MINIMAL), "--quota-used", "q.cost_usd=1", "hi")
+    assert code == 2 and "unknown quota 'q'" in out
+
+
+def test_engine_test_malformed_case_is_its_own_error_and_the_rest_run(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(f"""policy: {MINIMAL}
+cases:
+  - name: fine
+    request: {{prompt: hello}}
+    expect: {{model: small}}
+  - name: typo in a key
+    request: {{prompt: hello, max_token: 5}}
+    expect: {{model: small}}
+  - name: bad state value
+    request: {{prompt: hello}}
+    state: {{quota_used: {{nope: {{tokens: 1}}}}}}
+    expect: {{model: small}}
+  - name: stated size
+    request: {{prompt_tokens: 9000, max_tokens: 100}}
+    expect: {{model: big, features: {{prompt_tokens: 9000}}}}
+""")
+    r = CliRunner().invoke(cli, ["test", str(cases)], catch_exceptions=False)
+    assert r.exit_code == 1
+    out = r.output  # one stream: results, failures, then the summary last
+    assert f"ERROR {cases}: typo in a key" in out
+    assert f"{cases}:6: cases[1]: request: unknown key(s) max_token" in out
+    assert "unknown quota 'nope'" in out
+    assert out.rstrip().splitlines()[-2:] == ["PASS: 2/4", "FAIL: 2/4"]
+
+
+def test_engine_test_coverage_and_threshold(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(f"""policy: {MINIMAL}
+cases:
+  - name: greeting is cheap
+    request: {{prompt: hello}}
+    expect: {{route: default}}
+""")
+    code, out = run("test", "--coverage", str(cases))
+    assert code == 0
+    assert "routes 50%" in out and "not exercised: route code" in out and "not exercised: fallback code: small" in out
+    code, out = run("test", "--coverage", "--threshold", "90", str(cases))
+    assert code == 1 and "below the threshold 90%" in out
+    code, out = run("test", "--threshold", "90", str(cases))
+    assert code == 2
+    worked = HERE.parent / "policies" / "tests" / "platform.yaml"
+    code, out = run("test", "--coverage", "--threshold", "100", str(worked))
+    assert code == 0, out
+    assert "100.0% (routes 100%" in out

@@ -135,6 +135,7 @@ _ONE_OF_EACH = (
     _BARE
     + """
 quotas: [{name: q, window: day, limit: {requests: 1}}]
+groups: {g: {models: [m]}}
 """
 )
 

@@ -21,6 +21,9 @@ REQUESTS: dict[str, list[str]] = {
     "translate": ["Translate into German: 'The train leaves at nine from platform four.'"],
     "stream-chat": ["--stream", "Hey, how's it going?"],
     "refused-max-tokens": ["--max-tokens", "70000", "Write me a very long novel."],
+    "tools-skip-text-only": ["--tools", "1", "--max-tokens", "300", "Write a short poem about the sea at night."],
+    "quota-spent": ["-m", "tenant=acme", "--quota-used", "tenant-daily-spend.cost_usd=5", "--max-tokens", "200",
+                    "Hi there! How are you today?"],
 }
 
 
@@ -37,7 +40,8 @@ def test_explain_json(name: str, snapshot: SnapshotAssertion) -> None:
     assert _masked(json.loads(r.output)) == snapshot
 
 
-def test_explain_pretty(snapshot: SnapshotAssertion) -> None:
-    r = CliRunner().invoke(cli, ["explain", *REQUESTS["premium-code"]], catch_exceptions=False)
-    assert r.exit_code == 0
+@pytest.mark.parametrize("name", ["premium-code", "tools-skip-text-only", "quota-spent"])
+def test_explain_pretty(name: str, snapshot: SnapshotAssertion) -> None:
+    r = CliRunner().invoke(cli, ["explain", *REQUESTS[name]], catch_exceptions=False)
+    assert r.exit_code == (3 if name == "quota-spent" else 0)
     assert r.output == snapshot

@@ -26,7 +26,7 @@ def test_allowed(text: str) -> None:
     ("().__class__", "'_'"),
     ("meta.__class__.__bases__", "'_'"),
     ("__import__('os')", "not allowed"),
-    ("open('/etc/passwd')", "only len, min and max"),
+    ("open('/etc/passwd')", "call to 'open' is not allowed"),
     ("promt_tokens > 3", "unknown name 'promt_tokens'"),
     ("signals.nope", "unknown signal 'nope'"),
     ("meta", "use meta.NAME"),
@@ -54,3 +54,39 @@ def test_evaluation_missing_meta_is_none() -> None:
     e = parse_expr("meta.tier == None and meta['x-y'] == 3", SCOPE)
     assert e.evaluate(make_env({"meta.x-y": 3})) is True
     assert e.names == {"meta.tier", "meta.x-y"}
+
+
+@pytest.mark.parametrize(("text", "env", "want"), [
+    ("lower(meta.region) == 'eu'", {"meta.region": "EU"}, True),
+    ("lower(meta.region) == 'eu'", {}, False),  # a missing key is None: no trap, just false
+    ("upper(meta.team) == 'OPS'", {"meta.team": "ops"}, True),
+    ("startswith(meta.key, 'sk-test-')", {"meta.key": "sk-test-1"}, True),
+    ("startswith(meta.key, 'sk-test-')", {"meta.key": 42}, False),
+    ("endswith(meta.user, '@example.com')", {"meta.user": "a@example.com"}, True),
+    ("contains(lower(meta.plan), 'enterprise')", {"meta.plan": "EU-Enterprise"}, True),
+    ("contains(meta.plan, 'x')", {}, False),
+])
+def test_string_functions_never_raise(text: str, env: dict[str, object], want: bool) -> None:
+    assert parse_expr(text, SCOPE).evaluate(make_env(env)) is want
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("lower()", "lower() takes 1 argument(s), got 0"),
+    ("startswith(meta.key)", "startswith() takes 2 argument(s), got 1"),
+    ("contains(meta.a, 'b', 'c')", "contains() takes 2 argument(s), got 3"),
+])
+def test_string_function_arity(text: str, fragment: str) -> None:
+    with pytest.raises(ExprError) as e:
+        parse_expr(text, SCOPE)
+    assert fragment in str(e.value)
+
+
+def test_every_problem_of_an_expression_is_reported() -> None:
+    with pytest.raises(ExprError) as e:
+        parse_expr("promt_tokens > 3 and signals.nope and foo(1) and meta.__x", SCOPE)
+    assert e.value.problems == [
+        "unknown name 'promt_tokens'",
+        "unknown signal 'nope'",
+        "call to 'foo' is not allowed; the functions are len, min, max, lower, upper, startswith, endswith, contains",
+        "names starting with '_' ('__x') are not allowed",
+    ]

@@ -109,3 +109,66 @@ def test_bundled_policies_are_valid() -> None:
 def test_in_memory_decision_log_is_refused() -> None:
     [d] = analyze_text(MINIMAL + "log: {sqlite: ':memory:'}\n", "p.yaml", {}).errors
     assert (d.code, d.path) == ("log-memory", "$.log.sqlite")
+
+
+def test_every_problem_of_one_expression_and_the_literal_behind_a_typo() -> None:
+    text = MINIMAL.replace('when: "query_type == \'code\'"',
+                           'when: "promt_tokens > 5 and query_type == \'cdoe\' and bad(1)"')
+    a = analyze_text(text, "p.yaml", {})
+    msgs = sorted(d.message for d in a.errors if d.path == "$.routes[0].when")
+    assert len(msgs) == 3
+    assert any("unknown name 'promt_tokens'; did you mean 'prompt_tokens'" in m for m in msgs)
+    assert any("call to 'bad' is not allowed" in m for m in msgs)
+    assert any("query_type is never 'cdoe'; did you mean 'code'" in m for m in msgs)
+
+
+GROUPED = MINIMAL + """
+groups:
+  pair:
+    models: [small, big]
+    strategy: shuffle
+    weights: {small: 2}
+  big: {models: [smal]}
+quotas:
+  - {name: tiny, scope: [tenant], window: day, limit: {tokens: 3}}
+  - {name: cheap, window: day, limit: {cost_usd: 0.0000001}, on_exceed: downgrade}
+"""
+
+
+def test_groups_downgrade_to_and_quota_floors_are_checked() -> None:
+    text = GROUPED.replace("    fallback: [small]", "    fallback: [small]\n    downgrade_to: [pair, nope]")
+    a = analyze_text(text, "p.yaml", {})
+    got = {(d.code, d.severity, d.path) for d in a.diagnostics}
+    assert ("duplicate-name", "error", "$.groups.big") in got
+    assert ("unknown-model", "error", "$.groups.big.models[0]") in got
+    assert ("unknown-model", "error", "$.routes[0].downgrade_to[1]") in got
+    assert ("group-weight", "warning", "$.groups.pair.weights") in got
+    assert ("quota-below-minimum", "warning", "$.quotas[0].limit.tokens") in got
+    assert ("quota-below-minimum", "warning", "$.quotas[1].limit.cost_usd") in got
+    assert any("did you mean 'small'" in d.message for d in a.errors)
+
+
+def test_a_group_member_of_two_groups_and_a_good_group() -> None:
+    text = MINIMAL + "groups:\n  a: {models: [small, big]}\n  b: {models: [big]}\n"
+    a = analyze_text(text, "p.yaml", {})
+    assert [(d.code, d.path) for d in a.errors] == [("duplicate-name", "$.groups.b.models[0]")]
+    ok = analyze_text(MINIMAL.replace("fallback: [small]", "fallback: [pair]") +
+                      "groups:\n  pair: {models: [small, big], weights: {small: 3}}\n", "p.yaml", {})
+    assert not ok.diagnostics, [d.format() for d in ok.diagnostics]
+
+
+def test_validate_prints_downgrade_reach_and_dry_run_accepts_missing_keys(tmp_path: Path) -> None:
+    p = tmp_path / "p.yaml"
+    p.write_text(MINIMAL.replace("sim: {adapter: simulated, latency_ms: {p50: 1, p95: 2}}",
+                                 "sim: {adapter: openai, api_key: '${VALIDATE_TEST_UNSET_KEY}'}")
+                 + "quotas:\n  - {name: q, scope: [tenant], window: day, limit: {cost_usd: 5}, on_exceed: downgrade}\n")
+    env = {"VALIDATE_TEST_UNSET_KEY": None}
+    r = CliRunner().invoke(cli, ["validate", "--strict", str(p)], env=env, catch_exceptions=False)  # type: ignore[arg-type]
+    assert r.exit_code == 1
+    assert "use `engine validate --dry-run`" in r.output and ":-default" not in r.output
+    r = CliRunner().invoke(cli, ["validate", "--dry-run", "--strict", str(p)], env=env,  # type: ignore[arg-type]
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "fine for a dry run" in r.output
+    assert "downgrade from route 'code' can reach: small, big" in r.output
+    assert "downgrade from route 'default' can reach: small, big" in r.output

@@ -26,6 +26,7 @@ or, without one, against the decisions as logged.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -396,7 +397,20 @@ def _features(compiled: CompiledPolicy, row: Mapping[str, Any], text_signals: Ma
         if when is None or safe_truth(when, env):
             query_type = qt
             break
-    return Features(query_type=query_type, signals=signals, meta=meta, **base)
+    return Features(query_type=query_type, signals=signals, meta=meta, needs=_logged_needs(row),
+                    request_id=str(row["id"]), **base)
+
+
+def _logged_needs(row: Mapping[str, Any]) -> frozenset[str]:
+    """The model features the logged request needed (older rows: from its has_* flags and stream)."""
+    column = row.get("needs")  # the decision log's `needs` column (m002 and later)
+    if column is not None:
+        return frozenset(str(n) for n in column)
+    logged = row["features"] or {}
+    if "needs" in logged:
+        return frozenset(str(n) for n in logged["needs"] or ())
+    flags = {"tools": logged.get("has_tools"), "vision": logged.get("has_images"), "streaming": row["stream"]}
+    return frozenset(k for k, v in flags.items() if v)
 
 
 def _from_prompt_text(compiled: CompiledPolicy, row: Mapping[str, Any]) -> Features | None:
@@ -413,9 +427,10 @@ def _from_prompt_text(compiled: CompiledPolicy, row: Mapping[str, Any]) -> Featu
                              temperature=float(row["temperature"] if row["temperature"] is not None else 0.7),
                              stream=bool(row["stream"]), meta=dict(row["meta"] or {}),
                              has_tools=bool(logged.get("has_tools", False)),
-                             has_images=bool(logged.get("has_images", False)))
+                             has_images=bool(logged.get("has_images", False)), request_id=str(row["id"]))
     except ValueError:
         return None
+    request = dataclasses.replace(request, stated_needs=_logged_needs(row))
     f = compiled.features(request)
     # the logged text joins messages with blank lines; if that split them wrongly the token
     # estimate differs from the logged one, and the signals approach is used instead

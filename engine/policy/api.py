@@ -137,6 +137,11 @@ def _env_diagnostics(loc: Located, policy: Policy, dry_run: bool) -> list[Diagno
         elif unused_provider:
             out.append(loc.diag("env-missing", f"environment variable {var} is not set; provider {path[1]!r} "
                                 "is not used by any model, so it is left unconfigured", path, severity="warning"))
+        elif path[-1] == "api_key":
+            # never suggest a default for a secret: a key written into the policy file leaks
+            out.append(loc.diag("env-missing", f"environment variable {var} is not set (set it where the router "
+                                "runs; to check a policy without its keys, as in CI, use `engine validate "
+                                "--dry-run`)", path))
         else:
             out.append(loc.diag("env-missing", f"environment variable {var} is not set (set it, or write "
                                 f"${{{names[0]}:-default}} to give a default)", path))

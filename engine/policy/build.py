@@ -13,6 +13,7 @@ from engine.policy.model import (
     CacheConfig,
     CircuitThresholds,
     DemoteThresholds,
+    Group,
     HealthConfig,
     LatencyPrior,
     Limits,
@@ -59,7 +60,8 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
             name=name, provider=m["provider"], id=m.get("id", name),
             price=Price(input=float(m["price"]["input"]), output=float(m["price"]["output"])),
             context_window=int(m["context_window"]), max_output_tokens=m.get("max_output_tokens"),
-            features=frozenset(m.get("features", ())), scores=tuple(m.get("scores", {}).items()),
+            features=frozenset(m.get("features", ())), features_declared="features" in m,
+            scores=tuple(m.get("scores", {}).items()),
             latency=LatencyPrior(p50_ms=float(lat["p50_ms"]), p95_ms=float(lat["p95_ms"])) if lat else None,
             limits=_limits(m.get("limits")), order=i,
         )
@@ -78,7 +80,8 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
                             features=frozenset(r.get("require", {}).get("features", ())),
                             max_p95_ms=r.get("require", {}).get("max_p95_ms")),
             max_cost_usd=r.get("max_cost_usd"), strategy=r.get("strategy", "best"),
-            fallback=tuple(r.get("fallback", ())), index=i,
+            fallback=tuple(r.get("fallback", ())),
+            downgrade_to=tuple(r["downgrade_to"]) if "downgrade_to" in r else None, index=i,
         )
         for i, r in enumerate(data["routes"])
     )
@@ -87,6 +90,11 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
               on_exceed=q.get("on_exceed", "reject"))
         for q in data.get("quotas") or ()
     )
+    groups = {
+        name: Group(name=name, models=tuple(g["models"]), strategy=g.get("strategy", "weighted"),
+                    weights=tuple((str(k), float(v)) for k, v in (g.get("weights") or {}).items()))
+        for name, g in (data.get("groups") or {}).items()
+    }
     base = Path(source).parent if source and not source.startswith("<") else Path.cwd()
     c = data.get("cache") or {}
     log = data.get("log") or {}
@@ -120,7 +128,7 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
                    for x in data.get("limits") or ())
     return Policy(
         version=data["version"], providers=providers, models=models, signals=signals,
-        query_types=query_types, routes=routes, quotas=quotas, cache=cache, health=health, retry=retry,
+        query_types=query_types, routes=routes, quotas=quotas, groups=groups, cache=cache, health=health, retry=retry,
         deadline_s=float(data.get("deadline_s", 60)),
         log=LogConfig(sqlite=_relative(log.get("sqlite"), base), prompts=log.get("prompts", "hash")),
         state=state, limits=scoped,

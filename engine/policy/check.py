@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.policy.diagnostics import Diagnostic, did_you_mean
-from engine.policy.expr import REQUEST_NAMES, Expr, ExprError, Scope, conjuncts, discrete_test, parse_expr
+from engine.policy.expr import REQUEST_NAMES, Expr, Scope, conjuncts, discrete_test, parse_expr_lenient
 from engine.policy.load import Located, PathT
-from engine.policy.model import Model, Policy, Route
+from engine.policy.model import Model, Policy, Route, downgrade_reach, expand
 
 
 @dataclass(slots=True)
@@ -25,12 +25,18 @@ class Ctx:
     loc: Located
     route_exprs: dict[int, Expr | None]
     qt_names: list[str]
+    route_nodes: dict[int, Expr] = field(default_factory=dict)
+    """Route conditions parsed leniently (also those with problems), for literal checks."""
 
     def diag(self, code: str, message: str, path: PathT, severity: str = "error", key: bool = False) -> Diagnostic:
         return self.loc.diag(code, message, path, severity=severity, key=key)
 
 
 Stage = Callable[[Ctx], Iterable[Diagnostic]]
+
+MIN_REQUEST_TOKENS = 6
+"""The smallest request a quota can see: a one-character prompt (1 token + 4 of message framing)
+and max_tokens 1."""
 
 
 def check_references(c: Ctx) -> Iterable[Diagnostic]:
@@ -46,16 +52,44 @@ def check_references(c: Ctx) -> Iterable[Diagnostic]:
             yield c.diag("duplicate-route", f"route name {r.name!r} is already used by routes[{seen[r.name]}]",
                          ("routes", i, "name"))
         seen.setdefault(r.name, i)
-        for field in ("candidates", "fallback"):
-            for j, m in enumerate(getattr(r, field) or ()):
-                if m not in p.models:
+        for attr in ("candidates", "fallback", "downgrade_to"):
+            for j, m in enumerate(getattr(r, attr) or ()):
+                if m not in p.models and m not in p.groups:
                     yield c.diag("unknown-model", f"route {r.name!r} names unknown model {m!r}"
-                                 f"{did_you_mean(m, list(p.models))}", ("routes", i, field, j))
+                                 f"{did_you_mean(m, [*p.models, *p.groups])}", ("routes", i, attr, j))
     qseen: set[str] = set()
     for i, q in enumerate(p.quotas):
         if q.name in qseen:
             yield c.diag("duplicate-quota", f"quota name {q.name!r} is used twice", ("quotas", i, "name"))
         qseen.add(q.name)
+
+
+def check_groups(c: Ctx) -> Iterable[Diagnostic]:
+    """Groups name known models, each model in at most one group, and a name of their own."""
+    p = c.policy
+    routes = {r.name for r in p.routes}
+    owner: dict[str, str] = {}
+    for name, g in p.groups.items():
+        if name in p.models or name in routes:
+            kind = "model" if name in p.models else "route"
+            yield c.diag("duplicate-name", f"group {name!r} has the name of a {kind}; clients pin groups, models "
+                         "and routes by name, so each name must be unique", ("groups", name), key=True)
+        for j, m in enumerate(g.models):
+            if m not in p.models:
+                why = " (a group cannot contain a group)" if m in p.groups else did_you_mean(m, list(p.models))
+                yield c.diag("unknown-model", f"group {name!r} names unknown model {m!r}{why}",
+                             ("groups", name, "models", j))
+            elif m in owner:
+                yield c.diag("duplicate-name", f"model {m!r} is already a member of group {owner[m]!r}; a model "
+                             "belongs to one group at most", ("groups", name, "models", j))
+            owner.setdefault(m, name)
+        for m, _ in g.weights:
+            if m not in g.models:
+                yield c.diag("group-weight", f"group {name!r} weighs {m!r}, which is not one of its models "
+                             f"({', '.join(g.models)})", ("groups", name, "weights", m), key=True)
+        if g.weights and g.strategy != "weighted":
+            yield c.diag("group-weight", f"group {name!r} has weights but strategy {g.strategy!r} ignores them "
+                         "(use strategy: weighted)", ("groups", name, "weights"), severity="warning", key=True)
 
 
 def check_signals(c: Ctx) -> Iterable[Diagnostic]:
@@ -75,10 +109,9 @@ def check_signals(c: Ctx) -> Iterable[Diagnostic]:
 
 
 def _parse(c: Ctx, text: str, scope: Scope, path: PathT) -> Iterable[Diagnostic]:
-    try:
-        parse_expr(text, scope)
-    except ExprError as e:
-        yield c.diag("expr", _expr_message(str(e), text, scope, c), path)
+    _, problems = parse_expr_lenient(text, scope)
+    for problem in problems:  # every problem of the expression, not only the first
+        yield c.diag("expr", _expr_message(problem, text, scope, c), path)
 
 
 def _expr_message(msg: str, text: str, scope: Scope, c: Ctx) -> str:
@@ -103,10 +136,12 @@ def check_expressions(c: Ctx) -> Iterable[Diagnostic]:
     for i, r in enumerate(p.routes):
         c.route_exprs[i] = None
         if r.when:
-            diags = list(_parse(c, r.when, route_scope, ("routes", i, "when")))
-            yield from diags
-            if not diags:
-                c.route_exprs[i] = parse_expr(r.when, route_scope)
+            lenient, problems = parse_expr_lenient(r.when, route_scope)
+            yield from _parse(c, r.when, route_scope, ("routes", i, "when"))
+            if lenient is not None:
+                c.route_nodes[i] = lenient
+            if not problems:
+                c.route_exprs[i] = lenient
     if p.cache.when:
         yield from _parse(c, p.cache.when, route_scope, ("cache", "when"))
 
@@ -131,9 +166,8 @@ def check_query_types(c: Ctx) -> Iterable[Diagnostic]:
                              f"; declared: {', '.join(known)}", ("models", name, "scores", qt), key=True)
     from engine.policy.expr import string_literals_compared
 
-    for i, e in c.route_exprs.items():
-        if e is None:
-            continue
+    # lenient nodes: a typo'd name elsewhere in the expression must not hide a bad literal
+    for i, e in c.route_nodes.items():
         for value, _ in string_literals_compared(e.node, "query_type"):
             if value not in known:
                 yield c.diag("unknown-query-type", f"query_type is never {value!r}{did_you_mean(value, known)}",
@@ -179,9 +213,9 @@ def check_routes(c: Ctx) -> Iterable[Diagnostic]:
             unconditional = r
         elif r.when:
             seen_when.setdefault(r.when.strip(), r.name)
-        if any(m not in p.models for m in (r.candidates or ())):
+        if any(m not in p.models and m not in p.groups for m in (r.candidates or ())):
             continue  # already reported as unknown-model
-        pool = [p.models[m] for m in r.candidates] if r.candidates else list(p.models.values())
+        pool = [p.models[m] for m in expand(p, r.candidates)] if r.candidates else list(p.models.values())
         qts = route_query_types(c, i)
         misses = [_static_miss(m, r, qts) for m in pool]
         if pool and all(misses) and not r.fallback:
@@ -202,11 +236,14 @@ def check_reachable_models(c: Ctx) -> Iterable[Diagnostic]:
     """Models that no route can ever pick."""
     p = c.policy
     reachable: set[str] = set()
+    downgrades = any(q.on_exceed == "downgrade" for q in p.quotas)
     for i, r in enumerate(p.routes):
-        reachable.update(m for m in r.fallback)
-        pool = r.candidates or tuple(p.models)
+        reachable.update(expand(p, r.fallback))
+        pool = expand(p, r.candidates) if r.candidates else tuple(p.models)
         qts = route_query_types(c, i)
-        reachable.update(m for m in pool if m in p.models and _static_miss(p.models[m], r, qts) is None)
+        reachable.update(m for m in pool if _static_miss(p.models[m], r, qts) is None)
+        if downgrades:
+            reachable.update(downgrade_reach(p, r))
     for name in p.models:
         if name not in reachable:
             yield c.diag("unused-model", f"no route can ever pick model {name!r}", ("models", name), severity="warning",
@@ -219,6 +256,18 @@ def check_quotas(c: Ctx) -> Iterable[Diagnostic]:
         if q.on_exceed == "downgrade" and not any(m.price.input + m.price.output > 0 for m in c.policy.models.values()):
             yield c.diag("quota-downgrade", "downgrade has no cheaper model to go to: every model is free",
                          ("quotas", i, "on_exceed"), severity="warning")
+        tokens, cheapest = MIN_REQUEST_TOKENS, min(
+            (m.est_cost(MIN_REQUEST_TOKENS - 1, 1) for m in c.policy.models.values()), default=0.0)
+        if q.limit.tokens is not None and q.limit.tokens < tokens:
+            yield c.diag("quota-below-minimum", f"quota {q.name!r} allows {q.limit.tokens} tokens per {q.window}, "
+                         f"less than the smallest possible request ({tokens} tokens: a one-character prompt and "
+                         "max_tokens 1): it refuses every request it covers", ("quotas", i, "limit", "tokens"),
+                         severity="warning")
+        if q.limit.cost_usd is not None and q.limit.cost_usd < cheapest:
+            yield c.diag("quota-below-minimum", f"quota {q.name!r} allows ${q.limit.cost_usd:g} per {q.window}, "
+                         f"less than the cheapest possible request (${cheapest:.8f}: a one-character prompt and "
+                         "max_tokens 1 on the cheapest model): it refuses every request it covers",
+                         ("quotas", i, "limit", "cost_usd"), severity="warning")
 
 
 def check_log(c: Ctx) -> Iterable[Diagnostic]:
@@ -263,6 +312,7 @@ def check_state(c: Ctx) -> Iterable[Diagnostic]:
 
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("references", check_references),
+    ("groups", check_groups),
     ("signals", check_signals),
     # expressions must run before query_types and routes: they fill Ctx.route_exprs
     ("expressions", check_expressions),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.policy.expr import Expr, Scope, conjuncts, discrete_test, make_env, parse_expr
-from engine.policy.model import Model, Policy, Route
+from engine.policy.model import Group, Model, Policy, Route, downgrade_reach, expand
 from engine.policy.predicate import compile_predicate
 from engine.routing.features import Features, Request, SignalMatcher, count_prompt_tokens, safe_truth
 
@@ -40,8 +40,9 @@ class CompiledRoute:
         when: the whole condition (None = always), used by naive evaluation and traces.
         tests: discrete tests, name -> allowed values; all must hold.
         residual: the other conjuncts, as one expression (None = nothing left).
-        pool: the models it may pick from, in `models` order (its candidates, or all).
-        fallback: its fallback models.
+        pool: the models it may pick from: its candidates (groups expanded) as listed, or all
+            models in `models` order.
+        fallback: its fallback models (groups expanded).
     """
 
     route: Route
@@ -50,6 +51,8 @@ class CompiledRoute:
     residual: Expr | None
     pool: tuple[Model, ...]
     fallback: tuple[Model, ...]
+    downgrade: tuple[Model, ...] = ()
+    """Models a `downgrade` quota may switch to (its `downgrade_to`, else pool and fallbacks)."""
     static: dict[str, tuple[tuple[Model, int, str | None], ...]] = field(default_factory=dict)
     """query type -> (model, score, why the route's `require` excludes it or None) for the pool.
     Request-independent, so it is computed at compile time (or once, for an undeclared type)."""
@@ -104,12 +107,21 @@ class CompiledPolicy:
     needs_classifier: bool
     node_count: int
     models_by_cost: tuple[Model, ...] = field(default=())
+    group_of: Mapping[str, Group] = field(default_factory=dict)
+    """member model -> its group, for keeping members together in a plan."""
+    downgrades: bool = False
+    """Some quota says `on_exceed: downgrade` (explain then shows what a downgrade would pick)."""
+    dynamic_groups: bool = False
+    """Some group orders by live state (`least_busy`): the runtime must report requests in flight."""
 
     def features(self, request: Request) -> Features:
         """Compute prompt tokens, signals and query type for `request`."""
         text = request.last_user_text
+        pt = request.prompt_tokens
+        if pt is None:
+            pt = max(count_prompt_tokens(request.messages, request.options), request.prompt_tokens_at_least)
         base: dict[str, Any] = {
-            "prompt_tokens": count_prompt_tokens(request.messages, request.options), "max_tokens": request.max_tokens,
+            "prompt_tokens": pt, "max_tokens": request.max_tokens,
             "temperature": request.temperature, "stream": request.stream, "has_tools": request.has_tools,
             "has_images": request.has_images, "has_system": request.has_system,
         }
@@ -136,6 +148,7 @@ class CompiledPolicy:
             prompt_tokens=base["prompt_tokens"], max_tokens=request.max_tokens, temperature=request.temperature,
             stream=request.stream, has_tools=request.has_tools, has_images=request.has_images,
             has_system=base["has_system"], query_type=query_type, signals=signals, meta=request.meta,
+            needs=request.needs, request_id=request.request_id,
         )
 
     def match(self, env: Mapping[str, Any]) -> CompiledRoute | None:
@@ -216,10 +229,12 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
     for r in policy.routes:
         when = parse_expr(r.when, scope) if r.when else None
         tests, residual = _split(when)
-        pool = tuple(policy.models[m] for m in r.candidates) if r.candidates else tuple(models)
+        pool = tuple(policy.models[m] for m in expand(policy, r.candidates)) if r.candidates else tuple(models)
         static = {q.type: _static_rows(r, pool, q.type) for q in policy.query_types}
         routes.append(CompiledRoute(route=r, when=when, tests=tests, residual=residual, pool=pool,
-                                    fallback=tuple(policy.models[m] for m in r.fallback), static=static))
+                                    fallback=tuple(policy.models[m] for m in expand(policy, r.fallback)),
+                                    downgrade=tuple(policy.models[m] for m in downgrade_reach(policy, r)),
+                                    static=static))
     base_scope = Scope(signals=frozenset(), query_type=False)
     signals = tuple(
         SignalMatcher(s, parse_expr(s.when, base_scope) if s.when else None) for s in policy.signals.values())
@@ -232,6 +247,9 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         policy=policy, routes=tuple(routes), tree=tree, signals=signals, query_types=query_types,
         cache_when=cache_when, needs_classifier=any(s.needs_classifier for s in signals), node_count=counter[0],
         models_by_cost=tuple(sorted(models, key=lambda m: (m.price.input + m.price.output, m.order))),
+        group_of={m: g for g in policy.groups.values() for m in g.models},
+        downgrades=any(q.on_exceed == "downgrade" for q in policy.quotas),
+        dynamic_groups=any(g.strategy == "least_busy" for g in policy.groups.values()),
     )
 
 

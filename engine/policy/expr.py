@@ -1,7 +1,9 @@
 """Policy expressions: parsed and checked once at load time, evaluated with simpleeval.
 
-The language is a small subset of Python expressions (POLICY.md): comparisons, and/or/not,
-`in`, arithmetic, literals, `len`/`min`/`max`, and the documented request features.
+The language is a small subset of Python expressions (docs/policy.md, "Expressions"):
+comparisons, and/or/not, `in`, arithmetic, literals, the functions `len`/`min`/`max` and the
+string functions `lower`/`upper`/`startswith`/`endswith`/`contains`, and the documented request
+features. Parsing reports every problem of an expression at once, not only the first.
 `meta.tier`, `meta['x-y']` and `signals.has_code` are rewritten at parse time into flat
 names (`"meta.tier"`), so evaluation is a dict lookup and no attribute access is ever
 performed on a Python object.
@@ -26,7 +28,36 @@ REQUEST_NAMES = frozenset({
 """Features every expression may use (plus `query_type`, `signals.*`, `meta.*` where allowed)."""
 
 BOOL_NAMES = frozenset({"stream", "has_tools", "has_images", "has_system"})
-FUNCTIONS: dict[str, Callable[..., Any]] = {"len": len, "min": min, "max": max}
+
+
+def _lower(x: Any) -> Any:
+    return x.lower() if isinstance(x, str) else None
+
+
+def _upper(x: Any) -> Any:
+    return x.upper() if isinstance(x, str) else None
+
+
+def _startswith(x: Any, prefix: Any) -> bool:
+    return isinstance(x, str) and isinstance(prefix, str) and x.startswith(prefix)
+
+
+def _endswith(x: Any, suffix: Any) -> bool:
+    return isinstance(x, str) and isinstance(suffix, str) and x.endswith(suffix)
+
+
+def _contains(x: Any, part: Any) -> bool:
+    return isinstance(x, str) and isinstance(part, str) and part in x
+
+
+# The string functions never raise: a missing `meta.*` (None) or a number gives None or False,
+# so `lower(meta.region) == 'eu'` is simply false for a request without a region.
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "len": len, "min": min, "max": max, "lower": _lower, "upper": _upper, "startswith": _startswith,
+    "endswith": _endswith, "contains": _contains,
+}
+_ARITY: dict[str, tuple[int, int]] = {"len": (1, 1), "min": (1, 50), "max": (1, 50), "lower": (1, 1), "upper": (1, 1),
+                                      "startswith": (2, 2), "endswith": (2, 2), "contains": (2, 2)}
 
 _CMP_OPS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn)
 _BIN_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod)
@@ -34,7 +65,11 @@ _UNARY_OPS = (ast.Not, ast.USub, ast.UAdd)
 
 
 class ExprError(ValueError):
-    """An expression is not allowed; `message` says why, `suggestion` may name a fix."""
+    """An expression is not allowed; the message names the first problem, `problems` all of them."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +134,28 @@ def make_env(values: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def parse_expr(text: str, scope: Scope) -> Expr:
-    """Parse and check `text`; raises ExprError naming the first problem."""
+    """Parse and check `text`.
+
+    Raises:
+        ExprError: naming the first problem; its `problems` lists every one.
+    """
+    expr, problems = parse_expr_lenient(text, scope)
+    if problems:
+        raise ExprError(problems[0], problems)
+    assert expr is not None
+    return expr
+
+
+def parse_expr_lenient(text: str, scope: Scope) -> tuple[Expr | None, list[str]]:
+    """Parse `text` and collect every problem; the Expr (None on a syntax or size error) is for
+    further static analysis only, never for evaluation when problems were found."""
+    try:
+        return _parse(text, scope)
+    except ExprError as e:
+        return None, e.problems
+
+
+def _parse(text: str, scope: Scope) -> tuple[Expr, list[str]]:
     if len(text) > MAX_EXPR_CHARS:
         raise ExprError(f"expression is {len(text)} characters; the limit is {MAX_EXPR_CHARS}")
     try:
@@ -110,9 +166,10 @@ def parse_expr(text: str, scope: Scope) -> Expr:
     if count > MAX_EXPR_NODES:
         raise ExprError(f"expression has {count} nodes; the limit is {MAX_EXPR_NODES}")
     names: set[str] = set()
-    node = _Rewriter(scope, names).visit(tree.body)
+    rewriter = _Rewriter(scope, names)
+    node = rewriter.visit(tree.body)
     ast.fix_missing_locations(node)
-    return Expr(text=text, node=node, names=frozenset(names))
+    return Expr(text=text, node=node, names=frozenset(names)), rewriter.problems
 
 
 class _Rewriter(ast.NodeTransformer):
@@ -121,6 +178,15 @@ class _Rewriter(ast.NodeTransformer):
     def __init__(self, scope: Scope, names: set[str]) -> None:
         self.scope = scope
         self.names = names
+        self.problems: list[str] = []
+
+    def visit(self, node: ast.AST) -> Any:
+        # each node's problem is recorded and the walk goes on, so one run finds them all
+        try:
+            return super().visit(node)
+        except ExprError as e:
+            self.problems.append(str(e))
+            return node
 
     def generic_visit(self, node: ast.AST) -> ast.AST:
         raise ExprError(f"{type(node).__name__} is not allowed in policy expressions")
@@ -166,12 +232,16 @@ class _Rewriter(ast.NodeTransformer):
     visit_Set = visit_List  # type: ignore[assignment]
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
+        node.args = [self.visit(a) for a in node.args]  # problems inside the arguments count too
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             shown = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
-            raise ExprError(f"call to {shown!r} is not allowed; only len, min and max can be called")
+            raise ExprError(f"call to {shown!r} is not allowed; the functions are {', '.join(FUNCTIONS)}")
         if node.keywords:
             raise ExprError("keyword arguments are not allowed")
-        node.args = [self.visit(a) for a in node.args]
+        lo, hi = _ARITY[node.func.id]
+        if not lo <= len(node.args) <= hi:
+            want = str(lo) if lo == hi else f"{lo} or more"
+            raise ExprError(f"{node.func.id}() takes {want} argument(s), got {len(node.args)}")
         return node
 
     def visit_Name(self, node: ast.Name) -> ast.AST:

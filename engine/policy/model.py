@@ -10,11 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Strategy = Literal["best", "cheapest", "fastest", "ordered"]
+Strategy = Literal["best", "cheapest", "fastest", "ordered", "largest_context"]
+GroupStrategy = Literal["weighted", "shuffle", "least_busy", "lowest_latency"]
 Window = Literal["minute", "hour", "day", "month"]
 OnExceed = Literal["reject", "downgrade"]
 PromptLogging = Literal["hash", "full", "none"]
 AdapterKind = Literal["openai", "anthropic", "gemini", "openai_compatible", "simulated"]
+
+FEATURES = ("streaming", "tools", "json", "json_schema", "vision")
+"""Capability names a model may declare; a request needs the ones its content uses."""
 
 QUERY_TYPES_BUILTIN = ("chat", "code", "math", "reasoning", "creative", "summarize", "extract", "translate")
 
@@ -69,6 +73,9 @@ class Model:
     context_window: int
     max_output_tokens: int | None = None
     features: frozenset[str] = frozenset()
+    features_declared: bool = True
+    """False when the policy gives no `features:` list: capability checks then let the model
+    through (the adapter still refuses what it cannot do), as before capability routing."""
     scores: tuple[tuple[str, int], ...] = ()
     latency: LatencyPrior | None = None
     limits: Limits = field(default_factory=Limits)
@@ -127,7 +134,33 @@ class Route:
     max_cost_usd: float | None = None
     strategy: Strategy = "best"
     fallback: tuple[str, ...] = ()
+    downgrade_to: tuple[str, ...] | None = None
+    """Models a `downgrade` quota may switch to; None: the route's own candidates and fallbacks."""
     index: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Group:
+    """Several deployments of one model, picked between by `strategy` and pinned by `name`.
+
+    Attributes:
+        name: what clients and routes call the group.
+        models: its member models, in policy order.
+        strategy: how members are ordered for one request.
+        weights: member -> weight for `weighted` (members without one weigh 1).
+    """
+
+    name: str
+    models: tuple[str, ...]
+    strategy: GroupStrategy = "weighted"
+    weights: tuple[tuple[str, float], ...] = ()
+
+    def weight(self, model: str) -> float:
+        """The member's weight (1 unless the policy says otherwise)."""
+        for m, w in self.weights:
+            if m == model:
+                return w
+        return 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -284,6 +317,7 @@ class Policy:
     query_types: tuple[QueryTypeRule, ...]
     routes: tuple[Route, ...]
     quotas: tuple[Quota, ...] = ()
+    groups: dict[str, Group] = field(default_factory=dict, hash=False, compare=True)
     cache: CacheConfig = field(default_factory=CacheConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
@@ -298,3 +332,27 @@ class Policy:
     """File the policy was read from; used in diagnostics."""
     digest: str = ""
     """sha256 of the file's bytes: the policy version reported by the service and the log."""
+
+
+def expand(policy: Policy, names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Model names for `names`, each group replaced by its members, duplicates dropped, unknown
+    names left out (checks report them)."""
+    out: dict[str, None] = {}
+    for n in names:
+        g = policy.groups.get(n)
+        if g is not None:
+            out.update((m, None) for m in g.models if m in policy.models)
+        elif n in policy.models:
+            out[n] = None
+    return tuple(out)
+
+
+def downgrade_reach(p: Policy, r: Route) -> tuple[str, ...]:
+    """The models a `downgrade` quota can switch route `r` to, cheapest list price first: its
+    `downgrade_to` list, else its own candidates and fallbacks (never a model outside them)."""
+    if r.downgrade_to is not None:
+        names = expand(p, r.downgrade_to)
+    else:
+        names = expand(p, [*(r.candidates or p.models), *r.fallback])
+    return tuple(sorted(names, key=lambda n: (p.models[n].price.input + p.models[n].price.output,
+                                              p.models[n].order)))

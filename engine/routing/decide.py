@@ -1,18 +1,22 @@
 """`decide`: the pure function from (compiled policy, request, runtime state) to a plan.
 
-No I/O, no clock, no randomness: `engine explain`, `engine replay` and live traffic call the
-same function, so what ops see in a dry run is what traffic gets. The steps are POLICY.md's
-"Decision" section, in order.
+No I/O, no clock and no unseeded randomness (the order inside a model group is drawn from a
+generator seeded by the request id): `engine explain`, `engine replay` and live traffic call the
+same function, so what ops see in a dry run is what traffic gets. The steps are those of the
+"Decision" section of docs/policy.md, in order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import hashlib
+import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from engine.policy.compile import CompiledPolicy, CompiledRoute
-from engine.policy.model import Model
+from engine.policy.model import Group, Model
 from engine.routing.features import Features, Request
 from engine.routing.state import EMPTY_STATE, RuntimeState
 
@@ -69,8 +73,12 @@ class Decision:
         trace: the steps taken (empty unless `explain=True`).
         refusal: why the request is refused when the plan is empty.
         quota_refused: the plan is empty because `reject` quotas excluded every model.
-        downgraded: a `downgrade` quota replaced the plan with the cheapest model that fits.
+        downgraded: a `downgrade` quota replaced the plan with the cheapest model of the route
+            that fits.
         policy_digest: which policy version decided.
+        downgrade_reach: with the trace on and `downgrade` quotas in the policy, the models a
+            downgrade could switch this route to (cheapest first).
+        would_downgrade_to: likewise, what a downgrade would pick for this request now (None: nothing fits).
     """
 
     route: str | None
@@ -83,6 +91,8 @@ class Decision:
     quota_refused: bool = False
     downgraded: bool = False
     policy_digest: str = ""
+    downgrade_reach: tuple[str, ...] | None = None
+    would_downgrade_to: str | None = None
 
     @property
     def candidates(self) -> tuple[Candidate, ...]:
@@ -104,6 +114,8 @@ class Decision:
             "candidates": [c.as_dict() for c in self.candidates], "features": self.features.as_dict(),
             "refusal": self.refusal, "downgraded": self.downgraded,
             "trace": [e.format() for e in self.trace], "policy": self.policy_digest[:12],
+            **({"downgrade": {"reach": list(self.downgrade_reach), "would_pick": self.would_downgrade_to}}
+               if self.downgrade_reach is not None else {}),
         }
 
 
@@ -165,6 +177,39 @@ def decide_route(compiled: CompiledPolicy, route: str, features: Features, state
     return None
 
 
+def decide_group(compiled: CompiledPolicy, group: str, decision: Decision, state: RuntimeState = EMPTY_STATE, *,
+                 explain: bool = False) -> Decision | None:
+    """`decision` re-planned for a caller pinning model group `group`: its members that fit
+    (context, needed features, circuit, limits, quotas), in the group's order; None when the
+    policy has no such group."""
+    g = compiled.policy.groups.get(group)
+    if g is None:
+        return None
+    t = _Tracer(explain)
+    f = decision.features
+    pt, mt = f.prompt_tokens, f.max_tokens
+    rows: list[_Row] = []
+    fits: list[str] = []
+    blocked: list[tuple[str, bool]] = []
+    for name in g.models:
+        m = compiled.policy.models[name]
+        cost = m.est_cost(pt, mt)
+        reason = _runtime_miss(m, pt + mt, cost, f, state, blocked)
+        rows.append((m, m.score(f.query_type), cost, reason, "candidate"))
+        if reason is None:
+            fits.append(name)
+        else:
+            t("skip", f"$.models.{name}", reason)
+    plan = group_order(g, fits, f.request_id, state, compiled.policy.models)
+    t("select", f"$.groups.{group}", f"pinned group {group!r}, {g.strategy}: {', '.join(plan) or 'none fits'}")
+    refusal = None
+    if not plan:
+        why = "; ".join(f"{m.name}: {r}" for m, _, _, r, _ in rows if r)
+        refusal = f"group {group!r} leaves no model for this request ({why})"
+    return dataclasses.replace(decision, plan=tuple(plan), rows=tuple(rows), trace=decision.trace + tuple(t.events),
+                               refusal=refusal, quota_refused=bool(blocked) and not plan, downgraded=False)
+
+
 def _plan(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: RuntimeState, t: _Tracer,
           node: str) -> Decision:
     route = cr.route
@@ -199,18 +244,21 @@ def _plan(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: Runti
     if plan and on:
         t("select", f"{node}.strategy", f"{route.strategy}: {', '.join(plan)}")
     _fallbacks(cr, f, state, plan, rows, quota_blocked, t, node)
+    if compiled.group_of and len(plan) > 1:
+        plan = _grouped(compiled, plan, f, state, t)
     if state.demoted and plan:
-        kept = [p for p in plan if p not in state.demoted]
-        demoted = [p for p in plan if p in state.demoted]
-        for p in demoted:
-            t("note", "$.health.demote", f"{p} moved to the end: {state.demoted[p]}")
-        plan = kept + demoted
+        plan = _demote(plan, state, t)
     downgraded = False
     if not plan and quota_blocked and any(down for _, down in quota_blocked):
-        pick = _downgrade(compiled, f, state, need)
+        pick = _downgrade(cr, f, state, need)
         if pick is not None:
             plan, downgraded = [pick.name], True
-            t("fallback", "$.quotas", f"downgrade: {pick.name} is the cheapest model that fits the quotas")
+            t("fallback", f"{node}.downgrade_to" if route.downgrade_to is not None else "$.quotas",
+              f"downgrade: {pick.name} is the cheapest of the route's models that fits the quotas")
+        else:
+            t("fail", "$.quotas", "downgrade: none of the route's models fits the quotas "
+              f"({', '.join(m.name for m in cr.downgrade) or 'none'})")
+    reach, would = _downgrade_view(compiled, cr, f, state, plan if downgraded else None) if on else (None, None)
     refusal = None
     quota_refused = False
     if not plan:
@@ -223,7 +271,15 @@ def _plan(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: Runti
         t("fail", node, refusal)
     return Decision(route=route.name, query_type=f.query_type, plan=tuple(plan), rows=tuple(rows), features=f,
                     trace=tuple(t.events), refusal=refusal, quota_refused=quota_refused, downgraded=downgraded,
-                    policy_digest=compiled.policy.digest)
+                    policy_digest=compiled.policy.digest, downgrade_reach=reach, would_downgrade_to=would)
+
+
+def _demote(plan: list[str], state: RuntimeState, t: _Tracer) -> list[str]:
+    kept = [p for p in plan if p not in state.demoted]
+    demoted = [p for p in plan if p in state.demoted]
+    for p in demoted:
+        t("note", "$.health.demote", f"{p} moved to the end: {state.demoted[p]}")
+    return kept + demoted
 
 
 def _fallbacks(cr: CompiledRoute, f: Features, state: RuntimeState, plan: list[str], rows: list[_Row],
@@ -246,6 +302,8 @@ def _fallbacks(cr: CompiledRoute, f: Features, state: RuntimeState, plan: list[s
 
 def _runtime_miss(m: Model, need: int, cost: float, f: Features, state: RuntimeState,
                   quota_blocked: list[tuple[str, bool]]) -> str | None:
+    if f.needs and m.features_declared and not f.needs <= m.features:
+        return f"lacks {', '.join(sorted(f.needs - m.features))}"
     if need > m.context_window:
         return f"context window {m.context_window} < {need} tokens (prompt {f.prompt_tokens} + max_tokens)"
     if m.max_output_tokens is not None and f.max_tokens > m.max_output_tokens:
@@ -282,19 +340,81 @@ def _rank(strategy: str, eligible: list[tuple[Model, float, int]], state: Runtim
         def key(e: tuple[Model, float, int]) -> tuple[float, ...]:
             p50 = _latency(e[0], state)[0]
             return (p50 if p50 is not None else float("inf"), e[1], e[0].order)
+    elif strategy == "largest_context":
+        def key(e: tuple[Model, float, int]) -> tuple[float, ...]:
+            return (-e[0].context_window, e[1], e[0].order)
     else:  # best
         def key(e: tuple[Model, float, int]) -> tuple[float, ...]:
             return (-e[2], e[1], e[0].order)
     return [m.name for m, _, _ in sorted(eligible, key=key)]
 
 
-def _downgrade(compiled: CompiledPolicy, f: Features, state: RuntimeState, need: int) -> Model | None:
-    for m in sorted(compiled.policy.models.values(), key=lambda m: (m.est_cost(f.prompt_tokens, f.max_tokens),
-                                                                      m.order)):
-        cost = m.est_cost(f.prompt_tokens, f.max_tokens)
-        if _runtime_miss(m, need, cost, f, state, []) is None:
+def _downgrade_view(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: RuntimeState,
+                    downgraded: list[str] | None) -> tuple[tuple[str, ...] | None, str | None]:
+    """For explain: the models a downgrade can reach and what it would pick now if a `downgrade`
+    quota tripped (the same search as live traffic, on the same state)."""
+    if not compiled.downgrades:
+        return None, None
+    reach = tuple(m.name for m in cr.downgrade)
+    if downgraded:
+        return reach, downgraded[0]
+    pick = _downgrade(cr, f, state, f.prompt_tokens + f.max_tokens)
+    return reach, (pick.name if pick is not None else None)
+
+
+def _downgrade(cr: CompiledRoute, f: Features, state: RuntimeState, need: int) -> Model | None:
+    """The cheapest of the route's downgrade models (its `downgrade_to`, else its candidates and
+    fallbacks) that passes the runtime checks: a downgrade never leaves the route."""
+    pt, mt = f.prompt_tokens, f.max_tokens
+    for m in sorted(cr.downgrade, key=lambda m: (m.est_cost(pt, mt), m.order)):
+        if _runtime_miss(m, need, m.est_cost(pt, mt), f, state, []) is None:
             return m
     return None
+
+
+def _grouped(compiled: CompiledPolicy, plan: list[str], f: Features, state: RuntimeState, t: _Tracer) -> list[str]:
+    """Members of one group kept together, at the rank of the first of them, in the group's order."""
+    group_of = compiled.group_of
+    out: list[str] = []
+    done: set[str] = set()
+    for name in plan:
+        g = group_of.get(name)
+        if g is None:
+            out.append(name)
+        elif g.name not in done:
+            done.add(g.name)
+            members = [m for m in plan if group_of.get(m) is g]
+            ordered = group_order(g, members, f.request_id, state, compiled.policy.models)
+            if t.on:
+                t("select", f"$.groups.{g.name}", f"{g.strategy}: {', '.join(ordered)}")
+            out.extend(ordered)
+    return out
+
+
+def group_order(g: Group, members: Sequence[str], request_id: str, state: RuntimeState,
+                models: Mapping[str, Model]) -> list[str]:
+    """`members` of group `g` in the order the group's strategy gives this request.
+
+    `weighted` and `shuffle` draw from a generator seeded by (request id, group name), so the
+    same request id always gets the same order; `least_busy` and `lowest_latency` read `state`.
+    """
+    rank = {m: i for i, m in enumerate(g.models)}
+    base = sorted(members, key=lambda m: rank.get(m, len(rank)))
+    if g.strategy in ("weighted", "shuffle"):
+        digest = hashlib.blake2b(f"{request_id}\0{g.name}".encode(), digest_size=8).digest()
+        rng = random.Random(int.from_bytes(digest, "big"))
+        # weighted sampling without replacement (Efraimidis-Spirakis): key u^(1/w), largest first
+        keys = {m: rng.random() ** (1.0 / (g.weight(m) if g.strategy == "weighted" else 1.0)) for m in base}
+        return sorted(base, key=lambda m: -keys[m])
+    if g.strategy == "least_busy":
+        return sorted(base, key=lambda m: (state.in_flight.get(m, 0), rank.get(m, 0)))
+    # lowest_latency: measured p50, else the model's prior, unknown last
+    def p50(name: str) -> float:
+        m = models.get(name)
+        got = _latency(m, state)[0] if m is not None else state.latency_ms.get(name, (None, None))[0]
+        return got if got is not None else float("inf")
+
+    return sorted(base, key=lambda m: (p50(m), rank.get(m, 0)))
 
 
 def explain(compiled: CompiledPolicy, request: Request, state: RuntimeState = EMPTY_STATE) -> Decision:

@@ -42,6 +42,10 @@ class Request:
             `engine test` may also state it).
         has_images: the request carries images (likewise).
         stop: stop sequences.
+        request_id: seeds the random order inside model groups, so a dry run with the same id
+            repeats the live order.
+        prompt_tokens: a stated input size that replaces the estimate (`explain`, `engine test`).
+        prompt_tokens_at_least: a floor on the estimate (likewise).
     """
 
     messages: tuple[Message, ...]
@@ -53,12 +57,18 @@ class Request:
     has_tools: bool = False
     has_images: bool = False
     stop: tuple[str, ...] = ()
+    request_id: str = ""
+    prompt_tokens: int | None = None
+    prompt_tokens_at_least: int = 0
+    stated_needs: frozenset[str] = frozenset()
+    """Needs stated without the content that implies them (`engine test` `needs:`)."""
 
     @classmethod
     def of(cls, prompt: str | None = None, *, messages: Sequence[Any] | None = None, max_tokens: int = 1000,
            temperature: float = 0.7, stream: bool = False, meta: Mapping[str, Any] | None = None,
            has_tools: bool = False, has_images: bool = False, stop: Sequence[str] | None = None,
-           options: Options | None = None, **surface: Any) -> Request:
+           options: Options | None = None, request_id: str = "", prompt_tokens: int | None = None,
+           prompt_tokens_at_least: int = 0, **surface: Any) -> Request:
         """Build and check a request from a prompt or chat messages.
 
         `messages` may hold `Message`s, (role, content) pairs, or OpenAI-shaped dicts (text and
@@ -96,16 +106,21 @@ class Request:
             raise RequestError(f"max_tokens must be a positive integer, got {max_tokens!r}")
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
             raise RequestError(f"temperature must be between 0 and 2, got {temperature!r}")
+        for name, n in (("prompt_tokens", prompt_tokens), ("prompt_tokens_at_least", prompt_tokens_at_least)):
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+                raise RequestError(f"{name} must be a non-negative integer, got {n!r}")
         needs = needed_features(msgs, opts)
         return cls(messages=msgs, max_tokens=max_tokens, temperature=float(temperature), stream=stream,
                    meta=dict(meta or {}), options=opts, has_tools=has_tools or "tools" in needs,
-                   has_images=has_images or "vision" in needs, stop=tuple(stop or ()))
+                   has_images=has_images or "vision" in needs, stop=tuple(stop or ()), request_id=request_id,
+                   prompt_tokens=prompt_tokens, prompt_tokens_at_least=prompt_tokens_at_least)
 
     @property
     def needs(self) -> frozenset[str]:
         """Model features this request needs (`tools`, `vision`, `json`, `json_schema`, `streaming`)."""
         need = set(needed_features(self.messages, self.options, stream=self.stream))
         # explain and policy tests may state a need without carrying the content
+        need.update(self.stated_needs)
         if self.has_tools:
             need.add("tools")
         if self.has_images:
@@ -176,6 +191,10 @@ class Features:
     query_type: str
     signals: Mapping[str, bool]
     meta: Mapping[str, Any]
+    needs: frozenset[str] = frozenset()
+    """Model features the request needs (`tools`, `vision`, `json`, `json_schema`, `streaming`)."""
+    request_id: str = ""
+    """Seeds the order inside model groups (see `Request.request_id`)."""
 
     def env(self) -> Mapping[str, Any]:
         """Flat names for expression evaluation (`meta.tier`, `signals.has_code`...)."""
@@ -196,7 +215,7 @@ class Features:
             "prompt_tokens": self.prompt_tokens, "max_tokens": self.max_tokens, "temperature": self.temperature,
             "stream": self.stream, "has_tools": self.has_tools, "has_images": self.has_images,
             "has_system": self.has_system, "query_type": self.query_type, "signals": dict(self.signals),
-            "meta": {str(k): v for k, v in self.meta.items()},
+            "meta": {str(k): v for k, v in self.meta.items()}, "needs": sorted(self.needs),
         }
 
 

@@ -27,6 +27,7 @@ class RuntimeState:
         unavailable: model -> why it cannot take a request now (e.g. its rate limiter would
             wait past the deadline).
         quota_probe: asks whether quotas leave room for a model; None means no quotas apply.
+        in_flight: model -> requests it is serving now (for `least_busy` groups).
     """
 
     open_circuits: Mapping[str, str] = field(default_factory=dict)
@@ -34,6 +35,7 @@ class RuntimeState:
     latency_ms: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     unavailable: Mapping[str, str] = field(default_factory=dict)
     quota_probe: QuotaProbe | None = None
+    in_flight: Mapping[str, int] = field(default_factory=dict)
 
 
 EMPTY_STATE = RuntimeState()

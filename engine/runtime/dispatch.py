@@ -104,6 +104,8 @@ class Dispatcher:
         self.quotas = quotas
         self.clock = clock
         self._rng = rng or random.Random()
+        self.in_flight: dict[str, int] = {}
+        """model -> vendor calls awaiting an answer now (what `least_busy` groups rank by)."""
 
     def backoff_s(self, attempt: int, retry_after: float | None) -> float:
         """Capped exponential backoff with full jitter, never shorter than Retry-After."""
@@ -228,7 +230,11 @@ class Dispatcher:
             try:
                 # the adapter enforces `timeout` through its SDK; this is the backstop for an
                 # SDK that overruns it, so the request deadline always holds
-                value = await _bounded(call(model, timeout), timeout + 1.0)
+                self.in_flight[model.name] = self.in_flight.get(model.name, 0) + 1
+                try:
+                    value = await _bounded(call(model, timeout), timeout + 1.0)
+                finally:
+                    self.in_flight[model.name] -= 1
             except (ProviderError, InvalidInput, asyncio.TimeoutError) as e:
                 err = _as_provider_error(e, model, timeout)
                 ms = (loop.time() - started) * 1000

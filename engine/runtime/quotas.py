@@ -157,7 +157,8 @@ class QuotaBlock:
 
     def error(self) -> QuotaExceeded:
         """The exception `reserve` raises for this block."""
-        return QuotaExceeded(self.quota, self.scope_key, self.measure, self.limit, self.used, self.resets_at)
+        return QuotaExceeded(self.quota, self.scope_key, self.measure, self.limit, self.used, self.resets_at,
+                             requested=self.requested)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from engine.policy.api import compile_policy, load_policy
 from engine.policy.compile import CompiledPolicy
 from engine.policy.model import Model, Policy
 from engine.policy.predicate import Predicate
-from engine.routing.decide import Decision, decide_features, decide_route
+from engine.routing.decide import Decision, decide_features, decide_group, decide_route
 from engine.routing.features import Features, Request, safe_truth
 from engine.routing.state import RuntimeState
 from engine.runtime.adapters import AdapterPool
@@ -269,7 +269,7 @@ class Router:
         rid = _request_id()
         try:
             request = Request.of(prompt, messages=messages, max_tokens=max_tokens, temperature=temperature,
-                                 meta=meta, stop=stop, stream=stream, options=options, **surface)
+                                 meta=meta, stop=stop, stream=stream, options=options, request_id=rid, **surface)
         except RequestError as e:
             self.recorder.bad_request(rid, started, meta, e)
             raise
@@ -305,7 +305,9 @@ class Router:
 
     def _state(self, features: Features) -> RuntimeState:
         state = self.health.snapshot()
-        if self.limits is None and self.quotas is None:
+        # least_busy groups rank by the calls in flight: a copy, so decide sees a snapshot
+        in_flight = dict(self.dispatcher.in_flight) if self.compiled.dynamic_groups else {}
+        if self.limits is None and self.quotas is None and not in_flight:
             return state
         tenant, key = _who(features.meta)
         unavailable: Mapping[str, str] = {}
@@ -325,7 +327,7 @@ class Router:
                 return None if block is None else (block.reason, block.on_exceed == "downgrade")
         # built directly: dataclasses.replace costs more than the rest of this method
         return RuntimeState(open_circuits=state.open_circuits, demoted=state.demoted, latency_ms=state.latency_ms,
-                            unavailable=unavailable, quota_probe=probe)
+                            unavailable=unavailable, quota_probe=probe, in_flight=in_flight)
 
     def _decide(self, request: Request, pinned: str | None, features: Features | None = None) -> Decision:
         if features is None:
@@ -337,13 +339,17 @@ class Router:
         return self._pin(decision, pinned, state)
 
     def _pin(self, decision: Decision, pinned: str, state: RuntimeState) -> Decision:
-        """`model: NAME` pins a model; `model: ROUTE` uses that route's plan."""
+        """`model: NAME` pins a model; `model: GROUP` the group's members; `model: ROUTE` that route's plan."""
         if pinned in self.policy.models:
             return dataclasses.replace(decision, plan=(pinned,), refusal=None, quota_refused=False)
+        grouped = decide_group(self.compiled, pinned, decision, state)
+        if grouped is not None:
+            return grouped
         routed = decide_route(self.compiled, pinned, decision.features, state)
         if routed is not None:
             return routed
-        raise RequestError(f"unknown model or route {pinned!r}; models: {', '.join(self.policy.models)}")
+        raise RequestError(f"unknown model or route {pinned!r} (nor a model group); "
+                           f"models: {', '.join(self.policy.models)}")
 
     def _walk(self, rid: str, request: Request, decision: Decision) -> Walk:
         tenant, key = _who(request.meta)

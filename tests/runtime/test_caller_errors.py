@@ -27,10 +27,10 @@ def tight_policy() -> Policy:
 
 async def test_25_requests_no_model_can_honour_open_no_circuit(tmp_path: Path, rows: RowsFn) -> None:
     p = tight_policy()
-    ads = sims(p)  # plain simulated models: no tools, no seed; each refuses before any call
+    ads = sims(p, features=["streaming"])  # text-only simulated models: each refuses tools and JSON before any call
     async with Router(p, log_path=tmp_path / "log.db", adapters=ads) as router:
         for i in range(25):
-            kwargs = {"tools": [TOOL]} if i % 2 else {"seed": i}
+            kwargs = {"tools": [TOOL]} if i % 2 else {"response_format": {"type": "json_object"}}
             with pytest.raises(AllModelsFailed):
                 await router.generate(f"request {i}", **kwargs)
         assert {name: router.health.state(name) for name in p.models} == dict.fromkeys(p.models, "closed")

@@ -125,6 +125,7 @@ def tool_sims(policy: Policy, text_only: tuple[str, ...] = ()) -> dict[str, Simu
     """A `ToolSim` per model of `policy` (instant), plain simulated adapters for `text_only`."""
     out: dict[str, SimulatedAdapter] = {}
     for name, m in policy.models.items():
-        cls = SimulatedAdapter if name in text_only else ToolSim
-        out[name] = cls(m.provider, m.id, price=Price(m.price.input, m.price.output), time_scale=0)
+        price = Price(m.price.input, m.price.output)
+        out[name] = SimulatedAdapter(m.provider, m.id, price=price, time_scale=0, features=["streaming"]) \
+            if name in text_only else ToolSim(m.provider, m.id, price=price, time_scale=0)
     return out
