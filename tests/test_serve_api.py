@@ -135,7 +135,7 @@ def test_failure_after_first_token_is_an_error_event(server: ServerThread, fake:
     (b'{"model": "auto", "messages": [{"role": "bot", "content": "hi"}]}', "messages[0].role", "invalid_value"),
     (b'{"model": "auto", "messages": [{"role": "user"}]}', "messages[0].content", "missing_required_parameter"),
     (b'{"model": "auto", "messages": [{"role": "user", "content": 5}]}', "messages[0].content", "invalid_type"),
-    (b'{"model": "auto", "messages": [{"role": "user", "content": " "}]}', None, None),
+    (b'{"model": "auto", "messages": [{"role": "user", "content": " "}]}', "messages[0].content", "invalid_value"),
     (b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "colour": 1}', "colour",
      "unknown_parameter"),
     (b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}', "temperature",
@@ -146,7 +146,7 @@ def test_failure_after_first_token_is_an_error_event(server: ServerThread, fake:
      "integer_below_min_value"),
     (b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "n": 2}', "n", "unsupported_parameter"),
     (b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}',
-     "tools", "unsupported_parameter"),
+     "tools[0].function.name", "invalid_value"),
     (b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "stream_options": {}}',
      "stream_options", "invalid_value"),
 ])

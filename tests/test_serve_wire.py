@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
+from openai.lib.streaming.chat import ChatCompletionStreamState
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from syrupy.assertion import SnapshotAssertion
 
+from adapters.conversation import (
+    NO_OPTIONS,
+    ImagePart,
+    Message,
+    Options,
+    OutputFormat,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    needed_features,
+)
+from engine.runtime.result import RoutedCompletion
 from engine.server.config import ServeConfig
-from engine.server.openai_wire import StreamEncoder, WireError, parse_chat_request
+from engine.server.openai_wire import StreamEncoder, WireError, completion_body, model_body, parse_chat_request
 
 
 def _events(raw: bytes) -> list[dict[str, object] | str]:
@@ -57,21 +75,166 @@ def test_messages_are_normalised() -> None:
                                                                       {"type": "text", "text": "b"}]}],
             "user": "u1", "metadata": {"team": "x"}, "top_p": 0.5, "seed": 3}
     chat = parse_chat_request(json.dumps(body).encode())
-    assert chat.messages == (("system", "be brief"), ("user", "a\nb"))
+    assert chat.messages == (Message("system", "be brief"),
+                             Message("user", (TextPart("a"), TextPart("b")), name="ann"))
     assert (chat.max_tokens, chat.stop, chat.temperature, chat.user) == (20, ("END",), 1.0, "u1")
     assert chat.metadata == {"team": "x"} and not chat.stream
+    assert chat.options == Options(top_p=0.5, seed=3)
 
 
-@pytest.mark.parametrize("body", [
-    {"model": "auto", "messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]},
-    {"model": "auto", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
-    {"model": "auto", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}},
-    {"model": "auto", "messages": [{"role": "user", "content": "x"}], "logprobs": True},
+def test_plain_text_needs_no_options() -> None:
+    chat = parse_chat_request(b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}')
+    assert chat.options is NO_OPTIONS
+
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+def test_the_whole_surface_reaches_the_conversation_model() -> None:
+    body = {
+        "model": "auto", "seed": 7, "top_p": 0.9, "presence_penalty": 0.5, "frequency_penalty": -0.5,
+        "parallel_tool_calls": False,
+        "tools": [{"type": "function", "function": {"name": "weather", "description": "Weather of a city",
+                                                    "parameters": WEATHER, "strict": True}}],
+        "tool_choice": {"type": "function", "function": {"name": "weather"}},
+        "response_format": {"type": "json_schema", "json_schema": {"name": "Answer", "schema": WEATHER}},
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "What is this city?"},
+                                         {"type": "image_url",
+                                          "image_url": {"url": f"data:image/png;base64,{PNG}", "detail": "low"}},
+                                         {"type": "image_url", "image_url": {"url": "https://x.test/a.jpg"}}]},
+            {"role": "assistant", "content": None,
+             "tool_calls": [{"id": "call_1", "type": "function",
+                             "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "rain"},
+        ],
+    }
+    chat = parse_chat_request(json.dumps(body).encode())
+    user, assistant, tool = chat.messages
+    assert user.images == (ImagePart(data=PNG, media_type="image/png", detail="low"),
+                           ImagePart(url="https://x.test/a.jpg"))
+    assert assistant.tool_calls == (ToolCall("call_1", "weather", '{"city": "Oslo"}'),)
+    assert (tool.role, tool.tool_call_id, tool.text) == ("tool", "call_1", "rain")
+    assert chat.options == Options(
+        tools=(Tool("weather", "Weather of a city", WEATHER, True),), tool_choice=ToolChoice.tool("weather"),
+        parallel_tool_calls=False, output=OutputFormat("json_schema", "Answer", WEATHER), top_p=0.9, seed=7,
+        presence_penalty=0.5, frequency_penalty=-0.5)
+    assert needed_features(chat.messages, chat.options) == {"tools", "vision", "json", "json_schema"}
+
+
+def _msgs(*extra: dict[str, object]) -> list[dict[str, object]]:
+    return [{"role": "user", "content": "hi"}, *extra]
+
+
+TOOL = {"type": "function", "function": {"name": "weather", "parameters": WEATHER}}
+
+
+@pytest.mark.parametrize(("extra", "param", "code"), [
+    ({"n": 2}, "n", "unsupported_parameter"),
+    ({"logprobs": True}, "logprobs", "unsupported_parameter"),
+    ({"store": True}, "store", "unsupported_parameter"),
+    ({"reasoning_effort": "high"}, "reasoning_effort", "unsupported_parameter"),
+    ({"audio": {"voice": "x"}}, "audio", "unsupported_parameter"),
+    ({"functions": [{"name": "f"}]}, "functions", "unsupported_parameter"),
+    ({"modalities": ["text", "audio"]}, "modalities", "unsupported_parameter"),
+    ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools[0].type", "unsupported_parameter"),
+    ({"tools": [TOOL, TOOL]}, "tools", "invalid_value"),
+    ({"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice",
+     "invalid_value"),
+    ({"tool_choice": "required"}, "tool_choice", "invalid_value"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "has space", "schema": {}}}},
+     "response_format.json_schema.name", "invalid_value"),
+    ({"response_format": {"type": "yaml"}}, "response_format.type", "invalid_value"),
+    ({"seed": 1.5}, "seed", "invalid_type"),
+    ({"top_p": 1.5}, "top_p", "decimal_above_max_value"),
+    ({"parallel_tool_calls": "yes"}, "parallel_tool_calls", "invalid_type"),
+    ({"colour": "red"}, "colour", "unknown_parameter"),
+    ({"stream_options": {"include_usage": True}}, "stream_options", "invalid_value"),  # without stream
 ])
-def test_what_the_router_cannot_carry_is_refused(body: dict[str, object]) -> None:
+def test_what_the_router_cannot_carry_is_refused_by_name(extra: dict[str, object], param: str, code: str) -> None:
     with pytest.raises(WireError) as e:
-        parse_chat_request(json.dumps(body).encode())
-    assert e.value.status == 400 and e.value.code == "unsupported_parameter" and "not supported" in e.value.message
+        parse_chat_request(json.dumps({"model": "auto", "messages": _msgs(), **extra}).encode())
+    assert (e.value.status, e.value.param, e.value.code) == (400, param, code)
+    assert e.value.message
+
+
+@pytest.mark.parametrize(("messages", "param", "code"), [
+    ([{"role": "tool", "tool_call_id": "call_9", "content": "x"}], "messages[0]", "invalid_value"),
+    (_msgs({"role": "tool", "tool_call_id": "call_9", "content": "x"}), "messages[1]", "invalid_value"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@"}}]}],
+     "messages[0].content[0]", "invalid_value"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}],
+     "messages[0].content[0]", "invalid_value"),
+    ([{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}], "messages[0].content[0].type",
+     "unsupported_parameter"),
+    ([{"role": "function", "name": "f", "content": "x"}], "messages[0].role", "unsupported_parameter"),
+    ([{"role": "user", "content": "x", "tool_calls": [{"id": "c", "function": {"name": "f"}}]}],
+     "messages[0].tool_calls", "invalid_value"),
+    ([{"role": "assistant", "content": None}], "messages[0].content", "missing_required_parameter"),
+    ([{"role": "user", "content": "x", "colour": 1}], "messages[0].colour", "unknown_parameter"),
+])
+def test_bad_messages_are_named(messages: list[dict[str, object]], param: str, code: str) -> None:
+    with pytest.raises(WireError) as e:
+        parse_chat_request(json.dumps({"model": "auto", "messages": messages}).encode())
+    assert (e.value.status, e.value.param, e.value.code) == (400, param, code)
+
+
+def _result(**kw: object) -> RoutedCompletion:
+    base: dict[str, object] = dict(text="", model="gpt-mini", model_id="gpt-4o-mini", provider="openai",
+                                   finish_reason="tool_calls", input_tokens=12, output_tokens=7, cost_usd=0.0,
+                                   latency_ms=1.0, attempts=1, fallbacks=0, cached=False, route="default",
+                                   query_type="chat", request_id="abc",
+                                   tool_calls=(ToolCall("call_1", "weather", '{"city":"x"}'),
+                                               ToolCall("call_2", "time", "{}")))
+    base.update(kw)
+    return RoutedCompletion(**base)  # type: ignore[arg-type]
+
+
+def test_a_tool_call_answer_is_openais_shape(snapshot: SnapshotAssertion) -> None:
+    raw = completion_body(_result(), 1700000000)
+    assert json.loads(raw) == snapshot
+    parsed = ChatCompletion.model_validate_json(raw)  # the SDK's own model of the answer
+    msg = parsed.choices[0].message
+    assert msg.content is None and parsed.choices[0].finish_reason == "tool_calls"
+    assert [(c.id, c.function.name, c.function.arguments) for c in msg.tool_calls or []] == [
+        ("call_1", "weather", '{"city":"x"}'), ("call_2", "time", "{}")]
+    text = json.loads(completion_body(_result(text="hi", tool_calls=(), finish_reason="stop"), 1))
+    assert text["choices"][0]["message"]["content"] == "hi" and "tool_calls" not in text["choices"][0]["message"]
+
+
+def test_streamed_tool_calls_are_reassembled_by_the_sdk(snapshot: SnapshotAssertion) -> None:
+    enc = StreamEncoder("chatcmpl-3", 1700000000, "gpt-mini", include_usage=True)
+    raw = (enc.first("") + enc.tool_call(ToolCallDelta(0, "call_1", "weather")) +
+           enc.tool_call(ToolCallDelta(0, arguments='{"ci')) + enc.tool_call(ToolCallDelta(0, arguments='ty":"x"}')) +
+           enc.tool_call(ToolCallDelta(1, None, "time", "{}")) + enc.end("tool_calls", 5, 4))
+    events = _events(raw)
+    assert events == snapshot
+    first_call = events[1]["choices"][0]["delta"]["tool_calls"][0]  # type: ignore[index]
+    assert first_call == {"index": 0, "id": "call_1", "type": "function",
+                          "function": {"name": "weather", "arguments": ""}}
+    assert events[2]["choices"][0]["delta"]["tool_calls"] == [  # type: ignore[index]
+        {"index": 0, "function": {"arguments": '{"ci'}}]
+    state = ChatCompletionStreamState()
+    for e in events:
+        if isinstance(e, dict):
+            state.handle_chunk(ChatCompletionChunk.model_validate(e))
+    final = state.get_final_completion()
+    calls = final.choices[0].message.tool_calls or []
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("weather", {"city": "x"}), ("time", {})]
+    assert calls[0].id == "call_1" and calls[1].id.startswith("call_")  # a stable id where the vendor gave none
+    assert final.choices[0].finish_reason == "tool_calls"
+
+
+def test_model_by_id() -> None:
+    models, routes = {"gpt-mini": "openai"}, ("default",)
+    assert json.loads(model_body("gpt-mini", models, routes, 5)) == {"id": "gpt-mini", "object": "model",
+                                                                     "created": 5, "owned_by": "openai"}
+    assert json.loads(model_body("default", models, routes, 5))["owned_by"] == "router"
+    with pytest.raises(WireError) as e:
+        model_body("gpt-9", models, routes, 5)
+    assert (e.value.status, e.value.code) == (404, "model_not_found")
 
 
 def test_config_travels_through_the_environment() -> None:

@@ -5,8 +5,9 @@
 `engine serve` runs it on uvicorn (uvloop, httptools); with several workers each imports
 `engine.server.app:create_app` as a factory and reads its config from `ENGINE_SERVE_*`.
 
-Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `POST /v1/explain`, `GET /healthz`,
-`GET /readyz`, `GET /metrics`, `GET /dashboard` (+ its data and static files).
+Endpoints: `POST /v1/chat/completions`, `GET /v1/models` (and `/v1/models/{id}`), `POST /v1/messages`
+(Anthropic's format, and `/v1/messages/count_tokens`: engine/server/doors.py), `POST /v1/explain`,
+`GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /dashboard` (+ its data and static files).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from engine.policy.model import Policy
 from engine.runtime.router import Router
 from engine.server.auth import Authenticator, KeyQuotas, Principal
 from engine.server.config import ServeConfig
+from engine.server.doors import MessagesDoor, http_error, model_by_id
 from engine.server.errormap import map_error
 from engine.server.keystore import KeyStore
 from engine.server.livestats import LiveStats
@@ -224,7 +226,7 @@ class Service:
             pinned = self._pin(chat, live)
             result = await live.router.generate(
                 messages=chat.messages, max_tokens=chat.max_tokens, temperature=chat.temperature,
-                stop=chat.stop or None, meta=self._meta(chat, who), model=pinned)
+                stop=chat.stop or None, meta=self._meta(chat, who), model=pinned, options=chat.options)
             tokens, cost = result.input_tokens + result.output_tokens, result.cost_usd
         except Exception as e:
             return self._fail(self._map(e, live), request, who, chat.model)
@@ -245,7 +247,7 @@ class Service:
             pinned = self._pin(chat, live)
             events = stream_events(live.router, served, messages=chat.messages, max_tokens=chat.max_tokens,
                                    temperature=chat.temperature, stop=chat.stop or None,
-                                   meta=self._meta(chat, who), model=pinned)
+                                   meta=self._meta(chat, who), model=pinned, options=chat.options)
             # wait for the first token before answering: a failure until then is a real HTTP error
             first = await events.__anext__()
         except Exception as e:
@@ -308,7 +310,7 @@ class Service:
             pinned = self._pin(chat, live)
             decision = live.router.explain(messages=chat.messages, max_tokens=chat.max_tokens,
                                            temperature=chat.temperature, stream=chat.stream,
-                                           meta=self._meta(chat, who))
+                                           meta=self._meta(chat, who), options=chat.options)
             out = decision.as_dict()
         except Exception as e:
             return self._fail(self._map(e, live), request, who, chat.model)
@@ -323,6 +325,7 @@ class Service:
 def create_app(config: ServeConfig | None = None, *, metrics: Any = None) -> Starlette:
     """The ASGI app (uvicorn factory: `engine.server.app:create_app`, config from `ENGINE_SERVE_*`)."""
     service = Service(config or ServeConfig.from_env(), metrics=metrics)
+    messages = MessagesDoor(service)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[Mapping[str, Any]]:
@@ -336,9 +339,13 @@ def create_app(config: ServeConfig | None = None, *, metrics: Any = None) -> Sta
         Route("/v1/chat/completions", service.chat_completions, methods=["POST"]),
         Route("/chat/completions", service.chat_completions, methods=["POST"]),
         Route("/v1/models", service.models, methods=["GET"]),
+        Route("/v1/models/{model:path}", model_by_id, methods=["GET"]),
+        Route("/v1/messages", messages.messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", messages.count_tokens, methods=["POST"]),
         Route("/v1/explain", service.explain, methods=["POST"]),
         *service.ops.routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)])
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)],
+                    exception_handlers={404: http_error, 405: http_error})
     app.state.service = service
     return app

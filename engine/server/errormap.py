@@ -8,6 +8,7 @@
 | RateLimitExceeded (a per-tenant / per-key `limits` entry) | 429 + Retry-After | rate_limit_exceeded |
 | AllModelsFailed, every attempt rate limited | 429 + Retry-After (vendor's, else 1 s) | rate_limit_exceeded |
 | AllModelsFailed, every attempt too long / filtered | 400 | context_length_exceeded / content_filter |
+| AllModelsFailed, every model refused the request (BadRequest) | 400 | unsupported_parameter (naming it) |
 | AllModelsFailed, otherwise | 503 | all_models_failed |
 | RoutingRefused, some model only held back by an open circuit | 503 + Retry-After | no_model_available |
 | RoutingRefused, held back only by rate limits | 429 + Retry-After | rate_limit_exceeded |
@@ -84,6 +85,13 @@ def _all_failed(e: AllModelsFailed, stats: LiveStats) -> WireError:
     if limited:
         return WireError(429, f"Every model of the plan is rate limited; retry later. {e}", type="rate_limit_error",
                          code="rate_limit_exceeded", headers={"retry-after": _seconds(hint)})
+    if tried and all(cls == "BadRequest" for cls in tried):
+        # every model refused the request itself (a parameter it cannot honour, a malformed
+        # body): the client's to fix, so a 400 naming the parameter, not a 503
+        unsupported = [m for _, cls, m in e.attempts if cls == "BadRequest" and " is not supported by " in m]
+        head = unsupported[0].split(" is not supported by ")[0] if unsupported else ""
+        param = head if head and " " not in head else None  # "image input ..." names no parameter
+        return WireError(400, str(e), param=param, code="unsupported_parameter" if unsupported else None)
     codes = {_INPUT_FAULTS.get(cls) for cls in tried}
     if tried and len(codes) == 1 and None not in codes:
         code = codes.pop()

@@ -2,20 +2,31 @@
 
 Validation follows what OpenAI itself answers: a JSON object, known fields only, each of the
 type OpenAI documents, with its error shape (`{"error": {message, type, param, code}}`) and
-codes (`invalid_type`, `missing_required_parameter`, `unknown_parameter`, ...). Fields the
-router cannot honour (tools, n > 1, JSON mode, logprobs) are refused with a message saying so
-rather than silently dropped; sampling knobs that only tune a vendor's decoding (top_p,
-penalties, seed) are accepted and not forwarded (see docs/service.md).
+codes (`invalid_type`, `missing_required_parameter`, `unknown_parameter`, ...). The whole
+request surface (tools, tool choice, output formats, images, tool calls and results, sampling)
+is parsed into the conversation model (`adapters.conversation`); a field the router cannot
+carry (n > 1, logprobs, audio, ...) is refused with a 400 naming it, never silently dropped.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.conversation import (
+    NO_OPTIONS,
+    Message,
+    Options,
+    ToolCallDelta,
+    coerce_messages,
+    coerce_options,
+    synth_call_id,
+)
+from adapters.errors import InvalidInput
 from engine.runtime.result import RoutedCompletion
 
 __all__ = [
@@ -24,8 +35,12 @@ __all__ = [
     "WireError",
     "completion_body",
     "error_body",
+    "finish_reason",
+    "invalid_input",
+    "model_body",
     "models_body",
     "parse_chat_request",
+    "parse_json_body",
 ]
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -66,11 +81,11 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChatRequest:
-    """A validated `POST /v1/chat/completions` body, reduced to what the router takes.
+    """A validated request of either door, reduced to what the router takes.
 
     Attributes:
         model: `auto`, a model name or a route name.
-        messages: (role, content) pairs; `developer` is folded into `system`.
+        messages: the conversation (`developer` is folded into `system`).
         max_tokens: output budget (`max_completion_tokens` or `max_tokens`, else the default).
         temperature: sampling temperature.
         stop: stop sequences.
@@ -78,10 +93,11 @@ class ChatRequest:
         include_usage: `stream_options.include_usage`: send a final usage chunk.
         user: OpenAI's `user` field (visible to the policy as `meta.user`).
         metadata: OpenAI's `metadata` (visible as `meta.KEY`, except reserved names).
+        options: tools, tool choice, output format and sampling, for the router.
     """
 
     model: str
-    messages: tuple[tuple[str, str], ...]
+    messages: tuple[Message, ...]
     max_tokens: int
     temperature: float
     stop: tuple[str, ...]
@@ -89,20 +105,35 @@ class ChatRequest:
     include_usage: bool
     user: str | None
     metadata: Mapping[str, str]
+    options: Options = NO_OPTIONS
 
 
 # Everything OpenAI accepts on this endpoint; anything else is an unknown parameter.
-_IGNORED_NUMBERS = ("top_p", "presence_penalty", "frequency_penalty")
-_IGNORED = frozenset(("top_p", "presence_penalty", "frequency_penalty", "seed", "logit_bias", "store",
-                      "service_tier", "parallel_tool_calls", "prompt_cache_key", "safety_identifier",
-                      "reasoning_effort", "verbosity", "top_logprobs"))
+_OPTION_FIELDS = ("tools", "tool_choice", "parallel_tool_calls", "response_format", "top_p", "seed",
+                  "presence_penalty", "frequency_penalty")
+# Accepted only at the value that asks for nothing (what OpenAI does by default); any other
+# value is refused, since the router would otherwise drop it.
+_DEFAULTS_ONLY: dict[str, tuple[Any, ...]] = {
+    "n": (1,), "logprobs": (False,), "store": (False,), "service_tier": ("auto", "default"), "logit_bias": ({},),
+    "modalities": (["text"],),
+}
+_REFUSED = {
+    "functions": "legacy function calling (send `tools`)", "function_call": "legacy function calling (send "
+    "`tool_choice`)", "top_logprobs": "returning log probabilities", "audio": "audio output",
+    "prediction": "predicted outputs", "web_search_options": "web search", "reasoning_effort": "reasoning effort",
+    "verbosity": "verbosity", "prompt_cache_key": "prompt cache keys", "safety_identifier": "safety identifiers "
+    "(send `user`, which the policy and the decision log see)",
+}
 _KNOWN = frozenset(("model", "messages", "max_tokens", "max_completion_tokens", "temperature", "stop", "stream",
-                    "stream_options", "n", "user", "metadata", "tools", "tool_choice", "functions",
-                    "function_call", "response_format", "logprobs", "modalities", "audio", "prediction",
-                    "web_search_options")) | _IGNORED
+                    "stream_options", "user", "metadata", *_OPTION_FIELDS, *_DEFAULTS_ONLY, *_REFUSED))
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+# `annotations` is output-only (URL citations of an earlier answer); clients that append the
+# SDK's answer object to their history send it back, so it is accepted and has no effect
+_MESSAGE_KEYS = frozenset(("role", "content", "name", "refusal", "tool_calls", "tool_call_id", "function_call",
+                           "audio", "annotations"))
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "an object",
                list: "an array", type(None): "null"}
+_PARAM = re.compile(r"^([A-Za-z_]+(?:\[\d+\])?(?:\.[A-Za-z_]+(?:\[\d+\])?)*)")
 
 
 def _type_name(value: Any) -> str:
@@ -117,6 +148,15 @@ def _invalid_type(param: str, expected: str, value: Any) -> WireError:
 def _unsupported(param: str, what: str) -> WireError:
     return WireError(400, f"'{param}': {what} is not supported by this router; remove it from the request "
                      "(see docs/service.md, 'What the service accepts').", param=param, code="unsupported_parameter")
+
+
+def invalid_input(e: InvalidInput, default_param: str, roots: frozenset[str] | tuple[str, ...]) -> WireError:
+    """A 400 for the conversation model's refusal, naming the field it names (else `default_param`)."""
+    message = str(e)
+    m = _PARAM.match(message)
+    param = m.group(1) if m and m.group(1).split("[")[0].split(".")[0] in roots else default_param
+    code = "unsupported_parameter" if "not supported" in message else "invalid_value"
+    return WireError(400, f"Invalid '{param}': {message}.", param=param, code=code)
 
 
 def _is_int(v: Any) -> bool:
@@ -151,7 +191,7 @@ def parse_chat_request(raw: bytes, *, default_max_tokens: int = 1000) -> ChatReq
         default_max_tokens: budget used when the client gives none (routing estimates cost from it).
 
     Raises:
-        WireError: 400 with OpenAI's error fields.
+        WireError: 400 with OpenAI's error fields, naming the offending parameter.
     """
     body = parse_json_body(raw)
     unknown = [k for k in body if k not in _KNOWN]
@@ -170,9 +210,6 @@ def parse_chat_request(raw: bytes, *, default_max_tokens: int = 1000) -> ChatReq
     _refuse_unsupported(body)
     max_tokens = _max_tokens(body, default_max_tokens)
     temperature = _number(body, "temperature", 0.0, 2.0, 1.0)
-    for name in _IGNORED_NUMBERS:
-        if body.get(name) is not None:
-            _number(body, name, -2.0, 2.0 if name != "top_p" else 1.0, 0.0)
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _invalid_type("stream", "a boolean", stream)
@@ -182,10 +219,43 @@ def parse_chat_request(raw: bytes, *, default_max_tokens: int = 1000) -> ChatReq
         raise _invalid_type("user", "a string", user)
     return ChatRequest(model=model, messages=messages, max_tokens=max_tokens, temperature=temperature,
                        stop=_stop(body), stream=bool(stream), include_usage=include_usage, user=user,
-                       metadata=_metadata(body))
+                       metadata=_metadata(body), options=_options(body))
 
 
-def _messages(body: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+def _options(body: Mapping[str, Any]) -> Options:
+    if not any(body.get(k) is not None for k in _OPTION_FIELDS):
+        return NO_OPTIONS  # the plain-text fast path: nothing to coerce
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise _invalid_type("tools", "an array", tools)
+    for i, t in enumerate(tools or ()):
+        if not isinstance(t, dict):
+            raise _invalid_type(f"tools[{i}]", "an object", t)
+        kind = t.get("type")
+        if kind != "function":
+            if kind == "custom":
+                raise _unsupported(f"tools[{i}].type", "a custom (free-form) tool")
+            raise WireError(400, f"Invalid value: {kind!r}. Supported values are: 'function'.",
+                            param=f"tools[{i}].type", code="invalid_value")
+    fmt = body.get("response_format")
+    if fmt is not None and not isinstance(fmt, dict):
+        raise _invalid_type("response_format", "an object", fmt)
+    for name in ("top_p", "presence_penalty", "frequency_penalty"):
+        if body.get(name) is not None:
+            _number(body, name, -2.0 if name != "top_p" else 0.0, 2.0 if name != "top_p" else 1.0, 0.0)
+    seed = body.get("seed")
+    if seed is not None and not _is_int(seed):
+        raise _invalid_type("seed", "an integer", seed)
+    ptc = body.get("parallel_tool_calls")
+    if ptc is not None and not isinstance(ptc, bool):
+        raise _invalid_type("parallel_tool_calls", "a boolean", ptc)
+    try:
+        return coerce_options(**{k: body.get(k) for k in _OPTION_FIELDS})
+    except InvalidInput as e:
+        raise invalid_input(e, "tools", _OPTION_FIELDS) from None
+
+
+def _messages(body: Mapping[str, Any]) -> tuple[Message, ...]:
     msgs = body.get("messages")
     if msgs is None:
         raise WireError(400, "Missing required parameter: 'messages'.", param="messages",
@@ -195,10 +265,16 @@ def _messages(body: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     if not msgs:
         raise WireError(400, "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an "
                         "empty array instead.", param="messages", code="empty_array")
-    return tuple(_message(m, i) for i, m in enumerate(msgs))
+    for i, m in enumerate(msgs):
+        _check_message(m, i)
+    try:
+        return coerce_messages(msgs)
+    except InvalidInput as e:
+        raise invalid_input(e, "messages", ("messages",)) from None
 
 
-def _message(m: Any, i: int) -> tuple[str, str]:
+def _check_message(m: Any, i: int) -> None:
+    """OpenAI's own checks of one message (type errors, unknown keys), before the conversation model's."""
     where = f"messages[{i}]"
     if not isinstance(m, dict):
         raise _invalid_type(where, "an object", m)
@@ -207,78 +283,54 @@ def _message(m: Any, i: int) -> tuple[str, str]:
         raise WireError(400, f"Missing required parameter: '{where}.role'.", param=f"{where}.role",
                         code="missing_required_parameter")
     if role not in _ROLES:
-        raise WireError(400, f"Invalid value: {role!r}. Supported values are: 'system', 'developer', 'user' and "
-                        "'assistant'.", param=f"{where}.role", code="invalid_value")
-    if role in ("tool", "function") or m.get("tool_calls") or m.get("function_call"):
-        raise _unsupported(f"{where}.role" if role in ("tool", "function") else f"{where}.tool_calls",
-                           "tool calling")
+        raise WireError(400, f"Invalid value: {role!r}. Supported values are: 'system', 'developer', 'user', "
+                        "'assistant' and 'tool'.", param=f"{where}.role", code="invalid_value")
+    if role == "function" or m.get("function_call") is not None:
+        raise _unsupported(f"{where}.role" if role == "function" else f"{where}.function_call",
+                           "legacy function calling (send `tools` and `tool` messages)")
+    if m.get("audio") is not None:
+        raise _unsupported(f"{where}.audio", "audio")
     for k in m:
-        if k not in ("role", "content", "name", "refusal", "tool_calls", "function_call", "audio"):
+        if k not in _MESSAGE_KEYS:
             raise WireError(400, f"Unknown parameter: '{where}.{k}'.", param=f"{where}.{k}", code="unknown_parameter")
-    if "content" not in m or m["content"] is None:
+    content = m.get("content")
+    if content is None and not (role == "assistant" and m.get("tool_calls")):
         raise WireError(400, f"Missing required parameter: '{where}.content'.", param=f"{where}.content",
                         code="missing_required_parameter")
-    content = m["content"]
     if isinstance(content, list):
-        content = _parts(content, f"{where}.content")
-    elif not isinstance(content, str):
+        for j, part in enumerate(content):
+            _check_part(part, f"{where}.content[{j}]")
+    elif content is not None and not isinstance(content, str):
         raise _invalid_type(f"{where}.content", "a string or an array of content parts", content)
     name = m.get("name")
     if name is not None and not isinstance(name, str):
         raise _invalid_type(f"{where}.name", "a string", name)
-    return ("system" if role == "developer" else role), content
+    calls = m.get("tool_calls")
+    if calls is not None and not isinstance(calls, list):
+        raise _invalid_type(f"{where}.tool_calls", "an array", calls)
 
 
-def _parts(parts: list[Any], where: str) -> str:
-    texts = []
-    for j, part in enumerate(parts):
-        at = f"{where}[{j}]"
-        if not isinstance(part, dict):
-            raise _invalid_type(at, "an object", part)
-        kind = part.get("type")
-        if kind != "text":
-            if kind in ("image_url", "input_audio", "file"):
-                raise _unsupported(f"{at}.type", f"a {kind!r} content part")
-            raise WireError(400, f"Invalid value: {kind!r}. Supported values are: 'text'.", param=f"{at}.type",
-                            code="invalid_value")
-        text = part.get("text")
-        if not isinstance(text, str):
-            raise _invalid_type(f"{at}.text", "a string", text)
-        texts.append(text)
-    return "\n".join(texts)
+def _check_part(part: Any, at: str) -> None:
+    if not isinstance(part, dict):
+        raise _invalid_type(at, "an object", part)
+    kind = part.get("type")
+    if kind in ("input_audio", "file", "refusal"):
+        raise _unsupported(f"{at}.type", f"a {kind!r} content part")
+    if kind not in ("text", "image_url"):
+        raise WireError(400, f"Invalid value: {kind!r}. Supported values are: 'text' and 'image_url'.",
+                        param=f"{at}.type", code="invalid_value")
+    if kind == "text" and not isinstance(part.get("text"), str):
+        raise _invalid_type(f"{at}.text", "a string", part.get("text"))
 
 
 def _refuse_unsupported(body: Mapping[str, Any]) -> None:
-    if body.get("tools") or body.get("functions"):
-        raise _unsupported("tools" if body.get("tools") else "functions", "tool calling")
-    choice = body.get("tool_choice")
-    if choice not in (None, "none", "auto"):
-        raise _unsupported("tool_choice", "tool calling")
-    if body.get("function_call") not in (None, "none", "auto"):
-        raise _unsupported("function_call", "tool calling")
-    n = body.get("n")
-    if n is not None:
-        if not _is_int(n):
-            raise _invalid_type("n", "an integer", n)
-        if n != 1:
-            raise _unsupported("n", "more than one choice")
-    fmt = body.get("response_format")
-    if fmt is not None:
-        if not isinstance(fmt, dict):
-            raise _invalid_type("response_format", "an object", fmt)
-        if fmt.get("type") != "text":
-            raise _unsupported("response_format", f"response_format {fmt.get('type')!r}")
-    logprobs = body.get("logprobs")
-    if logprobs is not None and not isinstance(logprobs, bool):
-        raise _invalid_type("logprobs", "a boolean", logprobs)
-    if logprobs:
-        raise _unsupported("logprobs", "returning log probabilities")
-    modalities = body.get("modalities")
-    if modalities is not None and modalities != ["text"]:
-        raise _unsupported("modalities", "output other than text")
-    for name in ("audio", "prediction", "web_search_options"):
+    for name, what in _REFUSED.items():
         if body.get(name) is not None:
-            raise _unsupported(name, f"'{name}'")
+            raise _unsupported(name, what)
+    for name, allowed in _DEFAULTS_ONLY.items():
+        v = body.get(name)
+        if v is not None and not any(v == a and type(v) is type(a) for a in allowed):
+            raise _unsupported(name, f"{name}={json.dumps(v)}")
 
 
 def _max_tokens(body: Mapping[str, Any], default: int) -> int:
@@ -364,11 +416,11 @@ def _metadata(body: Mapping[str, Any]) -> Mapping[str, str]:
 
 # -- responses ----------------------------------------------------------------------------------
 
-_FINISH = {"stop": "stop", "length": "length"}
+_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "content_filter": "content_filter"}
 
 
 def finish_reason(reason: str) -> str:
-    """The OpenAI finish_reason for the router's (`stop`, `length`, `other`)."""
+    """The OpenAI finish_reason for the router's (`stop`, `length`, `tool_calls`, `content_filter`, `other`)."""
     return _FINISH.get(reason, "stop")
 
 
@@ -380,59 +432,100 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
 
 
 def completion_body(result: RoutedCompletion, created: int) -> bytes:
-    """A `chat.completion` object for a served request; `model` is the policy's model name."""
+    """A `chat.completion` object for a served request; `model` is the policy's model name.
+
+    A turn that only calls tools has `content: null` and `message.tool_calls`, as OpenAI sends it.
+    """
+    message: dict[str, Any] = {"role": "assistant",
+                               "content": result.text if result.text or not result.tool_calls else None,
+                               "refusal": None, "annotations": []}
+    if result.tool_calls:
+        message["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name,
+                                                                               "arguments": c.arguments}}
+                                 for c in result.tool_calls]
     return _dumps({
         "id": f"chatcmpl-{result.request_id}", "object": "chat.completion", "created": created,
         "model": result.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text, "refusal": None,
-                                             "annotations": []},
-                     "logprobs": None, "finish_reason": finish_reason(result.finish_reason)}],
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": finish_reason(result.finish_reason)}],
         "usage": _usage(result.input_tokens, result.output_tokens),
         "service_tier": "default", "system_fingerprint": None,
     }).encode()
 
 
+def _model(name: str, owner: str, created: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": owner}
+
+
 def models_body(models: Mapping[str, str], routes: tuple[str, ...], created: int) -> bytes:
     """`GET /v1/models`: `auto`, every route name and every model of the policy."""
-    data = [{"id": "auto", "object": "model", "created": created, "owned_by": "router"}]
-    data += [{"id": r, "object": "model", "created": created, "owned_by": "router"} for r in routes]
-    data += [{"id": m, "object": "model", "created": created, "owned_by": p} for m, p in models.items()]
+    data = [_model("auto", "router", created)]
+    data += [_model(r, "router", created) for r in routes]
+    data += [_model(m, p, created) for m, p in models.items()]
     return _dumps({"object": "list", "data": data}).encode()
+
+
+def model_body(name: str, models: Mapping[str, str], routes: tuple[str, ...], created: int) -> bytes:
+    """`GET /v1/models/{name}`: one entry of the list.
+
+    Raises:
+        WireError: 404 `model_not_found` for a name the policy does not know.
+    """
+    if name == "auto" or name in routes:
+        return _dumps(_model(name, "router", created)).encode()
+    if name in models:
+        return _dumps(_model(name, models[name], created)).encode()
+    raise WireError(404, f"The model `{name}` does not exist. GET /v1/models lists `auto`, the routes and the "
+                    "models of the policy.", param="model", code="model_not_found")
 
 
 class StreamEncoder:
     """Server-sent events of one streamed completion, in OpenAI's `chat.completion.chunk` shape.
 
     The JSON around the delta is fixed for a stream, so it is encoded once and each chunk only
-    encodes its text.
+    encodes its text. Tool calls come as `delta.tool_calls[{index, id, type, function}]`: id,
+    type and name on a call's first chunk, argument fragments after, as OpenAI streams them.
     """
 
-    __slots__ = ("_head", "_include_usage", "_prefix", "_suffix")
+    __slots__ = ("_completion_id", "_head", "_include_usage", "_prefix", "_started_calls", "_suffix", "_tail")
 
     def __init__(self, completion_id: str, created: int, model: str, *, include_usage: bool) -> None:
         self._include_usage = include_usage
+        self._completion_id = completion_id
         self._head = (f'{{"id":{_dumps(completion_id)},"object":"chat.completion.chunk","created":{created},'
                       f'"model":{_dumps(model)},"service_tier":"default","system_fingerprint":null,"choices":')
-        tail = ',"usage":null}' if include_usage else "}"
+        self._tail = ',"usage":null}' if include_usage else "}"
         self._prefix = "data: " + self._head + '[{"index":0,"delta":{"content":'
-        self._suffix = '},"logprobs":null,"finish_reason":null}]' + tail + "\n\n"
+        self._suffix = '},"logprobs":null,"finish_reason":null}]' + self._tail + "\n\n"
+        self._started_calls: set[int] = set()
 
     def first(self, text: str) -> bytes:
         """The opening chunk (role, as OpenAI sends it) followed by the first text."""
-        tail = ',"usage":null}' if self._include_usage else "}"
         role = ("data: " + self._head + '[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},'
-                '"logprobs":null,"finish_reason":null}]' + tail + "\n\n")
+                '"logprobs":null,"finish_reason":null}]' + self._tail + "\n\n")
         return (role + (self._prefix + _dumps(text) + self._suffix if text else "")).encode()
 
     def delta(self, text: str) -> bytes:
         """One content chunk."""
         return (self._prefix + _dumps(text) + self._suffix).encode()
 
+    def tool_call(self, d: ToolCallDelta) -> bytes:
+        """One tool-call chunk: the call's opening (id, type, name) or an argument fragment."""
+        call: dict[str, Any]
+        if d.index not in self._started_calls:
+            self._started_calls.add(d.index)
+            name = d.name or ""
+            call = {"index": d.index, "id": d.id or synth_call_id(name, d.index, self._completion_id),
+                    "type": "function", "function": {"name": name, "arguments": d.arguments}}
+        else:
+            call = {"index": d.index, "function": {"arguments": d.arguments}}
+        return ("data: " + self._head + '[{"index":0,"delta":{"tool_calls":[' + _dumps(call)
+                + ']},"logprobs":null,"finish_reason":null}]' + self._tail + "\n\n").encode()
+
     def end(self, reason: str, prompt_tokens: int, completion_tokens: int) -> bytes:
         """The finishing chunk, the usage chunk when asked for, and `[DONE]`."""
-        tail = ',"usage":null}' if self._include_usage else "}"
         out = ("data: " + self._head + '[{"index":0,"delta":{},"logprobs":null,"finish_reason":'
-               + _dumps(finish_reason(reason)) + "}]" + tail + "\n\n")
+               + _dumps(finish_reason(reason)) + "}]" + self._tail + "\n\n")
         if self._include_usage:
             out += "data: " + self._head + "[],\"usage\":" + _dumps(_usage(prompt_tokens, completion_tokens)) + "}\n\n"
         return (out + "data: [DONE]\n\n").encode()

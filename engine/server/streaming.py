@@ -1,23 +1,45 @@
-"""A routed stream as OpenAI server-sent events.
+"""A routed stream as server-sent events of either door (OpenAI chunks, Anthropic events).
 
 The first chunk on the wire must already name the model; `Router.stream` yields
-`RoutedDelta`s that carry it, so fallback before the first token is reflected there.
+`RoutedDelta`s that carry it, so fallback before the first token is reflected there. Text and
+tool-call fragments go to a `StreamWriter` (OpenAI's `StreamEncoder`, Anthropic's
+`MessageStreamEncoder`), which owns the format.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import anyio
 
 from adapters.base import TextDelta
+from adapters.conversation import ToolCallDelta
 from engine.runtime.result import RoutedCompletion, StreamDone
 from engine.runtime.router import Router
-from engine.server.openai_wire import StreamEncoder, WireError
+from engine.server.openai_wire import WireError
 
-__all__ = ["RouterStream", "ServedModel", "stream_events"]
+__all__ = ["RouterStream", "ServedModel", "StreamWriter", "stream_events"]
+
+
+class StreamWriter(Protocol):
+    """One door's stream format: the bytes of each step of a routed stream."""
+
+    def first(self, text: str) -> bytes:
+        """The opening of the stream, with the first text (may be "")."""
+
+    def delta(self, text: str) -> bytes:
+        """A text fragment."""
+
+    def tool_call(self, d: ToolCallDelta) -> bytes:
+        """A tool-call fragment (id and name on a call's first)."""
+
+    def end(self, reason: str, prompt_tokens: int, completion_tokens: int) -> bytes:
+        """The finish reason, usage and end of the stream."""
+
+    def error(self, err: WireError) -> bytes:
+        """An error after the stream has started."""
 
 class ServedModel:
     """What a stream's first chunk names: the completion id (the decision log's id of the
@@ -53,12 +75,12 @@ class RouterStream:
             self._served = None
         return event
 
-    async def encode(self, enc: StreamEncoder, first: TextDelta | StreamDone,
+    async def encode(self, enc: StreamWriter, first: TextDelta | StreamDone,
                      on_error: Callable[[Exception], WireError]) -> AsyncIterator[bytes]:
         """The SSE bytes of the whole stream, from its first event on.
 
         A failure after the first chunk cannot change the HTTP status any more; it is sent as
-        an error event (OpenAI's shape, which the SDKs raise as an APIError) and ends the stream.
+        an error event (the door's shape, which the SDKs raise as an APIError) and ends the stream.
         """
         event, started = first, False
         try:
@@ -69,7 +91,11 @@ class RouterStream:
                         yield enc.first("")
                     yield enc.end(r.finish_reason, r.input_tokens, r.output_tokens)
                     return
-                yield enc.delta(event.text) if started else enc.first(event.text)
+                call = getattr(event, "tool_call", None)
+                if call is not None:
+                    yield enc.tool_call(call) if started else enc.first("") + enc.tool_call(call)
+                else:
+                    yield enc.delta(event.text) if started else enc.first(event.text)
                 started = True
                 event = await self._events.__anext__()
         except StopAsyncIteration:
