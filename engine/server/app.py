@@ -98,7 +98,8 @@ class Service:
             from engine.ops.metrics import RouterMetrics
 
             self.stats.metrics = RouterMetrics(tenant_label=policy.metrics_tenant_label)
-        kwargs: dict[str, Any] = {"log_path": self.config.log_db} if self.config.log_db else {}
+        log_db = self.config.log_db or (None if policy.log.sqlite else self.config.default_log_db)
+        kwargs: dict[str, Any] = {"log_path": log_db} if log_db else {}
         return Router(policy, metrics=self.stats, **kwargs)
 
     async def start(self) -> None:
