@@ -23,7 +23,7 @@ def test_serve_logs_beside_the_policy_by_default(fake: FakeVendorServer, tmp_pat
         assert r.status_code == 200
     assert any(f"decision log {db}" in line for line in serve.output), serve.output
     with sqlite3.connect(db) as conn:
-        assert conn.execute("select id, outcome from requests").fetchall() == [(r.headers["x-request-id"], "ok")]
+        assert conn.execute("select id, outcome from requests").fetchall() == [(r.headers["x-request-id"], "served")]
 
 
 def test_the_policy_or_the_flag_wins_and_no_log_db_opts_out(fake: FakeVendorServer, tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.errors import QuotaExceeded, RoutingRefused
 from engine.policy.model import Policy
 from engine.routing.decide import Decision
 from engine.routing.features import Request
@@ -16,6 +15,7 @@ from engine.runtime.clock import Clock
 from engine.runtime.dispatch import Walk
 from engine.runtime.health import HealthEvent
 from engine.runtime.result import RoutedCompletion
+from engine.store.outcomes import RATE_LIMIT_CLASSES, outcome_of_error
 from engine.store.records import AttemptRecord, EventRecord, FeedbackRecord, Outcome, RequestRecord
 
 
@@ -74,7 +74,7 @@ class Recorder:
         """Log a completed request (served by a vendor or from the cache)."""
         rec = RequestRecord(
             **self._base(rid, started, request, decision, walk), model=result.model, provider=result.provider,
-            attempts=result.attempts, fallbacks=result.fallbacks, outcome="ok",
+            attempts=result.attempts, fallbacks=result.fallbacks, outcome="cached" if result.cached else "served",
             input_tokens=sum(a.input_tokens for a in walk.attempts) if not result.cached else 0,
             output_tokens=sum(a.output_tokens for a in walk.attempts) if not result.cached else 0,
             cost_usd=result.cost_usd, latency_ms=result.latency_ms, cache_hit=result.cached,
@@ -84,8 +84,9 @@ class Recorder:
     def failed(self, rid: str, started: float, t0: float, request: Request, decision: Decision, walk: Walk,
                error: Exception) -> None:
         """Log a request that ended in an error (refused, over quota, every model failed)."""
-        outcome: Outcome = "quota_exceeded" if isinstance(error, QuotaExceeded) else (
-            "refused" if isinstance(error, RoutingRefused) else "error")
+        tried = [a.error_class or "" for a in walk.attempts
+                 if a.outcome != "skipped" or a.error_class in RATE_LIMIT_CLASSES]
+        outcome: Outcome = outcome_of_error(error, tried)
         rec = RequestRecord(
             **self._base(rid, started, request, decision, walk), attempts=sum(
                 1 for a in walk.attempts if a.outcome != "skipped"), fallbacks=walk.fallbacks, outcome=outcome,
