@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -28,7 +28,8 @@ from starlette.routing import Route
 from engine.errors import QuotaExceeded
 from engine.policy.model import Policy
 from engine.runtime.router import Router
-from engine.server.auth import Authenticator, KeyQuotas, Principal
+from engine.server.admin import AdminAPI
+from engine.server.auth import Authenticator, KeyLimits, KeyQuotas, Principal
 from engine.server.config import ServeConfig
 from engine.server.errormap import map_error
 from engine.server.keystore import KeyStore
@@ -56,6 +57,24 @@ _RESERVED = ("tenant", "key", "tier")
 
 def _json_error(err: WireError) -> Response:
     return Response(err.body(), status_code=err.status, media_type=_JSON, headers=err.headers)
+
+
+# The vendor SDK each adapter kind imports on first use. Importing one takes 0.5-6 s (the
+# longer on a loaded machine); on the first request that time would count against the attempt's
+# timeout and could fail it, so the service imports them while it loads the policy.
+_SDKS = {"openai": "openai", "openai_compatible": "openai", "anthropic": "anthropic", "gemini": "google.genai"}
+
+
+def _preload_sdks(policy: Policy) -> None:
+    import importlib
+
+    for kind in sorted({p.adapter for p in policy.providers.values()}):
+        module = _SDKS.get(kind)
+        if module is not None:
+            try:
+                importlib.import_module(module)
+            except ImportError:  # the adapter says which package is missing, on first use
+                continue
 
 
 def _level(status: int) -> int:
@@ -88,6 +107,7 @@ class Service:
         store = KeyStore(config.keys_db) if config.keys_db else None
         self.auth = Authenticator(store, refresh_s=config.keys_refresh_s)
         self.key_quotas = KeyQuotas(config.keys_db)
+        self.key_limits = KeyLimits()
         self.holder = PolicyHolder(config.policy, self._build, interval_s=config.reload_interval_s)
         self.ops = OpsPages(self.holder, self.auth, self.stats)
         self.ops.require_checks = config.ready_check_s > 0
@@ -100,7 +120,9 @@ class Service:
             self.stats.metrics = RouterMetrics(tenant_label=policy.metrics_tenant_label)
         log_db = self.config.log_db or (None if policy.log.sqlite else self.config.default_log_db)
         kwargs: dict[str, Any] = {"log_path": log_db} if log_db else {}
-        return Router(policy, metrics=self.stats, **kwargs)
+        router = Router(policy, metrics=self.stats, **kwargs)
+        _preload_sdks(policy)  # here, in the builder's thread, not inside the first request's attempt timeout
+        return router
 
     async def start(self) -> None:
         """Load the policy and start the file and key watchers."""
@@ -207,17 +229,33 @@ class Service:
     async def chat_completions(self, request: Request) -> Response:
         """`POST /v1/chat/completions`."""
         who: Principal | None = None
+        asked: str | None = None
+        counted = False
         try:
             who = self.auth.authenticate(request.headers)
             chat = parse_chat_request(await self._body(request), default_max_tokens=self.config.default_max_tokens)
+            asked = chat.model
+            who.check_model(chat.model)
+            counted = await self.key_limits.enter(who)
             reservation = await self.key_quotas.admit(who) if who.quota is not None else None
-        except WireError as e:
-            return self._fail(e, request, who)
-        except QuotaExceeded as e:
-            return self._fail(map_error(e, self.stats), request, who, chat.model)
+        except (WireError, QuotaExceeded) as e:
+            if counted and who is not None:
+                self.key_limits.leave(who)
+            err = e if isinstance(e, WireError) else map_error(e, self.stats)
+            return self._fail(err, request, who, asked)
+        def release() -> None:
+            if counted:
+                self.key_limits.leave(who)
+
+        if chat.stream:  # the stream releases the key's slot when its body ends
+            return await self._stream(request, self.holder.acquire(), chat, who, reservation, release)
+        try:
+            return await self._complete(request, chat, who, reservation)
+        finally:
+            release()
+
+    async def _complete(self, request: Request, chat: ChatRequest, who: Principal, reservation: Any) -> Response:
         live = self.holder.acquire()
-        if chat.stream:
-            return await self._stream(request, live, chat, who, reservation)
         tokens, cost = 0, 0.0
         try:
             pinned = self._pin(chat, live)
@@ -238,7 +276,7 @@ class Service:
         return Response(completion_body(result, int(time.time())), media_type=_JSON, headers=headers)
 
     async def _stream(self, request: Request, live: Live, chat: ChatRequest, who: Principal,
-                      reservation: Any) -> Response:
+                      reservation: Any, release: Callable[[], None]) -> Response:
         served = ServedModel()
         try:
             pinned = self._pin(chat, live)
@@ -249,6 +287,7 @@ class Service:
             first = await events.__anext__()
         except Exception as e:
             self.holder.release(live)
+            release()
             await self._settle(who, reservation, 0, 0.0)
             return self._fail(self._map(e, live), request, who, chat.model)
         note_request_id(served.completion_id)  # the log's row is written at the end; its id is known now
@@ -270,6 +309,7 @@ class Service:
                     cost = events.result.cost_usd
             finally:
                 self.holder.release(live)
+                release()
                 await events.aclose()
                 if reservation is not None:
                     await self._settle(who, reservation, tokens, cost)
@@ -300,6 +340,7 @@ class Service:
         try:
             who = self.auth.authenticate(request.headers)
             chat = parse_chat_request(await self._body(request), default_max_tokens=self.config.default_max_tokens)
+            who.check_model(chat.model)
         except WireError as e:
             return self._fail(e, request, who)
         live = self.holder.acquire()
@@ -337,6 +378,7 @@ def create_app(config: ServeConfig | None = None, *, metrics: Any = None) -> Sta
         Route("/v1/models", service.models, methods=["GET"]),
         Route("/v1/explain", service.explain, methods=["POST"]),
         *service.ops.routes(),
+        *AdminAPI(service.auth).routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)])
     app.state.service = service
