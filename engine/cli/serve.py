@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import ipaddress
 import os
 import signal
@@ -12,6 +13,13 @@ from typing import Any
 import click
 
 from engine.cli.common import EXIT_INVALID, EXIT_USAGE, policy_option, resolve_policy
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def _loopback(host: str) -> bool:
@@ -77,13 +85,17 @@ def _bind(host: str, port: int) -> socket.socket:
                    "info (other 4xx); circuit openings warning; reloads info.")
 @click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
               help="Server log lines: readable text, or one JSON object per line (docs/service.md, 'Logs').")
+@click.option("--otel", is_flag=True,
+              help="Export OpenTelemetry traces over OTLP/HTTP (pip install 'llm-policy-router[otel]'; "
+                   "OTEL_EXPORTER_OTLP_ENDPOINT says where, default http://localhost:4318).")
 @click.option("--check", "check", is_flag=True,
               help="Probe every provider first (`engine doctor`); refuse to start when one fails.")
 @click.option("--ready-check", "ready_check", default=0.0, type=click.FloatRange(0), metavar="SECONDS",
               help="Make /readyz require the provider probes too, re-run every SECONDS (0: off).")
 def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: str | None, create_keys: bool,
               no_auth: bool, log_db: str | None, no_log_db: bool, max_body: int, reload_interval: float, grace: float,
-              default_max_tokens: int, log_level: str, log_format: str, check: bool, ready_check: float) -> None:
+              default_max_tokens: int, log_level: str, log_format: str, otel: bool, check: bool,
+              ready_check: float) -> None:
     """Serve the policy as an OpenAI-compatible API.
 
     \b
@@ -117,6 +129,10 @@ def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: s
         click.echo(f"error: cannot read the policy {path}: {e}", err=True)
         raise SystemExit(EXIT_INVALID) from None
     from engine.server.config import default_log_path
+
+    if otel and not _installed("opentelemetry.exporter.otlp.proto.http"):
+        click.echo("error: --otel needs OpenTelemetry: pip install 'llm-policy-router[otel]'", err=True)
+        raise SystemExit(EXIT_USAGE)
 
     default_log = None if no_log_db else str(default_log_path(path))
     shown_log = log_db or loaded.log.sqlite or default_log
@@ -154,7 +170,7 @@ def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: s
     config = ServeConfig(policy=str(path), keys_db=keys_db, log_db=log_db, default_log_db=default_log,
                          max_body_bytes=max_body,
                          reload_interval_s=reload_interval, default_max_tokens=default_max_tokens,
-                         ready_check_s=ready_check)
+                         ready_check_s=ready_check, otel=otel)
     sock = _bind(host, port)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"engine serve: listening on http://{shown}:{sock.getsockname()[1]} (policy {path}, "

@@ -108,6 +108,7 @@ class Service:
         self.auth = Authenticator(store, refresh_s=config.keys_refresh_s)
         self.key_quotas = KeyQuotas(config.keys_db)
         self.key_limits = KeyLimits()
+        self.tracer: Any = None
         self.holder = PolicyHolder(config.policy, self._build, interval_s=config.reload_interval_s)
         self.ops = OpsPages(self.holder, self.auth, self.stats)
         self.ops.require_checks = config.ready_check_s > 0
@@ -118,6 +119,13 @@ class Service:
             from engine.ops.metrics import RouterMetrics
 
             self.stats.metrics = RouterMetrics(tenant_label=policy.metrics_tenant_label)
+        if self.config.otel:
+            if self.tracer is None:
+                from engine.ops.tracing import TraceObserver, otlp_tracer_provider
+
+                self.tracer = TraceObserver(policy=policy, tracer_provider=otlp_tracer_provider())
+                self.stats.observers.append(self.tracer)
+            self.tracer.policy = policy  # vendor names and model ids of the policy now live
         log_db = self.config.log_db or (None if policy.log.sqlite else self.config.default_log_db)
         kwargs: dict[str, Any] = {"log_path": log_db} if log_db else {}
         router = Router(policy, metrics=self.stats, **kwargs)
@@ -166,6 +174,8 @@ class Service:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.holder.aclose()
+        if self.tracer is not None:  # export what is still buffered
+            await asyncio.to_thread(self.tracer.shutdown)
         self.key_quotas.close()
         if self.auth.store is not None:
             self.auth.store.close()

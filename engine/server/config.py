@@ -31,6 +31,8 @@ class ServeConfig:
         reload_interval_s: how often the policy file is checked for changes (0: only on SIGHUP).
         keys_refresh_s: how often the key table is checked for new and revoked keys.
         default_max_tokens: output budget of a request that gives none (cost estimates use it).
+        otel: export OpenTelemetry traces over OTLP/HTTP (`engine.ops.tracing`; the SDK's
+            `OTEL_EXPORTER_OTLP_*` variables say where).
         ready_check_s: when above 0, `/readyz` also requires the provider probes of `engine doctor`
             to pass; they run at start and again every `ready_check_s` seconds.
     """
@@ -44,6 +46,7 @@ class ServeConfig:
     keys_refresh_s: float = 1.0
     default_max_tokens: int = 1000
     ready_check_s: float = 0.0
+    otel: bool = False
 
     def to_env(self) -> dict[str, str]:
         """The `ENGINE_SERVE_*` variables describing this config (unset fields are left out)."""

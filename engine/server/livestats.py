@@ -57,6 +57,8 @@ class LiveStats:
 
     def __init__(self, metrics: Any = None, *, clock: Any = time) -> None:
         self.metrics = metrics
+        self.observers: list[Any] = []
+        """More hooks given every request and health change (the tracer of `engine serve --otel`)."""
         self._time = clock.time
         self.started = self._time()
         self.outcomes: Counter[str] = Counter()
@@ -74,6 +76,8 @@ class LiveStats:
         note_request_id(rec.id)  # the x-request-id of the HTTP request being served, if any
         if self.metrics is not None:
             self.metrics.observe(rec, attempts)
+        for hook in self.observers:
+            hook.observe(rec, attempts)
         self.outcomes[rec.outcome] += 1
         minute = int(rec.ts // 60)
         bucket = self.minutes.get(minute)
@@ -133,9 +137,10 @@ class LiveStats:
         level = logging.WARNING if event.kind in ("circuit_open", "demoted") else logging.INFO
         log_event(log, level, event.kind, f"{event.model}: {event.kind.replace('_', ' ')}: {event.detail}",
                   model=event.model, detail=event.detail)
-        hook = getattr(self.metrics, "health_event", None)
-        if hook is not None:
-            hook(event)
+        for target in (self.metrics, *self.observers):
+            hook = getattr(target, "health_event", None)
+            if hook is not None:
+                hook(event)
 
     def __getattr__(self, name: str) -> Any:
         # other hooks of the metrics object (health events...) pass straight through
