@@ -45,14 +45,20 @@ def explain_cmd(policy: str | None, prompt: str | None, as_json: bool, mermaid: 
     except RequestError as e:
         raise click.UsageError(str(e)) from None
     decision = explain(compiled, request)
+    from engine.policy.prices import price_sources
+
+    out = decision.as_dict()
+    sources = price_sources(compiled.policy)  # only when `price: auto` or a catalogue window is in play
+    if sources is not None:
+        out["prices"] = sources
     if as_json:
-        click.echo(json.dumps(decision.as_dict(), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
     elif mermaid:
         from engine.cli.diagrams import decision_sequence
 
         click.echo(decision_sequence(decision, compiled))
     else:
-        click.echo(render_pretty(decision.as_dict()))
+        click.echo(render_pretty(out))
     raise SystemExit(EXIT_OK if decision.plan else EXIT_REFUSED)
 
 
@@ -84,6 +90,15 @@ def render_pretty(d: dict[str, Any]) -> str:
             tail = f"  {c['reason']}" if c.get("reason") else ""
             cost = f"est ${c['est_cost_usd']:.6f}"
             lines.append(f"  {mark} {c['model']:<{width}}  score {c['score']}  {cost}{role}{tail}")
+    if d.get("prices"):
+        lines.append("")
+        lines.append("prices (USD per million tokens in / out, context window)")
+        width = max(len(m) for m in d["prices"])
+        for m, p in d["prices"].items():
+            window = f"{p['context_window']:,}" if p["context_window"] else "?"
+            where = p["price_source"] if p["price_source"] == p["context_window_source"] else (
+                f"{p['price_source']}; window: {p['context_window_source']}")
+            lines.append(f"  {m:<{width}}  ${p['input']:g} / ${p['output']:g}  {window}  from {where}")
     if d["trace"]:
         lines.append("")
         lines.append("trace")
