@@ -85,8 +85,10 @@ def _level(status: int) -> int:
 
 def log_failure(err: WireError, request: Request | None, who: Principal | None = None,
                 model: str | None = None, *, streaming: bool = False) -> None:
-    """The `request_failed` line of an error answer (after the stream started: `streaming`)."""
-    log_event(log, _level(err.status), "request_failed", err.message, request_id=current_request_id(),
+    """The log line of an error answer: `quota_refused` for a quota's 429, else `request_failed`
+    (`mid_stream` when a stream failed after its first chunk)."""
+    event = "quota_refused" if err.code == "insufficient_quota" else "request_failed"
+    log_event(log, _level(err.status), event, err.message, request_id=current_request_id(),
               status=err.status, code=err.code or err.type, path=request.url.path if request is not None else None,
               model=model, tenant=who.tenant if who is not None else None,
               key=who.key_id if who is not None else None, mid_stream=True if streaming else None)

@@ -71,6 +71,9 @@ class ServeConfig:
             if raw is None or raw == "":
                 continue
             kind = type(f.default) if isinstance(f.default, (int, float)) else str
+            if kind is bool:
+                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+                continue
             try:
                 values[f.name] = int(raw) if kind is int else float(raw) if kind is float else raw
             except ValueError:
