@@ -79,11 +79,11 @@ def make_records(n: int, *, t0: float = 1_700_000_000.0, random_ids: bool = Fals
         )  # fmt: skip
         attempts: tuple[AttemptRecord, ...]
         if kind == 2:
-            out.append((RequestRecord(**common, outcome="refused", error_class="RoutingRefused",
+            out.append((RequestRecord(**common, outcome="refused_policy", error_class="RoutingRefused",
                                       error_message="no model fits max_cost_usd"), ()))  # fmt: skip
             continue
         if kind == 1:
-            out.append((RequestRecord(**common, outcome="ok", model=first[0], provider=first[1], cache_hit=True,
+            out.append((RequestRecord(**common, outcome="cached", model=first[0], provider=first[1], cache_hit=True,
                                       saved_cost_usd=0.0004, latency_ms=0.02), ()))  # fmt: skip
             continue
         ok_model = second if kind == 0 else first
@@ -95,7 +95,7 @@ def make_records(n: int, *, t0: float = 1_700_000_000.0, random_ids: bool = Fals
                                    latency_ms=35.0, outcome="error", error_class="RateLimited",
                                    error_message="429", retry_after=2.0)  # fmt: skip
             attempts = (failed, AttemptRecord(**{**attempts[0].as_row(), "n": 2}))
-        out.append((RequestRecord(**common, outcome="ok", model=ok_model[0], provider=ok_model[1],
+        out.append((RequestRecord(**common, outcome="served", model=ok_model[0], provider=ok_model[1],
                                   attempts=len(attempts), fallbacks=len(attempts) - 1, input_tokens=350,
                                   output_tokens=200, cost_usd=0.00017, latency_ms=520.0), attempts))  # fmt: skip
     return out

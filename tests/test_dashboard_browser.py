@@ -107,11 +107,13 @@ def _problems(events: list[dict[str, Any]]) -> list[str]:
 
 def test_dashboard_renders_its_charts(fake: FakeVendorServer, tmp_path: Path, browser: DevTools) -> None:
     policy = tmp_path / "policy.yaml"
-    policy.write_text(fake_policy(fake, log=str(tmp_path / "decisions.db")))
+    # timeout_s 30: the first call to a vendor imports its SDK inside the attempt's timeout (seconds on a
+    # loaded machine), and the first request here falls back to claude
+    policy.write_text(fake_policy(fake, log=str(tmp_path / "decisions.db")).replace("timeout_s: 5", "timeout_s: 30"))
     fake.script("openai", "server_error")  # one fallback, so the error chart has data too
     with ServerThread(ServeConfig(policy=str(policy), reload_interval_s=0)) as server:
         for i in range(5):
-            r = httpx.post(server.url + "/v1/chat/completions",
+            r = httpx.post(server.url + "/v1/chat/completions", timeout=60,
                            json={"model": "auto", "messages": [{"role": "user", "content": f"hello {i}"}]})
             assert r.status_code == 200
         for domain in ("Runtime", "Log", "Network", "Page"):
@@ -138,6 +140,10 @@ def test_dashboard_renders_its_charts(fake: FakeVendorServer, tmp_path: Path, br
             "JSON.stringify((t => Object.fromEntries(t.x.map((x, i) => [x, t.y[i]])))"
             "(document.getElementById('chart-models').data[0]))"))
         assert served == {"claude": 1, "gpt-mini": 4}  # the first request fell back to claude
+        failed = json.loads(browser.evaluate(
+            "JSON.stringify((t => Object.fromEntries(t.x.map((x, i) => [x, t.y[i]])))"
+            "(document.getElementById('chart-models').data[1]))"))
+        assert failed == {"claude": 0, "gpt-mini": 1}
         shot = browser.send("Page.captureScreenshot", format="png")["data"]
         assert len(shot) > 1000
         browser.send("Runtime.evaluate", expression="0")  # drain pending events

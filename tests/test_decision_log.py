@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from engine.store.decisions import DecisionLog, DecisionLogError
+from engine.store.migrations import MIGRATIONS
 from engine.store.query import open_readonly, percentile, request_rows, summary
 from engine.store.records import AttemptRecord, EventRecord, FeedbackRecord, Outcome, RequestRecord
 
@@ -25,12 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def req(rid: str, ts: float = 1_700_000_000.0, **kw: Any) -> RequestRecord:
-    fields: dict[str, Any] = {"outcome": "ok", "model": "gpt-4o-mini", "provider": "openai", **kw}
+    fields: dict[str, Any] = {"outcome": "served", "model": "gpt-4o-mini", "provider": "openai", **kw}
     return RequestRecord(id=rid, ts=ts, **fields)
 
 
 def att(rid: str, n: int = 1, **kw: Any) -> AttemptRecord:
-    fields: dict[str, Any] = {"model": "gpt-4o-mini", "provider": "openai", "ts": 1_700_000_000.0, "outcome": "ok",
+    fields: dict[str, Any] = {"model": "gpt-4o-mini", "provider": "openai", "ts": 1_700_000_000.0, "outcome": "served",
                               **kw}  # fmt: skip
     return AttemptRecord(request_id=rid, n=n, **fields)
 
@@ -62,7 +63,7 @@ def test_round_trip_of_every_table(log: DecisionLog, db_path: Path) -> None:
     request = RequestRecord(
         id="r1", ts=1_700_000_000.25, policy_digest="abc123", tenant="acme", api_key_id="key-1", route="premium-code",
         query_type="code", plan=("claude-sonnet", "gpt-4o"), model="gpt-4o", provider="openai", attempts=2,
-        fallbacks=1, outcome="ok", prompt_tokens=120, input_tokens=240, output_tokens=80, cost_usd=0.0123,
+        fallbacks=1, outcome="served", prompt_tokens=120, input_tokens=240, output_tokens=80, cost_usd=0.0123,
         latency_ms=812.5, cache_hit=False, saved_cost_usd=0.0, stream=True, max_tokens=500, temperature=0.2,
         prompt_hash="ab" * 32, prompt=None, meta={"tier": "premium", "tenant": "acme", "ünï": "cödé"},
         features={"signals": {"has_code": True}, "has_tools": False}, downgraded=True,
@@ -242,7 +243,7 @@ _WRITER = textwrap.dedent(
     with DecisionLog(path, batch_size=50, max_delay_s=0.001) as log:
         for i in range(n):
             rid = f"{tag}-{i}"
-            log.record(RequestRecord(id=rid, ts=float(i), outcome="ok"),
+            log.record(RequestRecord(id=rid, ts=float(i), outcome="served"),
                        [AttemptRecord(request_id=rid, n=1, model="m", ts=float(i), outcome="ok")])
     """
 )
@@ -264,8 +265,6 @@ def test_two_processes_writing_one_fresh_file(db_path: Path) -> None:
         assert dict(conn.execute("select substr(id, 1, 1), count(*) from requests group by 1").fetchall()) == {
             "a": 3000, "b": 3000,
         }  # fmt: skip
-        from engine.store.migrations import MIGRATIONS
-
         assert conn.execute("select count(*) from _migrations").fetchone()[0] == len(MIGRATIONS)
 
 
@@ -277,7 +276,7 @@ def test_records_left_unclosed_are_written_at_interpreter_exit(db_path: Path) ->
         from engine.store.records import RequestRecord
         log = DecisionLog(sys.argv[1], max_delay_s=600)
         for i in range(500):
-            log.record(RequestRecord(id=str(i), ts=0.0, outcome="ok"))
+            log.record(RequestRecord(id=str(i), ts=0.0, outcome="served"))
         """
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -390,7 +389,7 @@ def test_a_record_sqlite_refuses_does_not_hold_back_the_others(
 def _dataset(log: DecisionLog) -> None:
     """gpt: latencies 1..100 ms, 3 errors, 10 fallbacks, 5 cache hits; claude: 10 rows; 5 refused."""
     for i in range(1, 101):
-        outcome: Outcome = "error" if i <= 3 else "ok"
+        outcome: Outcome = "failed" if i <= 3 else "served"
         log.record(req(f"g{i}", ts=1000.0 + i, model="gpt", route="default", tenant="acme", latency_ms=float(i),
                        input_tokens=10, output_tokens=5, cost_usd=0.01, outcome=outcome,
                        fallbacks=1 if i % 10 == 0 else 0, cache_hit=i % 20 == 0,
@@ -401,7 +400,7 @@ def _dataset(log: DecisionLog) -> None:
                        query_type="code"))  # fmt: skip
     for i in range(5):
         log.record(req(f"x{i}", ts=3000.0 + i, model=None, provider=None, route="premium", tenant="acme",
-                       outcome="refused", latency_ms=None, query_type="code"))  # fmt: skip
+                       outcome="refused_policy", latency_ms=None, query_type="code"))  # fmt: skip
     for rid, score in (("g1", 1.0), ("g2", 0.0), ("g2", 0.5), ("c1", 4.0), ("nonexistent", 9.0)):
         log.record_feedback(FeedbackRecord(request_id=rid, ts=5000.0, score=score))
     log.record_feedback(FeedbackRecord(request_id="c2", ts=5000.0, label="no score"))
@@ -417,7 +416,7 @@ def test_summary_by_model_on_a_known_dataset(log: DecisionLog, db_path: Path) ->
     assert gpt["cost_usd"] == pytest.approx(1.0)
     assert (gpt["latency_p50_ms"], gpt["latency_p95_ms"], gpt["latency_p99_ms"]) == (50.0, 95.0, 99.0)
     assert gpt["errors"] == 3 and gpt["error_rate"] == pytest.approx(0.03)
-    assert gpt["outcomes"] == {"error": 3, "ok": 97}
+    assert gpt["outcomes"] == {"failed": 3, "served": 97}
     assert gpt["fallbacks"] == 10 and gpt["fallback_rate"] == pytest.approx(0.1)
     assert gpt["cache_hits"] == 5 and gpt["cache_hit_rate"] == pytest.approx(0.05)
     assert gpt["saved_cost_usd"] == pytest.approx(0.1)
@@ -427,7 +426,7 @@ def test_summary_by_model_on_a_known_dataset(log: DecisionLog, db_path: Path) ->
     assert claude["cost_usd"] == pytest.approx(1.0)
     assert claude["feedback_count"] == 1 and claude["feedback_mean"] == 4.0
     assert refused["requests"] == 5 and refused["latency_p50_ms"] is None
-    assert refused["outcomes"] == {"refused": 5} and refused["error_rate"] == 0.0
+    assert refused["outcomes"] == {"refused_policy": 5} and refused["error_rate"] == 0.0
     assert refused["feedback_mean"] is None
 
 

@@ -47,7 +47,7 @@ def test_demo_summary_numbers_come_from_the_log(demo_run: tuple[Path, str]) -> N
     text = " ".join(output.split())
     hits = _one(db, "select sum(cache_hit) from requests")
     assert f"Cache: {hits:,} hits" in text
-    refused = _one(db, "select count(*) from requests where outcome = 'quota_exceeded' and tenant = 'acme'")
+    refused = _one(db, "select count(*) from requests where outcome = 'refused_quota' and tenant = 'acme'")
     assert f"Quota: tenant acme refused {refused:,} times by tenant-daily-spend" in text
     # the per-model table shows each serving model with its request count
     with sqlite3.connect(db) as conn:
@@ -67,7 +67,7 @@ def test_demo_log_tells_the_whole_story(demo_run: tuple[Path, str]) -> None:
         assert failed >= 10
         assert conn.execute("select count(*) from requests where fallbacks > 0").fetchone()[0] > 0
         # a tenant ran out of quota, repeated questions hit the cache, graders sent feedback
-        assert conn.execute("select count(*) from requests where outcome = 'quota_exceeded'").fetchone()[0] > 0
+        assert conn.execute("select count(*) from requests where outcome = 'refused_quota'").fetchone()[0] > 0
         assert conn.execute("select count(*) from requests where cache_hit = 1").fetchone()[0] > 0
         assert conn.execute("select count(*) from feedback").fetchone()[0] > 0
         tenants = {t for (t,) in conn.execute("select distinct tenant from requests")}

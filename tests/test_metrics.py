@@ -76,8 +76,9 @@ async def test_counters_match_the_traffic() -> None:
     router, sims, _ = _router(metrics)
     results = await _traffic(router, sims)
     v = metrics.registry.get_sample_value
-    assert v("llm_router_requests_total", {"route": "default", "model": "a", "provider": "pa", "outcome": "ok"}) == 4
-    assert v("llm_router_requests_total", {"route": "default", "model": "b", "provider": "pb", "outcome": "ok"}) == 1
+    assert v("llm_router_requests_total", {"route": "default", "model": "a", "provider": "pa", "outcome": "served"}) == 3
+    assert v("llm_router_requests_total", {"route": "default", "model": "a", "provider": "pa", "outcome": "cached"}) == 1
+    assert v("llm_router_requests_total", {"route": "default", "model": "b", "provider": "pb", "outcome": "served"}) == 1
     assert v("llm_router_attempts_total", {"model": "a", "provider": "pa", "outcome": "ok"}) == 3
     assert v("llm_router_attempts_total", {"model": "a", "provider": "pa", "outcome": "error"}) == 2
     assert v("llm_router_errors_total", {"model": "a", "provider": "pa", "error_class": "ServerError"}) == 1
@@ -179,7 +180,7 @@ def test_example_app_serves_parseable_metrics(tmp_path: Path) -> None:
     fams = families(scrape.text)
     outcomes = {s.labels["outcome"]: s.value for s in fams["llm_router_requests"].samples
                 if s.name == "llm_router_requests_total"}
-    assert outcomes == {"ok": 3.0, "bad_request": 1.0}
+    assert outcomes == {"served": 3.0, "bad_request": 1.0}
     assert {s.labels["model"] for s in fams["llm_router_circuit_state"].samples} >= {"gpt-4o-mini", "claude-sonnet"}
     assert fams["llm_router_request_duration_seconds"].type == "histogram"
 

@@ -24,6 +24,7 @@ from engine.store.records import (
     RequestRecord,
 )
 
+ALL = ["m001_initial", "m002_request_surface", "m003_outcome_vocabulary"]
 DOC = Path(__file__).resolve().parents[1] / "docs" / "logging.md"
 
 # The documented schema, written out by hand: a migration that changes a column breaks this test
@@ -62,7 +63,7 @@ def _memory_db() -> sqlite_utils.Database:
 
 def test_migrate_blank_memory_db_creates_documented_schema() -> None:
     db = _memory_db()
-    assert migrate(db) == ["m001_initial", "m002_request_surface"]
+    assert migrate(db) == ALL
     assert set(db.table_names()) == set(EXPECTED)
     for table, columns in EXPECTED.items():
         assert db.table(table).columns_dict == columns, table
@@ -75,7 +76,7 @@ def test_migrate_blank_memory_db_creates_documented_schema() -> None:
 def test_migrate_is_idempotent_on_a_file(tmp_path: Path) -> None:
     path = tmp_path / "log.db"
     db = sqlite_utils.Database(path, execute_plugins=False)
-    assert migrate(db) == ["m001_initial", "m002_request_surface"]
+    assert migrate(db) == ALL
     schema = db.schema
     db.table("requests").insert({"id": "r1", "ts": 1.0, "outcome": "ok"})
     db.close()
@@ -85,21 +86,21 @@ def test_migrate_is_idempotent_on_a_file(tmp_path: Path) -> None:
     assert migrate(again) == []
     assert again.schema == schema
     assert again.table("requests").count == 1  # data survives re-running migrations
-    assert [r["name"] for r in again.table(MIGRATIONS_TABLE).rows] == ["m001_initial", "m002_request_surface"]
+    assert [r["name"] for r in again.table(MIGRATIONS_TABLE).rows] == ALL
 
 
 def test_a_failing_migration_rolls_back_and_is_not_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
-    def m099_broken(db: sqlite_utils.Database) -> None:
+    def m999_broken(db: sqlite_utils.Database) -> None:
         db.table("half_done").create({"x": int})
         raise RuntimeError("boom")
 
     db = _memory_db()
     migrate(db)
-    monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, m099_broken])
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, m999_broken])
     with pytest.raises(RuntimeError, match="boom"):
         migrate(db)
     assert not db.table("half_done").exists()
-    assert applied_migrations(db) == ["m001_initial", "m002_request_surface"]
+    assert applied_migrations(db) == ALL
     assert not db.conn.in_transaction
 
 
@@ -132,7 +133,7 @@ def test_concurrent_migrations_of_a_fresh_file_apply_once(tmp_path: Path) -> Non
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(applied) == [[], [], [], ["m001_initial", "m002_request_surface"]]
+    assert sorted(applied) == [[], [], [], ALL]
 
 
 def test_record_classes_match_the_tables() -> None:
@@ -193,20 +194,36 @@ def test_doc_queries_run_against_a_migrated_log() -> None:
             db.execute(statement)  # raises on a typo in a column or table name
 
 
-def test_m002_upgrades_a_log_written_before_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A file migrated to m001 and holding rows gains the surface columns; old rows read as null."""
+def test_m003_rewrites_legacy_outcomes_and_readers_agree_before_it(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.store.outcomes import OUTCOME_SQL
+
     path = tmp_path / "old.db"
     db = sqlite_utils.Database(path, execute_plugins=False)
-    with monkeypatch.context() as m:
+    with monkeypatch.context() as m:  # a log written before the vocabulary
         m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
         assert migrate(db) == ["m001_initial"]
-    db.table("requests").insert({"id": "old", "ts": 1.0, "outcome": "ok", "plan": "[]"})
-    assert migrate(db) == ["m002_request_surface"]
-    assert db.table("requests").columns_dict == EXPECTED["requests"]
-    row = next(db.query("select needs, tools_offered, finish_reason, tool_calls from requests"))
-    assert row == {"needs": None, "tools_offered": None, "finish_reason": None, "tool_calls": None}
-    from engine.store.query import request_rows
-
-    db.close()
-    [decoded] = request_rows(path)
-    assert decoded["needs"] is None and decoded["plan"] == []
+    rows = [
+        ("served", "ok", 0, None), ("cached", "ok", 1, None), ("failed", "error", 0, None),
+        ("limited", "error", 0, None), ("quota", "quota_exceeded", 0, "quota 'daily' exceeded"),
+        ("policy", "refused", 0, "route 'r' leaves no model for this request (a: too expensive)"),
+        ("circuits", "refused", 0, "route 'r' leaves no model for this request (a: circuit open, b: circuit open)"),
+        ("limits", "refused", 0, "route 'r' leaves no model (a: unavailable: rate limit (rpm))"),
+        ("bad", "bad_request", 0, "empty prompt"),
+    ]
+    for rid, outcome, hit, message in rows:
+        db.table("requests").insert({"id": rid, "ts": 1.0, "outcome": outcome, "cache_hit": hit,
+                                     "error_message": message})
+    for rid, n, outcome, cls in (("failed", 1, "error", "ServerError"), ("failed", 2, "error", "RateLimited"),
+                                 ("limited", 1, "error", "RateLimited"),
+                                 ("limited", 2, "skipped", "RateLimitedLocally")):
+        db.table("attempts").insert({"request_id": rid, "n": n, "outcome": outcome, "error_class": cls})
+    read_before = dict(db.execute(f"select id, {OUTCOME_SQL} from requests").fetchall())
+    assert migrate(db) == ["m002_request_surface", "m003_outcome_vocabulary"]
+    after = dict(db.execute("select id, outcome from requests").fetchall())
+    assert after == {"served": "served", "cached": "cached", "failed": "failed", "limited": "rate_limited",
+                     "quota": "refused_quota", "policy": "refused_policy", "circuits": "no_model",
+                     "limits": "rate_limited", "bad": "bad_request"}
+    # a read-only reader of the unmigrated file sees the same, except what needs the attempts
+    assert read_before == {**after, "limited": "failed"}
+    assert dict(db.execute(f"select id, {OUTCOME_SQL} from requests").fetchall()) == after

@@ -150,7 +150,7 @@ def test_missing_data_is_explained_not_drawn(tmp_path: Path) -> None:
     db = tmp_path / "plain.db"
     with DecisionLog(db) as log:
         for i in range(5):
-            log.record(RequestRecord(id=f"r{i}", ts=1_700_000_000.0 + 60 * i, outcome="ok", model="m", provider="p",
+            log.record(RequestRecord(id=f"r{i}", ts=1_700_000_000.0 + 60 * i, outcome="served", model="m", provider="p",
                                      route="default", query_type="chat", cost_usd=0.01, latency_ms=100.0 + i,
                                      input_tokens=10, output_tokens=5, attempts=1))
     page = build_report(db)
@@ -189,7 +189,7 @@ def test_series_counts(demo_log: Path) -> None:
     s = series(demo_log)
     with sqlite3.connect(demo_log) as conn:
         n, errors, hits, refused = conn.execute(
-            "select count(*), sum(outcome = 'error'), sum(cache_hit), sum(outcome = 'quota_exceeded') "
+            "select count(*), sum(outcome = 'failed'), sum(cache_hit), sum(outcome = 'refused_quota') "
             "from requests").fetchone()
         attempts = conn.execute("select count(*) from attempts where outcome != 'skipped'").fetchone()[0]
     assert (sum(s.requests), sum(s.errors), sum(s.cache_hits), sum(s.quota_refused)) == (n, errors, hits, refused)

@@ -157,3 +157,25 @@ def test_log_lines_are_json_or_text_with_the_event_fields(logs: pytest.LogCaptur
     text = TextFormatter().format(record)
     assert text.endswith('all models failed (2 attempts): m: Timeout (request_failed request_id=r1 status=503 '
                          'tenant="acme corp")')
+
+
+def test_a_quota_refusal_is_one_quota_refused_line(fake: FakeVendorServer, tmp_path: Path,
+                                                   logs: pytest.LogCaptureFixture) -> None:
+    from tests.test_serve_support import fake_policy
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(fake_policy(fake, extra="quotas:\n  - {name: tiny, scope: [tenant], window: day, "
+                                              "limit: {cost_usd: 0.01}, on_exceed: reject}\n"))
+    with ServerThread(ServeConfig(policy=str(policy), reload_interval_s=0)) as s:
+        r = httpx.post(s.url + "/v1/chat/completions", timeout=30,
+                       json={"model": "auto", "messages": MSG, "max_tokens": 100_000})
+    assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
+    [line] = _events(logs, "quota_refused")
+    assert getattr(line, "fields")["request_id"] == r.headers["x-request-id"] and line.levelno == logging.WARNING
+    assert "tiny" in line.getMessage() and not _events(logs, "request_failed")
+
+
+def test_boolean_settings_travel_to_workers() -> None:
+    config = ServeConfig(policy="p.yaml", otel=True, ready_check_s=30.0)
+    assert ServeConfig.from_env(config.to_env()) == config
+    assert ServeConfig.from_env(ServeConfig(policy="p.yaml").to_env()).otel is False

@@ -54,5 +54,5 @@ def test_sigterm_finishes_in_flight_requests_and_logs_them_all(fake: FakeVendorS
     db = sqlite3.connect(log)
     rows = {rid: outcome for rid, outcome in db.execute("select id, outcome from requests")}
     db.close()
-    assert len(rows) == N and set(rows.values()) == {"ok"}
+    assert len(rows) == N and set(rows.values()) == {"served"}
     assert {rid for _, rid, _ in results if rid} <= set(rows)

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from adapters.base import Price
 from adapters.errors import ServerError
 from adapters.simulated import SimulatedAdapter
+from engine.store.outcomes import OUTCOMES
 from engine.cli.app import cli
 from engine.errors import EngineError
 from engine.ops.demo import run_demo
@@ -106,8 +107,10 @@ def _stats(*args: str) -> Any:
 def test_totals_of_a_scripted_run(scripted_log: tuple[Path, Policy]) -> None:
     t = _stats("--db", str(scripted_log[0]))["totals"]
     assert t["requests"] == 8
-    assert t["outcomes"] == {"bad_request": 1, "error": 1, "ok": 5, "quota_exceeded": 1}
-    assert (t["ok"], t["errors"], t["quota_refused"], t["bad_requests"]) == (5, 1, 1, 1)
+    assert t["outcomes"] == {"served": 4, "cached": 1, "failed": 1, "refused_policy": 0, "refused_quota": 1,
+                             "rate_limited": 0, "no_model": 0, "bad_request": 1}  # the vocabulary's order
+    assert list(t["outcomes"]) == list(OUTCOMES)
+    assert (t["answered"], t["errors"], t["quota_refused"]) == (5, 1, 1)
     assert t["cache_hits"] == 1 and t["cache_hit_rate"] == pytest.approx(1 / 8)
     assert t["fallbacks"] == 2  # the request b served after a failed, and the one that failed on both
     assert t["saved_cost_usd"] > 0

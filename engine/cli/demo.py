@@ -85,7 +85,7 @@ async def _run(policy: Policy, out: str, requests: int, concurrency: int, time_s
 
 def summarise(result: DemoResult, policy: Policy, con: Console, *, report: bool = True) -> StatsReport:
     """Print the run's numbers (read back from its log) and write the report next to it."""
-    from engine.cli.stats import render_group_table, render_totals, usd, when
+    from engine.cli.stats import render_group_table, render_outcomes, render_totals, usd, when
     from engine.ops.logstats import collect
 
     stats = collect(result.db_path, by="model", policy=policy)
@@ -94,6 +94,7 @@ def summarise(result: DemoResult, policy: Policy, con: Console, *, report: bool 
               f"({minutes:.0f} minutes of traffic on the router's clock, {when(result.start_ts)} to "
               f"{when(result.end_ts)}).")
     con.print(render_totals(stats.totals))
+    con.print(render_outcomes(stats.totals))
     con.print(render_group_table(stats.groups, "model", stats.attempts, title="Per model", compact=True))
     t = stats.totals
     con.print(f"Cache: {t['cache_hits']:,} hits ({t['cache_hit_rate']:.1%} of requests), "

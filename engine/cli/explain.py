@@ -116,17 +116,22 @@ def explain_cmd(policy: str | None, prompt: str | None, as_json: bool, mermaid: 
         raise click.UsageError(str(e)) from None
     decision = explained.decision
     live_cache = _probe_cache(resolve_policy(policy), request) if show_cache and not stream else None
+    from engine.policy.prices import price_sources
+
+    report = dict(explained.report)
+    sources = price_sources(compiled.policy)  # only when `price: auto` or a catalogue window is in play
+    if sources is not None:
+        report["prices"] = sources
+    if live_cache is not None:
+        report["cache_probe"] = live_cache
     if as_json:
-        report = dict(explained.report)
-        if live_cache is not None:
-            report["cache_probe"] = live_cache
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     elif mermaid:
         from engine.cli.diagrams import decision_sequence
 
         click.echo(decision_sequence(decision, compiled))
     else:
-        click.echo(render_pretty(explained.report))
+        click.echo(render_pretty(report))
         if live_cache is not None:
             click.echo("\n" + render_cache(live_cache))
     raise SystemExit(EXIT_OK if decision.plan else EXIT_REFUSED)
@@ -207,6 +212,15 @@ def render_pretty(d: dict[str, Any]) -> str:
                      for scope, key in (("model", "model_limits"), ("provider " + lim["provider"], "provider_limits"))
                      if key in lim]
             lines.append(f"  {lim['model']}: {'; '.join(parts)}")
+    if d.get("prices"):
+        lines.append("")
+        lines.append("prices (USD per million tokens in / out, context window)")
+        width = max(len(m) for m in d["prices"])
+        for m, p in d["prices"].items():
+            window = f"{p['context_window']:,}" if p["context_window"] else "?"
+            where = p["price_source"] if p["price_source"] == p["context_window_source"] else (
+                f"{p['price_source']}; window: {p['context_window_source']}")
+            lines.append(f"  {m:<{width}}  ${p['input']:g} / ${p['output']:g}  {window}  from {where}")
     if d["trace"]:
         lines.append("")
         lines.append("trace")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import ipaddress
 import os
 import signal
@@ -12,6 +13,13 @@ from typing import Any
 import click
 
 from engine.cli.common import EXIT_INVALID, EXIT_USAGE, policy_option, resolve_policy
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def _loopback(host: str) -> bool:
@@ -59,7 +67,10 @@ def _bind(host: str, port: int) -> socket.socket:
 @click.option("--create", "create_keys", is_flag=True,
               help="Create the --db key store if it does not exist (else a missing file is refused).")
 @click.option("--no-auth", is_flag=True, help="Serve without keys even on a non-loopback address.")
-@click.option("--log-db", type=click.Path(dir_okay=False), help="Decision log file (default: the policy's log.sqlite).")
+@click.option("--log-db", type=click.Path(dir_okay=False),
+              help="Decision log file (default: the policy's log.sqlite, else <policy>.decisions.db beside the "
+                   "policy, else ./decisions.db; the file is printed at start).")
+@click.option("--no-log-db", is_flag=True, help="Keep no decision log (unless the policy's log.sqlite names one).")
 @click.option("--max-body", "max_body", default=1 << 20, show_default=True, type=click.IntRange(1024),
               help="Largest request body in bytes (larger: 413).")
 @click.option("--reload-interval", default=1.0, show_default=True, type=click.FloatRange(0),
@@ -74,13 +85,17 @@ def _bind(host: str, port: int) -> socket.socket:
                    "info (other 4xx); circuit openings warning; reloads info.")
 @click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
               help="Server log lines: readable text, or one JSON object per line (docs/service.md, 'Logs').")
+@click.option("--otel", is_flag=True,
+              help="Export OpenTelemetry traces over OTLP/HTTP (pip install 'llm-policy-router[otel]'; "
+                   "OTEL_EXPORTER_OTLP_ENDPOINT says where, default http://localhost:4318).")
 @click.option("--check", "check", is_flag=True,
               help="Probe every provider first (`engine doctor`); refuse to start when one fails.")
 @click.option("--ready-check", "ready_check", default=0.0, type=click.FloatRange(0), metavar="SECONDS",
               help="Make /readyz require the provider probes too, re-run every SECONDS (0: off).")
 def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: str | None, create_keys: bool,
-              no_auth: bool, log_db: str | None, max_body: int, reload_interval: float, grace: float,
-              default_max_tokens: int, log_level: str, log_format: str, check: bool, ready_check: float) -> None:
+              no_auth: bool, log_db: str | None, no_log_db: bool, max_body: int, reload_interval: float, grace: float,
+              default_max_tokens: int, log_level: str, log_format: str, otel: bool, check: bool,
+              ready_check: float) -> None:
     """Serve the policy as an OpenAI-compatible API.
 
     \b
@@ -113,6 +128,19 @@ def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: s
     except OSError as e:
         click.echo(f"error: cannot read the policy {path}: {e}", err=True)
         raise SystemExit(EXIT_INVALID) from None
+    from engine.server.config import default_log_path
+
+    if otel and not _installed("opentelemetry.exporter.otlp.proto.http"):
+        click.echo("error: --otel needs OpenTelemetry: pip install 'llm-policy-router[otel]'", err=True)
+        raise SystemExit(EXIT_USAGE)
+
+    default_log = None if no_log_db else str(default_log_path(path))
+    shown_log = log_db or loaded.log.sqlite or default_log
+    if shown_log:
+        click.echo(f"engine serve: decision log {shown_log} (engine stats --db {shown_log}; engine report --db "
+                   f"{shown_log})", err=True)
+    else:
+        click.echo("engine serve: no decision log (--no-log-db)", err=True)
     if keys_db is not None:
         from engine.server.keystore import KeyStore
 
@@ -149,9 +177,10 @@ def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: s
                        "`engine keys create`), or --no-auth to accept anyone.", err=True)
             raise SystemExit(EXIT_USAGE)
         click.echo("warning: no --db given: authentication is OFF, every request is tenant 'anonymous'.", err=True)
-    config = ServeConfig(policy=str(path), keys_db=keys_db, log_db=log_db, max_body_bytes=max_body,
+    config = ServeConfig(policy=str(path), keys_db=keys_db, log_db=log_db, default_log_db=default_log,
+                         max_body_bytes=max_body,
                          reload_interval_s=reload_interval, default_max_tokens=default_max_tokens,
-                         ready_check_s=ready_check)
+                         ready_check_s=ready_check, otel=otel)
     sock = _bind(host, port)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"engine serve: listening on http://{shown}:{sock.getsockname()[1]} (policy {path}, "

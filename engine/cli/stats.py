@@ -114,6 +114,10 @@ def ms(v: float | None) -> str:
     return "-" if v is None else (f"{v:,.0f} ms" if v >= 100 else f"{v:.1f} ms")
 
 
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
 def pct(v: float | None) -> str:
     """A ratio as a percentage."""
     return "-" if v is None else f"{v * 100:.1f}%"
@@ -142,9 +146,9 @@ def render_totals(totals: Mapping[str, Any]) -> Table:
     from rich.table import Table
 
     pairs = [
-        ("requests", f"{totals['requests']:,}"), ("served", f"{totals['ok']:,}"),
-        ("failed", f"{totals['errors']:,} ({pct(totals['error_rate'])})"), ("refused", f"{totals['refused']:,}"),
-        ("refused by a quota", f"{totals['quota_refused']:,}"), ("bad requests", f"{totals['bad_requests']:,}"),
+        ("requests", f"{totals['requests']:,}"),
+        ("answered", f"{totals['answered']:,} ({pct(_share(totals['answered'], totals['requests']))})"),
+        ("failed", f"{totals['errors']:,} ({pct(totals['error_rate'])})"),
         ("tokens in / out", f"{totals['input_tokens']:,} / {totals['output_tokens']:,}"),
         ("cost", usd(totals["cost_usd"])),
         ("cache hits", f"{totals['cache_hits']:,} ({pct(totals['cache_hit_rate'])})"),
@@ -167,6 +171,20 @@ def render_totals(totals: Mapping[str, Any]) -> Table:
     return t
 
 
+def render_outcomes(totals: Mapping[str, Any]) -> Table:
+    """Requests per outcome (the vocabulary of `engine.store.outcomes`), each in its colour."""
+    from engine.store.outcomes import COLORS, LABELS
+
+    outcomes: Mapping[str, int] = totals["outcomes"]
+    n = totals["requests"]
+    t = _table("Requests by outcome", "outcome", "requests", "share", "meaning")
+    for o, count in outcomes.items():
+        color = COLORS.get(o, "")  # type: ignore[call-overload]
+        t.add_row(f"[{color}]■[/] {o}" if color else o, f"{count:,}", pct(count / n if n else None),
+                  LABELS.get(o, ""), style=None if count else "dim")  # type: ignore[call-overload]
+    return t
+
+
 def render_group_table(groups: Sequence[Mapping[str, Any]], by: str,
                        attempts: Sequence[Mapping[str, Any]] = (), *, title: str | None = None,
                        compact: bool = False) -> Table:
@@ -183,6 +201,13 @@ def render_group_table(groups: Sequence[Mapping[str, Any]], by: str,
     cols = [label, "requests", "share"] + ([] if compact else ["tokens"]) + ["cost", "p50", "p95"] + (
         [] if compact else ["p99"]) + [errors, "fallbacks", "cache hits"] + ([] if compact else ["feedback"])
     t = _table(title or f"By {label}", *cols)
+    if by == "model":  # models that were called but never served a request: their failures count too
+        shown = {g[by] for g in groups}
+        groups = [*groups, *({by: a["model"], "requests": 0, "share": 0.0, "tokens": 0, "cost_usd": 0.0,
+                              "latency_p50_ms": None, "latency_p95_ms": None, "latency_p99_ms": None,
+                              "errors": 0, "error_rate": 0.0, "fallbacks": 0, "cache_hits": 0,
+                              "feedback_count": 0, "feedback_mean": None}
+                             for a in attempts if a["model"] not in shown)]
     for g in groups:
         key = g[by]
         name = "(not served)" if key is None and by == "model" else ("(none)" if key is None else str(key))
@@ -253,6 +278,8 @@ def render_stats(report: StatsReport, out: Console) -> None:
     since = f" (since {when(report.since)})" if report.since is not None else ""
     out.print(f"[bold]{report.db}[/bold]: {tot['requests']:,} requests {span}{since}")
     out.print(render_totals(tot))
+    if tot["requests"]:
+        out.print(render_outcomes(tot))
     if report.groups:
         out.print(render_group_table(report.groups, report.by, report.attempts))
     if report.attempts:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.policy.model import Policy
+from engine.store.outcomes import OUTCOME_SQL, OUTCOMES
 from engine.store.query import GROUP_BY, GroupBy, open_readonly, percentile, summary
 
 __all__ = ["GROUP_BY", "StatsReport", "collect", "log_digests", "parse_since"]
@@ -145,7 +146,10 @@ def _totals(conn: sqlite3.Connection, since: float | None) -> dict[str, Any]:
     sem_hits, sem_saved = conn.execute(
         "select count(*), coalesce(sum(saved_cost_usd), 0) from requests where cache_hit = 1 and "
         f"json_extract(features, '$.cache.kind') = 'semantic'{_where(since, prefix='and')[0]}", params).fetchone()
-    outcomes = dict(conn.execute(f"select outcome, count(*) from requests{where} group by outcome", params).fetchall())
+    counted = dict(conn.execute(f"select {OUTCOME_SQL} as o, count(*) from requests{where} group by o",
+                                params).fetchall())
+    outcomes = {o: int(counted.pop(o, 0)) for o in OUTCOMES}
+    outcomes.update(counted)  # a value from a newer vocabulary is shown, not dropped
     latencies = [r[0] for r in conn.execute(
         f"select latency_ms from requests where latency_ms is not null{_where(since, prefix='and')[0]} "
         "order by latency_ms", params)]
@@ -153,11 +157,10 @@ def _totals(conn: sqlite3.Connection, since: float | None) -> dict[str, Any]:
     fb_n, fb_mean = conn.execute(
         "select count(f.score), avg(f.score) from feedback f join requests r on r.id = f.request_id"
         f"{fb_where}", fb_params).fetchone()
-    errors = int(outcomes.get("error", 0))
+    errors = outcomes["failed"]
     return {
-        "requests": n, "outcomes": dict(sorted(outcomes.items())), "ok": int(outcomes.get("ok", 0)),
-        "errors": errors, "refused": int(outcomes.get("refused", 0)),
-        "quota_refused": int(outcomes.get("quota_exceeded", 0)), "bad_requests": int(outcomes.get("bad_request", 0)),
+        "requests": n, "outcomes": outcomes, "answered": outcomes["served"] + outcomes["cached"],
+        "errors": errors, "quota_refused": outcomes["refused_quota"],
         "input_tokens": inp, "output_tokens": outp, "tokens": inp + outp, "cost_usd": cost, "saved_cost_usd": saved,
         "cache_hits": hits, "cache_hit_rate": hits / n if n else 0.0, "semantic_hits": sem_hits,
         "semantic_saved_cost_usd": sem_saved, "fallbacks": fallbacks,
@@ -234,7 +237,7 @@ def _refusals(conn: sqlite3.Connection, since: float | None) -> list[dict[str, A
     where, params = _where(since, prefix="and")
     counts: dict[tuple[str | None, str | None], int] = {}
     for tenant, message in conn.execute(
-            f"select tenant, error_message from requests where outcome = 'quota_exceeded'{where}", params):
+            f"select tenant, error_message from requests where {OUTCOME_SQL} = 'refused_quota'{where}", params):
         m = _QUOTA_NAME.search(message or "")
         key = (tenant, m.group(1) if m else None)
         counts[key] = counts.get(key, 0) + 1

@@ -74,7 +74,8 @@ class RouterMetrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}  # (metric, label values) -> child
         ns, reg = namespace, self.registry
         t = ("tenant",) if tenant_label else ()
-        self.requests = Counter("requests", "Requests by route, serving model and outcome.",
+        self.requests = Counter("requests", "Requests by route, serving model and outcome (served, cached, failed, "
+                                "refused_policy, refused_quota, rate_limited, no_model, bad_request).",
                                 ("route", "model", "provider", "outcome", *t), namespace=ns, registry=reg)
         self.query_types = Counter("query_type_requests", "Requests by query type and serving model.",
                                    ("query_type", "model"), namespace=ns, registry=reg)

@@ -43,6 +43,7 @@ from engine.routing.decide import Decision, decide_features
 from engine.routing.features import Features, Request, safe_truth
 from engine.routing.state import EMPTY_STATE, RuntimeState
 from engine.runtime.quotas import QuotaContext, QuotaManager
+from engine.store.outcomes import ANSWERED
 from engine.store.query import request_rows
 
 __all__ = ["MAX_UNKNOWN_SIGNALS", "ReplayReport", "replay"]
@@ -272,9 +273,9 @@ def replay(db_path: str | Path, policy: Policy, *, baseline: Policy | None = Non
 def _logged(row: Mapping[str, Any]) -> _Outcome:
     plan = tuple(row["plan"] or ())
     outcome = row["outcome"]
-    if outcome == "quota_exceeded":
+    if outcome == "refused_quota":
         return _Outcome(row["route"], (), "quota", row["error_message"])
-    if outcome == "refused" or not plan:
+    if outcome in ("refused_policy", "no_model", "rate_limited") and not row["attempts"] or not plan:
         return _Outcome(row["route"], (), "no_route" if row["route"] is None else "no_model", row["error_message"])
     return _Outcome(row["route"], plan, None, None)
 
@@ -297,7 +298,7 @@ def _costs(row: Mapping[str, Any], old: _Outcome, got: _Outcome, compiled: Compi
            baseline: Policy | None) -> tuple[float | None, float | None, str | None]:
     """(old estimate, new estimate, why it is left out of the comparison or None)."""
     policy = compiled.policy
-    if row["outcome"] != "ok":
+    if row["outcome"] not in ANSWERED:
         return None, None, None  # nothing was served: no tokens to price on either side
     if row["cache_hit"]:
         cached = policy.cache.enabled and _cacheable(compiled, row)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,7 +73,8 @@ def build_report(db_path: str | Path, *, since: float | None = None, policy: Pol
         fig = drawn.get(div_id)
         parts.append(f'<section><h2>{html.escape(chart_title)}</h2>')
         if fig is None:
-            parts.append(f'<p class="empty" data-chart="{div_id}">{html.escape(_why_empty(div_id))}</p>')
+            why = _why_empty(div_id, stats.totals["requests"])
+            parts.append(f'<p class="empty" data-chart="{div_id}">{html.escape(why)}</p>')
         else:
             parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=_CONFIG))
         parts.append("</section>")
@@ -90,7 +92,17 @@ def write_report(db_path: str | Path, out: str | Path, **kwargs: Any) -> Path:
     return path
 
 
-def _why_empty(div_id: str) -> str:
+def _why_empty(div_id: str, requests: int = 1) -> str:
+    if not requests:
+        return "No requests in this window."
+    if div_id == "cost-over-time":
+        return "Nothing was spent in this window (no model was billed for a call)."
+    if div_id == "error-fallback-rates":
+        return "No request fell back or failed, and no model call failed, in this window."
+    if div_id == "cache-hit-rate":
+        return "No cache hits in this window (the policy has no cache, or no request repeated)."
+    if div_id == "quota-consumption":
+        return "No tenant spent anything in this window."
     if div_id.startswith("quota"):
         return "No quota usage in this log (the policy has no quotas, or no request was counted yet)."
     if div_id == "feedback":
@@ -109,14 +121,21 @@ def figures(stats: StatsReport, s: Series, policy: Policy | None) -> dict[str, g
     figs: dict[str, go.Figure] = {}
     if s.starts:
         x = [_t(v) for v in s.starts]
-        marks = _marks(stats)
+        marks = _marks(stats, s)
         figs["requests-over-time"] = _requests(x, s, marks)
-        figs["cost-over-time"] = _cost(x, s, marks)
-        figs["route-share"] = _pie(s.route_counts)
-        figs["query-type-share"] = _pie(s.query_type_counts)
-        figs["error-fallback-rates"] = _rates(x, s, marks)
-        figs["cache-hit-rate"] = _cache(x, s)
-        if s.spend_by_tenant:
+        # a chart of nothing but zeros says nothing (and plotly draws it on a -1..1 axis): the
+        # page explains the empty chart instead (`_why_empty`)
+        if any(any(v) for v in s.cost_by_model.values()):
+            figs["cost-over-time"] = _cost(x, s, marks)
+        if s.route_counts:
+            figs["route-share"] = _pie(s.route_counts)
+        if s.query_type_counts:
+            figs["query-type-share"] = _pie(s.query_type_counts)
+        if any(s.fallbacks) or any(s.errors) or any(s.failed_attempts):
+            figs["error-fallback-rates"] = _rates(x, s, marks)
+        if any(s.cache_hits):
+            figs["cache-hit-rate"] = _cache(x, s)
+        if any(any(v) for v in s.spend_by_tenant.values()):
             figs["quota-consumption"] = _spend(x, s, policy)
     latency = [g for g in stats.groups if g["model"] is not None and g["latency_p50_ms"] is not None]
     if latency:
@@ -130,52 +149,101 @@ def figures(stats: StatsReport, s: Series, policy: Policy | None) -> dict[str, g
 
 
 
-def _layout(fig: go.Figure, y: str, *, pct: bool = False, money: bool = False) -> go.Figure:
+def _layout(fig: go.Figure, y: str, *, pct: bool = False, money: Sequence[float] | None = None,
+            counts: Sequence[float] | None = None) -> go.Figure:
     fig.update_layout(template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 30, "b": 40},
-                      legend={"orientation": "h", "y": -0.15}, hovermode="x unified", yaxis_title=y)
+                      legend={"orientation": "h", "y": -0.2}, hovermode="x unified", yaxis_title=y)
+    # automargin: long model names and tick labels get the room they need instead of being cut
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True, rangemode="tozero")
     if pct:
-        fig.update_yaxes(tickformat=".0%", rangemode="tozero")
-    if money:
-        fig.update_yaxes(tickprefix="$")
+        fig.update_yaxes(tickformat=".0%")
+    if money is not None:
+        fig.update_yaxes(**money_axis(money))
+    if counts is not None:
+        fig.update_yaxes(**count_axis(counts))
     return fig
 
 
-def _marks(stats: StatsReport) -> list[tuple[dt.datetime, str]]:
-    """Events worth a vertical line on time charts: circuit and demotion changes, demo phases."""
-    return [(_t(e["last_ts"]), f"{e['kind']} {e['model'] or ''}".strip()) for e in stats.events
-            if (e["kind"] in _MARKED_EVENTS or e["kind"].startswith("demo_")) and e["count"] == 1][:_MAX_MARKS]
+def money_axis(values: Sequence[float]) -> dict[str, Any]:
+    """Axis settings that print amounts as readable dollars: `$0.0012`, `$1.50`, `$1,200`.
+
+    plotly's default SI ticks give `$735µ` for 0.000735; a fixed number of decimals, enough
+    for the largest value to show two significant digits, reads as money at any scale.
+    """
+    top = max((abs(v) for v in values), default=0.0)
+    decimals = 2 if top >= 1 or top == 0 else min(8, 1 - math.floor(math.log10(top)))
+    return {"tickformat": f"$,.{decimals}f", "hoverformat": f"$,.{decimals + 2}f", "tickprefix": None}
 
 
-def _mark(fig: go.Figure, marks: Sequence[tuple[dt.datetime, str]]) -> None:
-    for x, text in marks:
+def count_axis(values: Sequence[float]) -> dict[str, Any]:
+    """Axis settings for whole counts: integer ticks only (never `0, 0.5, 1` drawn as `0, 1, 1`)."""
+    top = max(values, default=0.0)
+    return {"tickformat": ",d", **({"dtick": 1} if top <= 5 else {})}
+
+
+def _marks(stats: StatsReport, s: Series) -> list[tuple[dt.datetime, str, str]]:
+    """Events worth a vertical line on time charts (circuit and demotion changes, demo phases),
+    as (time, label, hover text).
+
+    Events closer together than a fortieth of the time axis share one line: drawn apart, their
+    labels would overlap into an unreadable smudge. The line's label names the first event and
+    how many more there are; hovering it lists them all.
+    """
+    events = sorted((e["last_ts"], f"{e['kind']} {e['model'] or ''}".strip()) for e in stats.events
+                     if (e["kind"] in _MARKED_EVENTS or e["kind"].startswith("demo_")) and e["count"] == 1)
+    if not events:
+        return []
+    span = max(s.starts[-1] + s.bucket_s - s.starts[0], s.bucket_s) if s.starts else 1.0
+    groups: list[list[tuple[float, str]]] = []
+    for ts, text in events:
+        if groups and ts - groups[-1][0][0] < span / 40:
+            groups[-1].append((ts, text))
+        else:
+            groups.append([(ts, text)])
+    out = []
+    for g in groups[:_MAX_MARKS]:
+        label = g[0][1] + (f" (+{len(g) - 1})" if len(g) > 1 else "")
+        out.append((_t(g[0][0]), label, "<br>".join(f"{_t(ts):%H:%M:%S} {html.escape(t)}" for ts, t in g)))
+    return out
+
+
+def _mark(fig: go.Figure, marks: Sequence[tuple[dt.datetime, str, str]]) -> None:
+    for x, text, hover in marks:
         fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, yref="paper", line={"dash": "dot", "width": 1,
                                                                                 "color": "#888"})
-        fig.add_annotation(x=x, y=1, yref="paper", text=html.escape(text), showarrow=False, textangle=-90,
-                           xanchor="right", yanchor="top", font={"size": 9, "color": "#666"})
+        fig.add_annotation(x=x, y=1, yref="paper", text=html.escape(text), hovertext=hover, showarrow=False,
+                           textangle=-90, xanchor="right", yanchor="top", font={"size": 9, "color": "#666"})
 
 
-def _requests(x: list[dt.datetime], s: Series, marks: Sequence[tuple[dt.datetime, str]]) -> go.Figure:
+def _requests(x: list[dt.datetime], s: Series, marks: Sequence[tuple[dt.datetime, str, str]]) -> go.Figure:
     import plotly.graph_objects as go
 
-    served = [r - e - q for r, e, q in zip(s.requests, s.errors, s.quota_refused, strict=True)]
+    from engine.store.outcomes import COLORS, LABELS
+
     fig = go.Figure()
-    fig.add_bar(x=x, y=[a - c for a, c in zip(served, s.cache_hits, strict=True)], name="served by a model")
-    fig.add_bar(x=x, y=list(s.cache_hits), name="served from cache")
-    fig.add_bar(x=x, y=list(s.errors), name="failed")
-    fig.add_bar(x=x, y=list(s.quota_refused), name="refused by a quota")
+    for outcome, values in s.outcomes.items():
+        total = sum(values)
+        if not total:
+            continue
+        name = f"{LABELS.get(outcome, outcome)} ({total:,})"  # type: ignore[call-overload]
+        fig.add_bar(x=x, y=list(values), name=name, meta=outcome,
+                    marker={"color": COLORS.get(outcome, "#9e9e9e")})  # type: ignore[call-overload]
     fig.update_layout(barmode="stack")
     _mark(fig, marks)
-    return _layout(fig, f"requests per {_width(s.bucket_s)}")
+    fig = _layout(fig, f"requests per {_width(s.bucket_s)}", counts=list(s.requests))
+    return fig.update_layout(legend={"traceorder": "normal"})  # the vocabulary's order, not the stack's
 
 
-def _cost(x: list[dt.datetime], s: Series, marks: Sequence[tuple[dt.datetime, str]]) -> go.Figure:
+def _cost(x: list[dt.datetime], s: Series, marks: Sequence[tuple[dt.datetime, str, str]]) -> go.Figure:
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for model, values in s.cost_by_model.items():
         fig.add_scatter(x=x, y=list(values), name=model, mode="lines", stackgroup="cost")
     _mark(fig, marks)
-    return _layout(fig, f"USD per {_width(s.bucket_s)}", money=True)
+    stacked = [math.fsum(col) for col in zip(*s.cost_by_model.values(), strict=True)]
+    return _layout(fig, f"USD per {_width(s.bucket_s)}", money=stacked)
 
 
 def _pie(counts: Mapping[str, int]) -> go.Figure:
@@ -196,10 +264,11 @@ def _latency(groups: Sequence[Mapping[str, Any]]) -> go.Figure:
     fig.update_layout(barmode="group")
     fig = _layout(fig, "ms (whole request, retries and fallbacks included)")
     fig.update_layout(hovermode="closest")
+    fig.update_xaxes(type="category")
     return fig
 
 
-def _rates(x: list[dt.datetime], s: Series, marks: Sequence[tuple[dt.datetime, str]]) -> go.Figure:
+def _rates(x: list[dt.datetime], s: Series, marks: Sequence[tuple[dt.datetime, str, str]]) -> go.Figure:
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -220,7 +289,7 @@ def _cache(x: list[dt.datetime], s: Series) -> go.Figure:
                     secondary_y=False)
     _layout(fig, "hit rate")
     fig.update_yaxes(tickformat=".0%", rangemode="tozero", secondary_y=False)
-    fig.update_yaxes(tickprefix="$", title_text="saved", secondary_y=True)
+    fig.update_yaxes(title_text="saved", secondary_y=True, showgrid=False, **money_axis(s.saved_by_cache))
     return fig
 
 
@@ -238,7 +307,9 @@ def _spend(x: list[dt.datetime], s: Series, policy: Policy | None) -> go.Figure:
         if q.limit.cost_usd is not None and q.scope == ("tenant",):
             fig.add_hline(y=q.limit.cost_usd, line_dash="dash", line_color="crimson",
                           annotation_text=f"{q.name}: ${q.limit.cost_usd:g} per tenant per {q.window}")
-    return _layout(fig, "USD spent since the start of the window shown", money=True)
+    limits = [q.limit.cost_usd for q in (policy.quotas if policy is not None else ()) if q.limit.cost_usd]
+    return _layout(fig, "USD spent since the start of the window shown",
+                   money=[v for values in s.spend_by_tenant.values() for v in values] + limits)
 
 
 def _quota_usage(quotas: Sequence[Mapping[str, Any]]) -> go.Figure:
@@ -251,8 +322,9 @@ def _quota_usage(quotas: Sequence[Mapping[str, Any]]) -> go.Figure:
         return _layout(fig, "", pct=False).update_xaxes(tickformat=".0%").update_layout(
             height=max(300, 28 * len(quotas)), hovermode="closest")
     fig.add_bar(x=[q["cost_usd"] for q in quotas], y=labels, orientation="h", name="cost (USD)")
-    return _layout(fig, "").update_layout(height=max(300, 28 * len(quotas)), hovermode="closest",
-                                          xaxis_title="USD in the window (pass --policy to see limits)")
+    fig = _layout(fig, "").update_xaxes(**money_axis([q["cost_usd"] for q in quotas]))
+    return fig.update_layout(height=max(300, 28 * len(quotas)), hovermode="closest",
+                             xaxis_title="USD in the window (pass --policy to see limits)")
 
 
 def _feedback(cells: Sequence[Mapping[str, Any]]) -> go.Figure:
@@ -269,7 +341,9 @@ def _feedback(cells: Sequence[Mapping[str, Any]]) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=z, x=qts, y=models, text=text, texttemplate="%{text}", zmin=1, zmax=5,
                                colorscale="RdYlGn", colorbar={"title": "score"}))
     fig.update_layout(template="plotly_white", height=max(300, 45 * len(models)),
-                      margin={"l": 110, "r": 20, "t": 20, "b": 40})
+                      margin={"l": 20, "r": 20, "t": 20, "b": 40})
+    fig.update_xaxes(automargin=True, type="category")
+    fig.update_yaxes(automargin=True, type="category")
     return fig
 
 
@@ -282,6 +356,8 @@ def _width(bucket_s: float) -> str:
 
 
 def _header(stats: StatsReport, db_path: str | Path) -> str:
+    from engine.store.outcomes import COLORS, LABELS
+
     t = stats.totals
     span = (f"{_t(t['first_ts']):%Y-%m-%d %H:%M:%S} to {_t(t['last_ts']):%Y-%m-%d %H:%M:%S} UTC"
             if t["requests"] else "no requests")
@@ -292,15 +368,31 @@ def _header(stats: StatsReport, db_path: str | Path) -> str:
              ("p50 / p95", f"{_ms(t['latency_p50_ms'])} / {_ms(t['latency_p95_ms'])}")]
     cells = "".join(f"<div class='fact'><span>{html.escape(k)}</span><b>{html.escape(v)}</b></div>"
                     for k, v in facts)
+    outcomes = "".join(
+        f"<div class='fact' data-outcome='{html.escape(o)}' style='border-left: 6px solid "
+        f"{COLORS.get(o, '#9e9e9e')}'><span>{html.escape(LABELS.get(o, o))}</span><b>{n:,}</b></div>"  # type: ignore[call-overload]
+        for o, n in t["outcomes"].items() if n)
+    calls = {a["model"]: a for a in stats.attempts}
+    groups = list(stats.groups) + [{"model": m, "requests": 0, "share": 0.0, "cost_usd": 0.0, "latency_p50_ms": None,
+                                    "latency_p95_ms": None, "fallbacks": 0, "cache_hits": 0}
+                                   for m in calls if m not in {g["model"] for g in stats.groups}]
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in (
             str(g["model"] or "(not served)"), f"{g['requests']:,}", f"{g['share']:.1%}", f"${g['cost_usd']:,.4f}",
-            _ms(g["latency_p50_ms"]), _ms(g["latency_p95_ms"]), f"{g['errors']:,}", f"{g['fallbacks']:,}",
-            f"{g['cache_hits']:,}")) + "</tr>" for g in stats.groups)
-    table = ("<table><thead><tr><th>model</th><th>requests</th><th>share</th><th>cost</th><th>p50</th><th>p95</th>"
-             f"<th>errors</th><th>fallbacks</th><th>cache hits</th></tr></thead><tbody>{rows}</tbody></table>")
+            _ms(g["latency_p50_ms"]), _ms(g["latency_p95_ms"]), *_calls(calls.get(g["model"])),
+            f"{g['fallbacks']:,}", f"{g['cache_hits']:,}")) + "</tr>" for g in groups)
+    table = ("<table id='per-model'><thead><tr><th>model</th><th>requests served</th><th>share</th><th>cost</th>"
+             "<th>p50</th><th>p95</th><th>calls</th><th>failed calls</th><th>fallbacks</th><th>cache hits</th></tr>"
+             f"</thead><tbody>{rows}</tbody></table>")
     return (f"<p class='meta'>{html.escape(str(db_path))} · {html.escape(span)}</p>"
-            f"<div class='facts'>{cells}</div>{table}")
+            f"<div class='facts'>{cells}</div><div class='facts outcomes'>{outcomes}</div>{table}")
+
+
+def _calls(a: Mapping[str, Any] | None) -> tuple[str, str]:
+    """A model's calls (retries included) and failed calls, with the failure rate."""
+    if a is None:
+        return "-", "-"
+    return f"{a['attempts']:,}", f"{a['failed']:,} ({a['error_rate']:.1%})" if a["attempts"] else "0"
 
 
 def _ms(v: float | None) -> str:

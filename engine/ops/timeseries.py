@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.store.outcomes import OUTCOME_SQL, OUTCOMES
 from engine.store.query import open_readonly
 
 __all__ = ["BUCKET_SIZES", "Series", "bucket_size", "series"]
@@ -36,7 +37,9 @@ class Series:
 
     Attributes:
         starts: Unix time each bucket starts at; bucket_s: their width.
-        requests, errors, fallbacks, cache_hits, quota_refused: counts per bucket.
+        requests, errors (outcome failed), fallbacks, cache_hits, quota_refused (outcome
+            refused_quota): counts per bucket.
+        outcomes: requests per outcome (every one of `engine.store.outcomes.OUTCOMES`) per bucket.
         attempts, failed_attempts: model calls per bucket (retries included, skips excluded).
         cost_by_model: model -> cost per bucket (requests no model served are left out: they cost
             only what their failed attempts cost, counted under `(not served)`).
@@ -59,6 +62,7 @@ class Series:
     spend_by_tenant: Mapping[str, tuple[float, ...]]
     route_counts: Mapping[str, int]
     query_type_counts: Mapping[str, int]
+    outcomes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     def rate(self, part: Sequence[int], whole: Sequence[int]) -> list[float | None]:
         """part / whole per bucket (None where a bucket is empty)."""
@@ -75,8 +79,8 @@ def series(db_path: str | Path, since: float | None = None, *, bucket_s: float |
     try:
         where, params = (" where ts >= ?", [since]) if since is not None else ("", [])
         rows = db.conn.execute(
-            "select ts, model, route, query_type, tenant, outcome, cost_usd, fallbacks, cache_hit, saved_cost_usd "
-            f"from requests{where} order by ts", params).fetchall()
+            f"select ts, model, route, query_type, tenant, {OUTCOME_SQL}, cost_usd, fallbacks, cache_hit, "
+            f"saved_cost_usd from requests{where} order by ts", params).fetchall()
         attempts = db.conn.execute(f"select ts, outcome from attempts{where}", params).fetchall()
     finally:
         db.close()
@@ -92,6 +96,7 @@ def series(db_path: str | Path, since: float | None = None, *, bucket_s: float |
 
     counts = {k: [0] * n for k in ("requests", "errors", "fallbacks", "cache_hits", "quota_refused", "attempts",
                                    "failed")}
+    by_outcome: dict[str, list[int]] = {o: [0] * n for o in OUTCOMES}
     saved = [0.0] * n
     cost: dict[str, list[float]] = {}
     spend: dict[str, list[float]] = {}
@@ -100,10 +105,11 @@ def series(db_path: str | Path, since: float | None = None, *, bucket_s: float |
     for ts, model, route, qt, tenant, outcome, c, fallbacks, hit, sv in rows:
         i = at(ts)
         counts["requests"][i] += 1
-        counts["errors"][i] += outcome == "error"
+        by_outcome.setdefault(outcome, [0] * n)[i] += 1
+        counts["errors"][i] += outcome == "failed"
         counts["fallbacks"][i] += (fallbacks or 0) > 0
         counts["cache_hits"][i] += bool(hit)
-        counts["quota_refused"][i] += outcome == "quota_exceeded"
+        counts["quota_refused"][i] += outcome == "refused_quota"
         saved[i] += sv or 0.0
         cost.setdefault(model or "(not served)", [0.0] * n)[i] += c or 0.0
         spend.setdefault(tenant or "(none)", [0.0] * n)[i] += c or 0.0
@@ -124,7 +130,8 @@ def series(db_path: str | Path, since: float | None = None, *, bucket_s: float |
         failed_attempts=tuple(counts["failed"]),
         cost_by_model={m: tuple(v) for m, v in sorted(cost.items(), key=lambda kv: -sum(kv[1]))},
         saved_by_cache=tuple(saved), spend_by_tenant=dict(sorted(cumulative.items(), key=lambda kv: -kv[1][-1])),
-        route_counts=dict(routes.most_common()), query_type_counts=dict(qts.most_common()))
+        route_counts=dict(routes.most_common()), query_type_counts=dict(qts.most_common()),
+        outcomes={o: tuple(v) for o, v in by_outcome.items()})
 
 
 def _cumsum(values: Sequence[float]) -> list[float]:
@@ -149,5 +156,5 @@ def as_dict(s: Series) -> dict[str, Any]:
         "attempts": list(s.attempts), "failed_attempts": list(s.failed_attempts),
         "cost_by_model": {k: list(v) for k, v in s.cost_by_model.items()}, "saved_by_cache": list(s.saved_by_cache),
         "spend_by_tenant": {k: list(v) for k, v in s.spend_by_tenant.items()}, "route_counts": dict(s.route_counts),
-        "query_type_counts": dict(s.query_type_counts),
+        "query_type_counts": dict(s.query_type_counts), "outcomes": {k: list(v) for k, v in s.outcomes.items()},
     }

@@ -16,6 +16,7 @@ from engine.policy.compile import CompiledPolicy, compile_policy
 from engine.policy.diagnostics import Diagnostic, sort_diagnostics
 from engine.policy.load import LoadFailed, Located, load_yaml, read_policy_text
 from engine.policy.model import Policy
+from engine.policy.prices import catalogue_diagnostics
 from engine.policy.schema import error_locations, validate_schema
 
 __all__ = ["Analysis", "CompiledPolicy", "Diagnostic", "Policy", "analyze_policy", "analyze_text",
@@ -74,11 +75,12 @@ def analyze_text(text: str, source: str = "<policy>", env: Mapping[str, str] | N
     policy = build_policy(loc.data, source=source, digest=digest)
     diags.extend(_env_diagnostics(loc, policy, dry_run))
     diags.extend(check_policy(policy, loc))
+    diags.extend(catalogue_diagnostics(policy, loc))  # price: auto / context_window left to the catalogue
     return Analysis(source, policy, sort_diagnostics(diags), loc)
 
 
 _ENTITIES = ("providers", "models", "signals")
-_REQUIRED = ("adapter", "provider", "price", "context_window")
+_REQUIRED = ("adapter", "provider", "price")
 
 
 def _repair(data: Any) -> tuple[dict[str, Any], set[str]] | None:

@@ -56,10 +56,10 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
     models = {}
     for i, (name, m) in enumerate(data["models"].items()):
         lat = m.get("latency")
+        price, window, window_source = _catalogued(m, name, providers)
         models[name] = Model(
-            name=name, provider=m["provider"], id=m.get("id", name),
-            price=Price(input=float(m["price"]["input"]), output=float(m["price"]["output"])),
-            context_window=int(m["context_window"]), max_output_tokens=m.get("max_output_tokens"),
+            name=name, provider=m["provider"], id=m.get("id", name), price=price,
+            context_window=window, context_window_source=window_source, max_output_tokens=m.get("max_output_tokens"),
             features=frozenset(m.get("features", ())), features_declared="features" in m,
             scores=tuple(m.get("scores", {}).items()),
             latency=LatencyPrior(p50_ms=float(lat["p50_ms"]), p95_ms=float(lat["p95_ms"])) if lat else None,
@@ -166,6 +166,27 @@ def _quota_limit(d: dict[str, Any]) -> QuotaLimit:
         cost_usd=d.get("cost_usd"), tokens=d.get("tokens"), requests=d.get("requests"),
         by_provider=tuple((name, _quota_limit(sub)) for name, sub in (d.get("by_provider") or {}).items()),
         by_model=tuple((name, _quota_limit(sub)) for name, sub in (d.get("by_model") or {}).items()))
+
+
+def _catalogued(m: dict[str, Any], name: str, providers: dict[str, Provider]) -> tuple[Price, int, str]:
+    """The model's price and context window: the policy's, else the catalogue's (engine/policy/prices.py)."""
+    raw_price, raw_window = m["price"], m.get("context_window")
+    entry = None
+    if raw_price == "auto" or raw_window is None:
+        from engine.policy.prices import UNKNOWN, lookup
+
+        p = providers.get(m["provider"])
+        entry = lookup(m.get("id", name), p.adapter, p.options) if p is not None else None
+    if raw_price == "auto":
+        price = Price(input=entry.input, output=entry.output, source=entry.source) if entry else Price(
+            input=0.0, output=0.0, source=UNKNOWN)
+    else:
+        price = Price(input=float(raw_price["input"]), output=float(raw_price["output"]))
+    if raw_window is not None:
+        return price, int(raw_window), "policy"
+    if entry is not None and entry.context_window:
+        return price, int(entry.context_window), entry.source
+    return price, 0, UNKNOWN
 
 
 def _relative(path: str | None, base: Path) -> str | None:

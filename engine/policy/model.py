@@ -53,6 +53,9 @@ class Price:
 
     input: float
     output: float
+    source: str = field(default="policy", compare=False)
+    """Where the figures come from: `policy`, the catalogue (`genai-prices X: provider/model`,
+    for `price: auto`) or `unknown` (neither had it: the model counts as free)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +85,8 @@ class Model:
     limits: Limits = field(default_factory=Limits)
     order: int = 0
     """Position in `models`; breaks ranking ties."""
+    context_window_source: str = field(default="policy", compare=False)
+    """Where `context_window` comes from: `policy`, the catalogue, or `unknown` (an error)."""
 
     def score(self, query_type: str) -> int:
         """The 1-5 capability score for `query_type`; 0 when the policy gives none."""

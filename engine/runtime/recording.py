@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from adapters.conversation import NO_OPTIONS, Message
-from engine.errors import QuotaExceeded, RoutingRefused
 from engine.policy.model import Policy
 from engine.routing.decide import Decision
 from engine.routing.features import Features, Request
@@ -17,6 +16,7 @@ from engine.runtime.clock import Clock
 from engine.runtime.dispatch import Walk
 from engine.runtime.health import HealthEvent
 from engine.runtime.result import RoutedCompletion
+from engine.store.outcomes import RATE_LIMIT_CLASSES, outcome_of_error
 from engine.store.records import AttemptRecord, EventRecord, FeedbackRecord, Outcome, RequestRecord
 
 
@@ -83,7 +83,7 @@ class Recorder:
             base["features"] = {**base["features"], "cache": dict(cache_info)}
         rec = RequestRecord(
             **base, model=result.model, provider=result.provider,
-            attempts=result.attempts, fallbacks=result.fallbacks, outcome="ok",
+            attempts=result.attempts, fallbacks=result.fallbacks, outcome="cached" if result.cached else "served",
             input_tokens=sum(a.input_tokens for a in walk.attempts) if not result.cached else 0,
             output_tokens=sum(a.output_tokens for a in walk.attempts) if not result.cached else 0,
             cost_usd=result.cost_usd, latency_ms=result.latency_ms, cache_hit=result.cached,
@@ -96,15 +96,16 @@ class Recorder:
         """Log a request served from the cache before any decision: it has no plan and no attempts."""
         rec = RequestRecord(
             **self._base(rid, started, request, features, route, (), False), model=result.model,
-            provider=result.provider, outcome="ok", latency_ms=result.latency_ms, cache_hit=True,
+            provider=result.provider, outcome="cached", latency_ms=result.latency_ms, cache_hit=True,
             saved_cost_usd=saved, finish_reason=result.finish_reason, tool_calls=len(result.tool_calls))
         self._emit(rec, [])
 
     def failed(self, rid: str, started: float, t0: float, request: Request, decision: Decision, walk: Walk,
                error: Exception) -> None:
         """Log a request that ended in an error (refused, over quota, every model failed)."""
-        outcome: Outcome = "quota_exceeded" if isinstance(error, QuotaExceeded) else (
-            "refused" if isinstance(error, RoutingRefused) else "bad_request" if walk.callers_fault else "error")
+        tried = [a.error_class or "" for a in walk.attempts
+                 if a.outcome != "skipped" or a.error_class in RATE_LIMIT_CLASSES]
+        outcome: Outcome = "bad_request" if walk.callers_fault else outcome_of_error(error, tried)
         rec = RequestRecord(
             **self._base(rid, started, request, decision.features, decision.route, decision.plan,
                          decision.downgraded), attempts=sum(

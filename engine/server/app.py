@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -29,7 +29,8 @@ from starlette.routing import Route
 from engine.errors import QuotaExceeded
 from engine.policy.model import Policy
 from engine.runtime.router import Router
-from engine.server.auth import Authenticator, KeyQuotas, Principal
+from engine.server.admin import AdminAPI
+from engine.server.auth import Authenticator, KeyLimits, KeyQuotas, Principal
 from engine.server.config import ServeConfig
 from engine.server.doors import MessagesDoor, http_error, model_by_id
 from engine.server.errormap import map_error
@@ -60,6 +61,9 @@ def _json_error(err: WireError) -> Response:
     return Response(err.body(), status_code=err.status, media_type=_JSON, headers=err.headers)
 
 
+# The vendor SDK each adapter kind imports on first use. Importing one takes 0.5-6 s (the
+# longer on a loaded machine); on the first request that time would count against the attempt's
+# timeout and could fail it, so the service imports them while it loads the policy.
 def _level(status: int) -> int:
     if status >= 500:
         return logging.ERROR
@@ -68,8 +72,10 @@ def _level(status: int) -> int:
 
 def log_failure(err: WireError, request: Request | None, who: Principal | None = None,
                 model: str | None = None, *, streaming: bool = False) -> None:
-    """The `request_failed` line of an error answer (after the stream started: `streaming`)."""
-    log_event(log, _level(err.status), "request_failed", err.message, request_id=current_request_id(),
+    """The log line of an error answer: `quota_refused` for a quota's 429, else `request_failed`
+    (`mid_stream` when a stream failed after its first chunk)."""
+    event = "quota_refused" if err.code == "insufficient_quota" else "request_failed"
+    log_event(log, _level(err.status), event, err.message, request_id=current_request_id(),
               status=err.status, code=err.code or err.type, path=request.url.path if request is not None else None,
               model=model, tenant=who.tenant if who is not None else None,
               key=who.key_id if who is not None else None, mid_stream=True if streaming else None)
@@ -90,6 +96,8 @@ class Service:
         store = KeyStore(config.keys_db) if config.keys_db else None
         self.auth = Authenticator(store, refresh_s=config.keys_refresh_s)
         self.key_quotas = KeyQuotas(config.keys_db)
+        self.key_limits = KeyLimits()
+        self.tracer: Any = None
         self.holder = PolicyHolder(config.policy, self._build, interval_s=config.reload_interval_s)
         self.ops = OpsPages(self.holder, self.auth, self.stats)
         self.ops.require_checks = config.ready_check_s > 0
@@ -100,7 +108,15 @@ class Service:
             from engine.ops.metrics import RouterMetrics
 
             self.stats.metrics = RouterMetrics(tenant_label=policy.metrics_tenant_label)
-        kwargs: dict[str, Any] = {"log_path": self.config.log_db} if self.config.log_db else {}
+        if self.config.otel:
+            if self.tracer is None:
+                from engine.ops.tracing import TraceObserver, otlp_tracer_provider
+
+                self.tracer = TraceObserver(policy=policy, tracer_provider=otlp_tracer_provider())
+                self.stats.observers.append(self.tracer)
+            self.tracer.policy = policy  # vendor names and model ids of the policy now live
+        log_db = self.config.log_db or (None if policy.log.sqlite else self.config.default_log_db)
+        kwargs: dict[str, Any] = {"log_path": log_db} if log_db else {}
         router = Router(policy, metrics=self.stats, **kwargs)
         router.adapters.preload()  # this runs in a worker thread: SDK imports stay off the event loop
         return router
@@ -147,6 +163,8 @@ class Service:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.holder.aclose()
+        if self.tracer is not None:  # export what is still buffered
+            await asyncio.to_thread(self.tracer.shutdown)
         self.key_quotas.close()
         if self.auth.store is not None:
             self.auth.store.close()
@@ -210,17 +228,33 @@ class Service:
     async def chat_completions(self, request: Request) -> Response:
         """`POST /v1/chat/completions`."""
         who: Principal | None = None
+        asked: str | None = None
+        counted = False
         try:
             who = self.auth.authenticate(request.headers)
             chat = parse_chat_request(await self._body(request), default_max_tokens=self.config.default_max_tokens)
+            asked = chat.model
+            who.check_model(chat.model)
+            counted = await self.key_limits.enter(who)
             reservation = await self.key_quotas.admit(who) if who.quota is not None else None
-        except WireError as e:
-            return self._fail(e, request, who)
-        except QuotaExceeded as e:
-            return self._fail(map_error(e, self.stats), request, who, chat.model)
+        except (WireError, QuotaExceeded) as e:
+            if counted and who is not None:
+                self.key_limits.leave(who)
+            err = e if isinstance(e, WireError) else map_error(e, self.stats)
+            return self._fail(err, request, who, asked)
+        def release() -> None:
+            if counted:
+                self.key_limits.leave(who)
+
+        if chat.stream:  # the stream releases the key's slot when its body ends
+            return await self._stream(request, self.holder.acquire(), chat, who, reservation, release)
+        try:
+            return await self._complete(request, chat, who, reservation)
+        finally:
+            release()
+
+    async def _complete(self, request: Request, chat: ChatRequest, who: Principal, reservation: Any) -> Response:
         live = self.holder.acquire()
-        if chat.stream:
-            return await self._stream(request, live, chat, who, reservation)
         tokens, cost = 0, 0.0
         try:
             pinned = self._pin(chat, live)
@@ -241,7 +275,7 @@ class Service:
         return Response(completion_body(result, int(time.time())), media_type=_JSON, headers=headers)
 
     async def _stream(self, request: Request, live: Live, chat: ChatRequest, who: Principal,
-                      reservation: Any) -> Response:
+                      reservation: Any, release: Callable[[], None]) -> Response:
         served = ServedModel()
         try:
             pinned = self._pin(chat, live)
@@ -252,6 +286,7 @@ class Service:
             first = await events.__anext__()
         except Exception as e:
             self.holder.release(live)
+            release()
             await self._settle(who, reservation, 0, 0.0)
             return self._fail(self._map(e, live), request, who, chat.model)
         note_request_id(served.completion_id)  # the log's row is written at the end; its id is known now
@@ -273,6 +308,7 @@ class Service:
                     cost = events.result.cost_usd
             finally:
                 self.holder.release(live)
+                release()
                 await events.aclose()
                 if reservation is not None:
                     await self._settle(who, reservation, tokens, cost)
@@ -303,6 +339,7 @@ class Service:
         try:
             who = self.auth.authenticate(request.headers)
             chat = parse_chat_request(await self._body(request), default_max_tokens=self.config.default_max_tokens)
+            who.check_model(chat.model)
         except WireError as e:
             return self._fail(e, request, who)
         live = self.holder.acquire()
@@ -344,6 +381,7 @@ def create_app(config: ServeConfig | None = None, *, metrics: Any = None) -> Sta
         Route("/v1/messages/count_tokens", messages.count_tokens, methods=["POST"]),
         Route("/v1/explain", service.explain, methods=["POST"]),
         *service.ops.routes(),
+        *AdminAPI(service.auth).routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)],
                     exception_handlers={404: http_error, 405: http_error})

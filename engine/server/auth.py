@@ -9,7 +9,10 @@ without a restart.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +25,7 @@ from engine.runtime.quotas import QuotaContext, QuotaManager, Reservation
 from engine.server.keystore import KeyInfo, KeyQuota, KeyStore, hash_key
 from engine.server.openai_wire import WireError
 
-__all__ = ["ANONYMOUS", "Authenticator", "KeyQuotas", "Principal"]
+__all__ = ["ANONYMOUS", "Authenticator", "KeyLimits", "KeyQuotas", "Principal"]
 
 log = logging.getLogger("engine.server")
 
@@ -37,6 +40,10 @@ class Principal:
         tier: `meta.tier`.
         metadata: more `meta.KEY` values from the key.
         quota: the key's own budget.
+        expires_at: when the key stops working (UNIX time), or None.
+        allow: the `model` values the key may ask for (empty: any).
+        rpm: the key's requests per minute (per process), or None.
+        max_parallel: the key's requests in flight at once (per process), or None.
     """
 
     tenant: str
@@ -44,11 +51,27 @@ class Principal:
     tier: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     quota: KeyQuota | None = None
+    expires_at: float | None = None
+    allow: tuple[str, ...] = ()
+    rpm: int | None = None
+    max_parallel: int | None = None
 
     @classmethod
     def of(cls, info: KeyInfo) -> Principal:
         """The principal of a stored key."""
-        return cls(info.tenant, info.id, info.tier, dict(info.metadata), info.quota)
+        return cls(info.tenant, info.id, info.tier, dict(info.metadata), info.quota, info.expires_at, info.allow,
+                   info.rpm, info.max_parallel)
+
+    def check_model(self, model: str) -> None:
+        """Refuse a `model` value outside the key's allow-list.
+
+        Raises:
+            WireError: 403 `model_not_allowed`.
+        """
+        if self.allow and model not in self.allow:
+            raise WireError(403, f"This API key may not use the model `{model}`; it may use: "
+                            f"{', '.join(self.allow)} (change it with `engine keys update {self.key_id} --allow`).",
+                            type="permission_error", param="model", code="model_not_allowed")
 
 
 ANONYMOUS = Principal("anonymous")
@@ -56,6 +79,10 @@ ANONYMOUS = Principal("anonymous")
 
 _MISSING = ("You didn't provide an API key. Send it in an Authorization header using Bearer auth "
             "(Authorization: Bearer YOUR_KEY); create one with `engine keys create --db FILE --tenant NAME`.")
+
+
+def _utc(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _masked(key: str) -> str:
@@ -83,12 +110,13 @@ class Authenticator:
         """Whether requests need a key."""
         return self.store is not None
 
-    def refresh(self) -> bool:
-        """Re-read the key table if it changed; True when it did."""
+    def refresh(self, *, force: bool = False) -> bool:
+        """Re-read the key table if it changed (or `force`: after a change on this connection,
+        which SQLite's data_version does not count); True when it was re-read."""
         if self.store is None:
             return False
         version = self.store.version()
-        if version == self._version:
+        if version == self._version and not force:
             return False
         self._keys = {h: Principal.of(info) for h, info in self.store.active().items()}
         self._version = version
@@ -115,6 +143,10 @@ class Authenticator:
             raise WireError(401, f"Incorrect API key provided: {_masked(key)}. Check the key, or create one with "
                             "`engine keys create`; revoked keys are refused.", code="invalid_api_key",
                             headers={"www-authenticate": "Bearer"})
+        if principal.expires_at is not None and time.time() >= principal.expires_at:
+            raise WireError(401, f"The API key {principal.key_id} expired at {_utc(principal.expires_at)}; extend it "
+                            f"with `engine keys update {principal.key_id} --expires ...` or create a new one.",
+                            code="expired_api_key", headers={"www-authenticate": "Bearer"})
         return principal
 
     async def watch(self) -> None:
@@ -126,6 +158,57 @@ class Authenticator:
                     log.info("api keys reloaded: %d active", len(self._keys))
             except Exception as e:  # a locked or vanished file must not kill the watcher
                 log.warning("could not re-read the api keys: %s", e)
+
+
+class KeyLimits:
+    """Each key's requests per minute and requests in flight, counted in this process.
+
+    A request over either gets 429 at once rather than waiting: the caller's own retry logic
+    (with the Retry-After given) is the right place to wait. With several workers each counts
+    on its own, so a key may reach `workers` times its figures (docs/service.md).
+    """
+
+    def __init__(self) -> None:
+        self._limiters: dict[tuple[str, int], Any] = {}
+        self._inflight: dict[str, int] = {}
+
+    async def enter(self, who: Principal) -> bool:
+        """Count a request of `who` in; True when it must be `leave`-d at its end.
+
+        Raises:
+            WireError: 429 `rate_limit_exceeded` (rpm) or `too_many_parallel_requests`.
+        """
+        if who.key_id is None:
+            return False
+        if who.rpm is not None:
+            from aiolimiter import AsyncLimiter
+
+            limiter = self._limiters.get((who.key_id, who.rpm))
+            if limiter is None:
+                limiter = self._limiters[(who.key_id, who.rpm)] = AsyncLimiter(who.rpm, 60)
+            if not limiter.has_capacity():
+                wait = math.ceil(60 / who.rpm)
+                raise WireError(429, f"This API key is limited to {who.rpm} requests per minute; retry in {wait} s.",
+                                type="rate_limit_error", code="rate_limit_exceeded", headers={"retry-after": str(wait)})
+            await limiter.acquire()  # there is room (just checked): this takes it without waiting
+        if who.max_parallel is None:
+            return False
+        n = self._inflight.get(who.key_id, 0)
+        if n >= who.max_parallel:
+            raise WireError(429, f"This API key may have {who.max_parallel} request(s) in flight at once; wait for "
+                            "one to finish.", type="rate_limit_error", code="too_many_parallel_requests",
+                            headers={"retry-after": "1"})
+        self._inflight[who.key_id] = n + 1
+        return True
+
+    def leave(self, who: Principal) -> None:
+        """The end of a request that `enter` counted."""
+        assert who.key_id is not None
+        n = self._inflight.get(who.key_id, 0) - 1
+        if n > 0:
+            self._inflight[who.key_id] = n
+        else:
+            self._inflight.pop(who.key_id, None)
 
 
 class KeyQuotas:

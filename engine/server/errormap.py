@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
 
 from engine.errors import (
     AllModelsFailed,
@@ -30,8 +29,9 @@ from engine.errors import (
     RoutingRefused,
     StateUnavailable,
 )
-from engine.server.livestats import RATE_LIMIT_CLASSES, LiveStats
+from engine.server.livestats import LiveStats
 from engine.server.openai_wire import WireError
+from engine.store.outcomes import outcome_of_error
 
 __all__ = ["map_error"]
 
@@ -80,7 +80,7 @@ def map_error(e: Exception, stats: LiveStats, *, cooldown_s: float | None = None
 def _all_failed(e: AllModelsFailed, stats: LiveStats) -> WireError:
     limited, hint = stats.take_retry_after(e.request_id)
     tried = [cls for _, cls, _ in e.attempts if cls != "Skipped"]
-    if not limited and tried and all(cls in RATE_LIMIT_CLASSES for cls in tried):
+    if not limited and outcome_of_error(e) == "rate_limited":
         limited = True  # a stream's mid-flight failure is not in the hints; the classes still tell
     if limited:
         return WireError(429, f"Every model of the plan is rate limited; retry later. {e}", type="rate_limit_error",
@@ -101,14 +101,11 @@ def _all_failed(e: AllModelsFailed, stats: LiveStats) -> WireError:
 
 
 def _refused(e: RoutingRefused, cooldown_s: float | None) -> WireError:
-    decision: Any = e.decision
-    reasons = [c.reason or "" for c in getattr(decision, "candidates", ()) if not c.eligible]
-    circuits = [r for r in reasons if r.startswith("circuit open")]
-    limits = [r for r in reasons if r.startswith("unavailable: rate limit")]
-    if circuits:
+    outcome = outcome_of_error(e)  # the decision log's outcome decides the status: one classification
+    if outcome == "no_model":
         return WireError(503, f"No model is available right now: {e}", type="server_error",
                          code="no_model_available", headers={"retry-after": _seconds(cooldown_s)})
-    if limits:
+    if outcome == "rate_limited":
         return WireError(429, f"Every eligible model is at its rate limit: {e}", type="rate_limit_error",
                          code="rate_limit_exceeded", headers={"retry-after": "1"})
     return WireError(422, f"The routing policy allows no model for this request: {e}", code="routing_refused")

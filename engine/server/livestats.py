@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.server.logs import log_event, note_request_id
+from engine.store.outcomes import OUTCOMES, RATE_LIMIT_CLASSES, vocabulary
 from engine.store.records import AttemptRecord, RequestRecord
 
 log = logging.getLogger("engine.server")
 
 __all__ = ["RATE_LIMIT_CLASSES", "LiveStats"]
 
-RATE_LIMIT_CLASSES = frozenset(("RateLimited", "RateLimitedLocally"))
-"""Attempt error classes that mean "rate limited" (by the vendor, or by the policy's own limits)."""
 
 _LATENCIES = 2000  # latency samples kept per model
 _MINUTES = 60  # per-minute buckets kept
@@ -33,8 +32,9 @@ _RETRY_HINTS = 1024  # pending Retry-After hints (taken by the error handler rig
 
 @dataclass(slots=True)
 class _ModelStats:
-    requests: int = 0
-    errors: int = 0
+    requests: int = 0  # requests it served
+    calls: int = 0  # attempts on it (retries included, skips not)
+    errors: int = 0  # failed attempts
     cost_usd: float = 0.0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCIES))
 
@@ -57,6 +57,8 @@ class LiveStats:
 
     def __init__(self, metrics: Any = None, *, clock: Any = time) -> None:
         self.metrics = metrics
+        self.observers: list[Any] = []
+        """More hooks given every request and health change (the tracer of `engine serve --otel`)."""
         self._time = clock.time
         self.started = self._time()
         self.outcomes: Counter[str] = Counter()
@@ -74,6 +76,8 @@ class LiveStats:
         note_request_id(rec.id)  # the x-request-id of the HTTP request being served, if any
         if self.metrics is not None:
             self.metrics.observe(rec, attempts)
+        for hook in self.observers:
+            hook.observe(rec, attempts)
         self.outcomes[rec.outcome] += 1
         minute = int(rec.ts // 60)
         bucket = self.minutes.get(minute)
@@ -95,18 +99,24 @@ class LiveStats:
             if a.outcome == "error" or a.error_class in RATE_LIMIT_CLASSES:
                 self.attempt_errors[a.error_class or "Error"] += 1
         if rec.model:
-            m = self.models.get(rec.model)
-            if m is None:
-                m = self.models[rec.model] = _ModelStats()
+            m = self._model(rec.model)
             m.requests += 1
             m.cost_usd += rec.cost_usd
             if rec.latency_ms is not None and not rec.cache_hit:
                 m.latencies.append(rec.latency_ms)
         for a in attempts:
-            if a.outcome == "error" and a.model in self.models:
-                self.models[a.model].errors += 1
-        if rec.outcome == "error" and attempts:
+            if a.outcome != "skipped":
+                m = self._model(a.model)  # a model that only ever failed is shown too
+                m.calls += 1
+                m.errors += a.outcome == "error"
+        if rec.outcome in ("failed", "rate_limited") and attempts:
             self._remember_retry_after(rec.id, attempts)
+
+    def _model(self, name: str) -> _ModelStats:
+        m = self.models.get(name)
+        if m is None:
+            m = self.models[name] = _ModelStats()
+        return m
 
     def _remember_retry_after(self, rid: str, attempts: Sequence[AttemptRecord]) -> None:
         tried = [a for a in attempts if a.outcome != "skipped" or a.error_class in RATE_LIMIT_CLASSES]
@@ -127,9 +137,10 @@ class LiveStats:
         level = logging.WARNING if event.kind in ("circuit_open", "demoted") else logging.INFO
         log_event(log, level, event.kind, f"{event.model}: {event.kind.replace('_', ' ')}: {event.detail}",
                   model=event.model, detail=event.detail)
-        hook = getattr(self.metrics, "health_event", None)
-        if hook is not None:
-            hook(event)
+        for target in (self.metrics, *self.observers):
+            hook = getattr(target, "health_event", None)
+            if hook is not None:
+                hook(event)
 
     def __getattr__(self, name: str) -> Any:
         # other hooks of the metrics object (health events...) pass straight through
@@ -149,9 +160,11 @@ class LiveStats:
             return round(s[min(len(s) - 1, int(q * len(s)))], 3)
 
         return {
-            "since": self.started, "now": self._time(), "outcomes": dict(self.outcomes),
+            "since": self.started, "now": self._time(), "vocabulary": vocabulary(),
+            "outcomes": {o: self.outcomes.get(o, 0) for o in OUTCOMES},
             "attempt_errors": dict(self.attempt_errors), "routes": dict(self.routes),
-            "models": {name: {"requests": m.requests, "errors": m.errors, "cost_usd": round(m.cost_usd, 8),
+            "models": {name: {"requests": m.requests, "calls": m.calls, "errors": m.errors,
+                              "cost_usd": round(m.cost_usd, 8),
                               "p50_ms": pct(m.latencies, 0.5), "p95_ms": pct(m.latencies, 0.95)}
                        for name, m in self.models.items()},
             "tenants": {name: {"requests": t.requests, "cost_usd": round(t.cost_usd, 8), "tokens": t.tokens,

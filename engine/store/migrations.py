@@ -180,5 +180,25 @@ def m002_request_surface(db: sqlite_utils.Database) -> None:
     db.table("requests").create_index(["finish_reason", "ts"], index_name="idx_requests_finish_ts")
 
 
+@migration
+def m003_outcome_vocabulary(db: sqlite_utils.Database) -> None:
+    """`requests.outcome` in the shared vocabulary (`engine.store.outcomes`): ok -> served or
+    cached, error -> failed or rate_limited, refused -> refused_policy, no_model or rate_limited,
+    quota_exceeded -> refused_quota. Values are spelled out, not imported: history must not move."""
+    limited = "('RateLimited', 'RateLimitedLocally')"
+    tried = "a.request_id = requests.id and (a.outcome != 'skipped' or a.error_class in " + limited + ")"
+    db.execute(
+        "update requests set outcome = case outcome "
+        "when 'ok' then (case when cache_hit then 'cached' else 'served' end) "
+        "when 'quota_exceeded' then 'refused_quota' "
+        "when 'refused' then (case when error_message like '%circuit open%' then 'no_model' "
+        "  when error_message like '%unavailable: rate limit%' then 'rate_limited' else 'refused_policy' end) "
+        f"when 'error' then (case when exists (select 1 from attempts a where {tried}) "
+        f"  and not exists (select 1 from attempts a where {tried} and coalesce(a.error_class, '') not in {limited}) "
+        "  then 'rate_limited' else 'failed' end) "
+        "else outcome end "
+        "where outcome in ('ok', 'error', 'refused', 'quota_exceeded')")
+
+
 if __name__ == "__main__":
     print(schema_sql())

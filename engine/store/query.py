@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import sqlite_utils
 
+from engine.store.outcomes import OUTCOME_SQL
+
 __all__ = ["GROUP_BY", "GroupBy", "open_readonly", "percentile", "request_rows", "summary"]
 
 GroupBy = Literal["model", "route", "tenant", "query_type"]
@@ -55,15 +57,16 @@ def request_rows(db_path: str | Path, since_ts: float | None = None) -> list[dic
     """Every `requests` row (with `ts >= since_ts` if given), oldest first.
 
     `plan`, `meta`, `features` and `needs` come back decoded from JSON; `cache_hit`, `stream` and
-    `downgraded` as booleans.
+    `downgraded` as booleans; `outcome` in the vocabulary of `engine.store.outcomes`.
     """
     db = open_readonly(db_path)
     try:
-        sql, params = _where("select * from requests", since_ts)
+        sql, params = _where(f"select *, {OUTCOME_SQL} as outcome_now from requests", since_ts)
         rows = list(db.query(sql + " order by ts, id", params))
     finally:
         db.close()
     for row in rows:
+        row["outcome"] = row.pop("outcome_now")
         for col in _JSON_COLUMNS:
             if row.get(col) is not None:  # a file written before m002 has no `needs`
                 row[col] = json.loads(row[col])
@@ -80,9 +83,9 @@ def summary(db_path: str | Path, since_ts: float | None = None, by: GroupBy = "m
     refused requests when grouping by model), `requests`, `share` (of all requests in the
     window), `input_tokens`, `output_tokens`, `tokens`, `cost_usd`, `latency_p50_ms`,
     `latency_p95_ms`, `latency_p99_ms` (nearest rank over rows with a latency), `errors` and
-    `error_rate` (outcome `error`: the router could not get an answer), `outcomes` (count per
-    outcome), `fallbacks` and `fallback_rate` (requests served or failed after trying more than
-    one model), `cache_hits`, `cache_hit_rate`, `saved_cost_usd`, `feedback_count` and
+    `error_rate` (outcome `failed`: the router could not get an answer), `outcomes` (count per
+    outcome of `engine.store.outcomes`), `fallbacks` and `fallback_rate` (requests served or
+    failed after trying more than one model), `cache_hits`, `cache_hit_rate`, `saved_cost_usd`, `feedback_count` and
     `feedback_mean` (scores of the group's requests; None without any).
 
     Raises:
@@ -94,7 +97,7 @@ def summary(db_path: str | Path, since_ts: float | None = None, by: GroupBy = "m
     db = open_readonly(db_path)
     try:
         sql, params = _where(
-            f"select id, {by} as key, outcome, input_tokens, output_tokens, cost_usd, latency_ms, fallbacks, "
+            f"select id, {by} as key, {OUTCOME_SQL}, input_tokens, output_tokens, cost_usd, latency_ms, fallbacks, "
             "cache_hit, saved_cost_usd from requests",
             since_ts,
         )
@@ -154,7 +157,7 @@ def _aggregate(
         g.saved.append(saved or 0.0)
         if latency is not None:
             g.latencies.append(latency)
-        g.errors += outcome == "error"
+        g.errors += outcome == "failed"
         g.fallbacks += (fallbacks or 0) > 0
         g.cache_hits += bool(cache_hit)
         g.outcomes[outcome] = g.outcomes.get(outcome, 0) + 1

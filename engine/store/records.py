@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from engine.store.outcomes import Outcome  # re-exported: the vocabulary has its own module
+
 __all__ = [
     "ATTEMPT_COLUMNS",
     "EVENT_COLUMNS",
@@ -29,7 +31,6 @@ __all__ = [
     "RequestRecord",
 ]
 
-Outcome = Literal["ok", "error", "refused", "quota_exceeded", "bad_request"]
 AttemptOutcome = Literal["ok", "error", "skipped"]
 
 # One shared C encoder: compact, keeps non-ASCII text readable in the file, and never raises

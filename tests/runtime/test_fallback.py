@@ -94,7 +94,7 @@ async def test_all_failed_lists_every_attempt_and_is_logged(router: Router, adap
     await router.aclose()
     [req] = rows("requests")
     assert (req["outcome"], req["error_class"], req["attempts"], req["fallbacks"]) == (
-        "error", "AllModelsFailed", 8, 3)
+        "failed", "AllModelsFailed", 8, 3)
     assert len(rows("attempts")) == 8
 
 

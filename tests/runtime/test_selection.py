@@ -58,7 +58,7 @@ async def test_quota_reject_names_the_quota_and_is_logged(tmp_path: Path, rows: 
     assert e.value.quota == "daily" and "resets at" in str(e.value)
     await router.generate("hi", meta={"tenant": "other"})  # other tenants are unaffected
     await router.aclose()
-    assert [r["outcome"] for r in rows("requests")] == ["ok", "ok", "quota_exceeded", "ok"]
+    assert [r["outcome"] for r in rows("requests")] == ["served", "served", "refused_quota", "served"]
 
 
 async def test_bad_requests_are_rejected_before_dispatch_and_logged(tmp_path: Path, rows: RowsFn) -> None:

@@ -9,40 +9,61 @@ function layout(title, extra) {
   return Object.assign({}, LAYOUT, { title: { text: title, font: { size: 14 } } }, extra || {});
 }
 
+// An empty chart says so, instead of drawing bare axes from -1 to 1.
+function orEmpty(hasData, what, extra) {
+  if (hasData) return extra || {};
+  return { annotations: [{ text: what, showarrow: false, font: { color: "#777" } }],
+           xaxis: { visible: false }, yaxis: { visible: false }, showlegend: false };
+}
+
+const AXES = { xaxis: { automargin: true }, yaxis: { automargin: true, rangemode: "tozero" } };
+
 function bar(x, y, name, extra) {
   return Object.assign({ type: "bar", x: x, y: y, name: name }, extra || {});
 }
 
-const OUTCOMES = ["ok", "error", "refused", "quota_exceeded", "bad_request"];
-const COLORS = { ok: "#2e7d32", error: "#c62828", refused: "#6a1b9a", quota_exceeded: "#ef6c00", bad_request: "#757575" };
-
+// The outcome vocabulary (engine.store.outcomes) comes with the data: one name, label and colour
+// per outcome, the same as engine stats, engine report and /metrics use.
 const CHARTS = {
   timeline(d) {
     const x = d.minutes.map((m) => new Date(m.t * 1000));
-    const traces = OUTCOMES.map((o) => bar(x, d.minutes.map((m) => m[o] || 0), o, { marker: { color: COLORS[o] } }));
-    return [traces, layout("Requests per minute by outcome", { barmode: "stack", xaxis: { type: "date" } })];
+    const traces = d.vocabulary.filter((v) => d.outcomes[v.outcome]).map((v) =>
+      bar(x, d.minutes.map((m) => m[v.outcome] || 0), v.label + " (" + d.outcomes[v.outcome] + ")",
+          { marker: { color: v.color }, meta: v.outcome }));
+    return [traces, layout("Requests per minute by outcome", Object.assign(
+      { barmode: "stack", legend: { traceorder: "normal" }, xaxis: { type: "date", automargin: true },
+        yaxis: { automargin: true, rangemode: "tozero", tickformat: ",d" } },
+      orEmpty(traces.length, "no requests yet")))];
   },
   models(d) {
     const names = Object.keys(d.models);
-    return [[bar(names, names.map((n) => d.models[n].requests), "requests"),
-             bar(names, names.map((n) => d.models[n].errors), "failed attempts", { marker: { color: "#c62828" } })],
-            layout("Requests served per model", { barmode: "group" })];
+    return [[bar(names, names.map((n) => d.models[n].requests), "requests served"),
+             bar(names, names.map((n) => d.models[n].errors), "failed calls", { marker: { color: "#c62828" } })],
+            layout("Requests served and failed calls per model",
+                   Object.assign({ barmode: "group" }, orEmpty(names.length, "no model called yet", AXES)))];
   },
   latency(d) {
-    const names = Object.keys(d.models);
+    const names = Object.keys(d.models).filter((n) => d.models[n].p50_ms !== null);
     return [[bar(names, names.map((n) => d.models[n].p50_ms), "p50"),
              bar(names, names.map((n) => d.models[n].p95_ms), "p95")],
-            layout("Latency per model (ms)", { barmode: "group" })];
+            layout("Latency per model (ms)",
+                   Object.assign({ barmode: "group" }, orEmpty(names.length, "no latency measured yet", AXES)))];
   },
   tenants(d) {
-    const names = Object.keys(d.tenants);
+    const names = Object.keys(d.tenants).filter((n) => d.tenants[n].cost_usd > 0);
+    const top = Math.max(0, ...names.map((n) => d.tenants[n].cost_usd));
+    // readable dollars at any scale (never plotly's SI "$735µ")
+    const decimals = top >= 1 || top === 0 ? 2 : Math.min(8, 1 - Math.floor(Math.log10(top)));
+    const money = { xaxis: { automargin: true }, yaxis: { automargin: true, rangemode: "tozero",
+                                                          tickformat: "$,." + decimals + "f" } };
     return [[bar(names, names.map((n) => d.tenants[n].cost_usd), "cost (USD)")],
-            layout("Spend per tenant (USD)")];
+            layout("Spend per tenant (USD)", orEmpty(names.length, "nothing spent yet", money))];
   },
   routes(d) {
     const names = Object.keys(d.routes);
     const values = names.map((n) => d.routes[n]);
-    return [[{ type: "pie", labels: names, values: values, hole: 0.4 }], layout("Requests per route")];
+    return [[{ type: "pie", labels: names, values: values, hole: 0.4 }],
+            layout("Requests per route", orEmpty(names.length, "no routed request yet"))];
   },
   errors(d) {
     const names = Object.keys(d.attempt_errors);
@@ -68,11 +89,12 @@ function drawTiles(d) {
   const total = Object.values(d.outcomes).reduce((a, b) => a + b, 0);
   const cost = Object.values(d.tenants).reduce((a, t) => a + t.cost_usd, 0);
   const hits = Object.values(d.tenants).reduce((a, t) => a + t.cache_hits, 0);
-  const ok = d.outcomes.ok || 0;
+  const ok = (d.outcomes.served || 0) + (d.outcomes.cached || 0);
   const tiles = document.getElementById("tiles");
   tiles.replaceChildren(
     tile("requests", String(total)),
-    tile("success rate", total ? (100 * ok / total).toFixed(1) + " %" : "-"),
+    tile("answered", total ? (100 * ok / total).toFixed(1) + " %" : "-"),
+    tile("failed", String(d.outcomes.failed || 0)),
     tile("spend (USD)", cost.toFixed(4)),
     tile("cache hits", String(hits)),
     tile("policy", d.readiness.ready ? d.readiness.policy.version : "none"),
