@@ -25,6 +25,7 @@ _UTC = dt.timezone.utc
 _COST_DIGITS = 12  # pico-dollars: keeps repeated float additions from drifting past a limit
 _COST_EPS = 1e-9
 
+
 @dataclass(frozen=True, slots=True)
 class QuotaContext:
     """Who and what a request attempt is, as far as quotas care."""
