@@ -292,6 +292,8 @@ def before_after(rev: str, n: int, fake_url: str) -> dict[str, Any]:
 
 
 def verdict(value: float, target: float) -> str:
+    if value < 0:
+        return "not judged: negative, noise larger than the effect"
     return "met" if value <= target else "MISSED"
 
 
