@@ -118,8 +118,8 @@ async def test_redis_killed_and_restarted_mid_run(redis_server: RedisServer, tmp
     by_outcome = dict(con.execute("SELECT outcome, COUNT(*) FROM requests GROUP BY outcome").fetchall())
     con.close()
     refused = during.get("state_unavailable", 0) + probes.get("state_unavailable", 0)
-    assert by_outcome.get("quota_exceeded", 0) == refused  # logged as refused by quota, with its reason
-    assert by_outcome.get("ok", 0) == sent - refused
+    assert by_outcome.get("refused_quota", 0) == refused  # logged as refused by quota, with its reason
+    assert by_outcome.get("served", 0) == sent - refused
 
 
 async def test_hung_redis_costs_a_timeout_not_a_hang(redis_server: RedisServer, tmp_path: Path) -> None:

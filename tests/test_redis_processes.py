@@ -74,7 +74,7 @@ def test_three_routers_fifty_concurrent_share_quota_and_rpm(redis_server: RedisS
     assert total(results, "model:m") <= 30
     assert total(results, "model:m") + total(results, "model:n") == ok
     rows = log_rows(dbs)
-    assert rows.get("ok", 0) == ok and rows.get("quota_exceeded", 0) == refused
+    assert rows.get("served", 0) == ok and rows.get("refused_quota", 0) == refused
     assert sum(rows.values()) == 150  # one row per request, in the replica's own log
     spent = 0.0
     for db in dbs:

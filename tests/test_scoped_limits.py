@@ -66,5 +66,5 @@ async def test_router_refuses_and_logs(tmp_path: Path) -> None:
     con = sqlite3.connect(db)
     rows = con.execute("SELECT outcome, error_class, error_message FROM requests ORDER BY ts").fetchall()
     con.close()
-    assert [r[0] for r in rows] == ["ok", "ok", "refused"]
+    assert [r[0] for r in rows] == ["served", "served", "rate_limited"]
     assert rows[2][1] == "RateLimitExceeded" and "per-tenant" in rows[2][2]

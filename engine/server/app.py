@@ -220,6 +220,18 @@ class Service:
 
     # -- endpoints --------------------------------------------------------------------------
 
+    def _log_rejected(self, err: WireError, who: Principal) -> None:
+        """An authenticated request the door refused as malformed still gets its decision-log row
+        (outcome `bad_request`, under the id the response's x-request-id carries)."""
+        live = self.holder.live
+        if live is None:
+            return
+        from engine.errors import RequestError
+
+        meta = {**who.metadata, "tenant": who.tenant, "key": who.key_id, "tier": who.tier}
+        where = f" ({err.param})" if err.param else ""
+        live.router.recorder.bad_request(current_request_id(), time.time(), meta, RequestError(err.message + where))
+
     def _fail(self, err: WireError, request: Request, who: Principal | None = None,
               model: str | None = None) -> Response:
         log_failure(err, request, who, model)
@@ -241,7 +253,10 @@ class Service:
             if counted and who is not None:
                 self.key_limits.leave(who)
             err = e if isinstance(e, WireError) else map_error(e, self.stats)
+            if isinstance(e, WireError) and e.status in (400, 413) and who is not None:
+                self._log_rejected(e, who)
             return self._fail(err, request, who, asked)
+
         def release() -> None:
             if counted:
                 self.key_limits.leave(who)

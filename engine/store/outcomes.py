@@ -105,8 +105,8 @@ def outcome_of_error(error: BaseException, tried: Sequence[str] | None = None) -
 
     if isinstance(error, RateLimitExceeded):  # a tenant / key `limits` entry
         return "rate_limited"
-    if isinstance(error, StateUnavailable):  # the shared store is down and quotas fail closed
-        return "failed"
+    if isinstance(error, StateUnavailable):  # the shared store is down and quotas fail closed: a quota refusal
+        return "refused_quota"
     if isinstance(error, QuotaExceeded):
         return "refused_quota"
     if isinstance(error, RoutingRefused):

@@ -135,5 +135,5 @@ async def test_waiters_on_a_failing_leader_are_each_logged(tmp_path: Path, rows:
     assert sum(a.calls for a in ads.values()) == 8  # one leader walked the plan; the others waited
     await router.aclose()
     logged = rows("requests")
-    assert len(logged) == 5 and {r["outcome"] for r in logged} == {"error"}
+    assert len(logged) == 5 and {r["outcome"] for r in logged} == {"failed"}
     assert len({r["id"] for r in logged}) == 5

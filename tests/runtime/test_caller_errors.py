@@ -38,7 +38,7 @@ async def test_25_requests_no_model_can_honour_open_no_circuit(tmp_path: Path, r
         ok = await router.generate("a well-formed request")
         assert (ok.model, ok.attempts) == ("a-small", 1)
     outcomes = [r["outcome"] for r in rows("requests")]
-    assert outcomes == ["bad_request"] * 25 + ["ok"]  # the caller's fault, not a failure of the models
+    assert outcomes == ["bad_request"] * 25 + ["served"]  # the caller's fault, not a failure of the models
     attempts = rows("attempts")
     # every model was offered each request (a refusal is about one model, not its provider) and none retried
     assert len(attempts) == 25 * 4 + 1
