@@ -24,7 +24,7 @@ from engine.server.anthropic_wire import (
 from engine.server.config import ServeConfig
 from engine.server.keystore import KeyStore
 from engine.server.openai_wire import WireError
-from tests.fakes import FakeVendorServer
+from tests.fakes import FakeVendorServer, Fault
 from tests.test_serve_support import ServerThread, fake_policy
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
@@ -272,3 +272,16 @@ def test_same_keys_as_the_openai_door(fake: FakeVendorServer, tmp_path: Path) ->
             assert bearer.messages.create(model="auto", max_tokens=5, messages=MSG).content  # Authorization: Bearer
     finally:
         store.close()
+
+
+def test_fallback_before_the_first_event_and_an_error_event_after(server: ServerThread,
+                                                                   fake: FakeVendorServer) -> None:
+    fake.script("openai", "server_error")
+    with client(server).messages.stream(model="auto", max_tokens=50, messages=MSG) as s:
+        text = "".join(s.text_stream)
+    assert text == "Echo from claude-haiku-4-5: Say hello to the router"  # the route's next model served
+    assert s.get_final_message().model == "claude"
+    fake.script("openai", Fault("stream_error", after_chunks=2))
+    with pytest.raises(anthropic.APIStatusError):
+        with client(server).messages.stream(model="auto", max_tokens=50, messages=MSG) as s:
+            "".join(s.text_stream)
