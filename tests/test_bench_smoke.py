@@ -163,4 +163,7 @@ def test_state_backend_benchmark_quick() -> None:
     for label in ("| embedded, memory |", "| embedded, SQLite |", "| redis |", "Redis scripts per request",
                   "Exact cache hit"):
         assert label in out, out
-    assert "3.0 Redis scripts per request" in out, out  # rate limits, reservation, settlement
+    # rate limits, reservation, settlement: 3 per request (a little more when a busy machine
+    # makes a quota refresh or a retry run too)
+    m = re.search(r"(\d+\.\d) Redis scripts per request", out)
+    assert m is not None and 3.0 <= float(m.group(1)) < 3.5, out
