@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.policy.compile import CompiledPolicy
-from engine.policy.expr import Expr, conjuncts
-from engine.policy.model import Limits, Policy, Quota
+from engine.policy.expr import Expr, Scope, conjuncts, parse_expr
+from engine.policy.model import Limits, Policy, Quota, QuotaLimit
 from engine.routing.decide import Decision, explain
 from engine.routing.features import Features, Request, safe_truth
 from engine.routing.state import EMPTY_STATE, QuotaProbe, RuntimeState
@@ -51,8 +51,9 @@ def explain_request(compiled: CompiledPolicy, request: Request, state: RuntimeSt
         ValueError: `quota_used` names an unknown quota or measure.
     """
     meta = request.meta
+    skip = conditional_skip(compiled.policy, compiled.features(request).env())
     if quota_used:
-        probe = dry_quota_probe(compiled.policy, meta, quota_used)
+        probe = dry_quota_probe(compiled.policy, meta, quota_used, skip)
         state = RuntimeState(open_circuits=state.open_circuits, demoted=state.demoted, latency_ms=state.latency_ms,
                              unavailable=state.unavailable, quota_probe=probe, in_flight=state.in_flight)
     decision = explain(compiled, request, state)
@@ -62,7 +63,7 @@ def explain_request(compiled: CompiledPolicy, request: Request, state: RuntimeSt
     if compiled.needs_classifier:
         report["classifier"] = classifier_view(request)
     report["cache"] = cache_view(compiled, decision)
-    report["quotas"] = quota_view(compiled.policy, decision, quota_used or {})
+    report["quotas"] = quota_view(compiled.policy, decision, quota_used or {}, skip)
     report["limits"] = limits_view(compiled.policy, decision)
     return Explained(decision, report)
 
@@ -174,10 +175,37 @@ def _used(spec: Mapping[str, Any], model: str, provider: str) -> dict[str, float
     return {m: float(v) for m, v in spec.items() if m in MEASURES}
 
 
-def _over(q: Quota, used: Mapping[str, float], tokens: int, cost: float) -> tuple[str, float, float, float] | None:
+def conditional_skip(policy: Policy, env: Mapping[str, Any]) -> frozenset[str]:
+    """Quotas whose `when` does not hold for a request with this environment: as in live
+    traffic, an expression that fails to evaluate counts as false (the quota does not apply)."""
+    if not any(q.when for q in policy.quotas):
+        return frozenset()
+    scope = Scope(signals=frozenset(policy.signals))
+    return frozenset(q.name for q in policy.quotas if q.when and not safe_truth(parse_expr(q.when, scope), env))
+
+
+def _limit_for(q: Quota, model: str, provider: str) -> QuotaLimit | None:
+    """The limits a request on `model` counts against: its `by_model`/`by_provider` entry, else the
+    plain measures beside the map, else none (a map that does not list it and has nothing beside)."""
+    lim = q.limit
+    entries, name = (lim.by_model, model) if lim.by_model else (lim.by_provider, provider)
+    if not entries:
+        return lim
+    for n, sub in entries:
+        if n == name:
+            return sub
+    plain = any(getattr(lim, m) is not None for m in MEASURES)
+    return lim if plain else None
+
+
+def _over(q: Quota, used: Mapping[str, float], tokens: int, cost: float, model: str,
+          provider: str) -> tuple[str, float, float, float] | None:
     """(measure, used, requested, limit) of the first limit this estimate would pass, or None."""
+    lims = _limit_for(q, model, provider)
+    if lims is None:
+        return None
     for measure, want in (("cost_usd", cost), ("tokens", float(tokens)), ("requests", 1.0)):
-        limit = getattr(q.limit, measure)
+        limit = getattr(lims, measure)
         if limit is None:
             continue
         have = used.get(measure, 0.0)
@@ -190,7 +218,8 @@ def _n(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:.10g}"
 
 
-def dry_quota_probe(policy: Policy, meta: Mapping[str, Any], used: QuotaUsed) -> QuotaProbe:
+def dry_quota_probe(policy: Policy, meta: Mapping[str, Any], used: QuotaUsed,
+                    skip: frozenset[str] = frozenset()) -> QuotaProbe:
     """A `RuntimeState.quota_probe` over stated usage, with the ledger's rules: every quota whose
     scope the request carries must fit the estimate (1 request, prompt + max_tokens, worst-case cost).
 
@@ -204,9 +233,9 @@ def dry_quota_probe(policy: Policy, meta: Mapping[str, Any], used: QuotaUsed) ->
         provider = models[model].provider
         for q in policy.quotas:
             key = _scope_key(q, meta, model, provider)
-            if key is None:
+            if key is None or q.name in skip:
                 continue
-            over = _over(q, _used(used.get(q.name, {}), model, provider), tokens, cost)
+            over = _over(q, _used(used.get(q.name, {}), model, provider), tokens, cost, model, provider)
             if over is not None:
                 measure, have, want, limit = over
                 alone = "; this one request's estimate alone exceeds the whole limit" if want > limit else ""
@@ -217,7 +246,8 @@ def dry_quota_probe(policy: Policy, meta: Mapping[str, Any], used: QuotaUsed) ->
     return probe
 
 
-def quota_view(policy: Policy, d: Decision, used: QuotaUsed) -> list[dict[str, Any]]:
+def quota_view(policy: Policy, d: Decision, used: QuotaUsed,
+               skip: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """Every quota with whether it applies to this request and, given usage, its headroom and verdict."""
     f: Features = d.features
     first = d.plan[0] if d.plan else None
@@ -236,6 +266,11 @@ def quota_view(policy: Policy, d: Decision, used: QuotaUsed) -> list[dict[str, A
         model = first or (d.rows[0][0].name if d.rows else None)
         provider = policy.models[model].provider if model else None
         key = _scope_key(q, f.meta, model, provider)
+        if q.name in skip:
+            view["applies"] = False
+            view["verdict"] = f"does not apply: its when is false ({q.when})"
+            out.append(view)
+            continue
         view["applies"] = key is not None
         if key is None:
             missing = [s for s in q.scope if s in ("tenant", "key") and f.meta.get(s) is None]
