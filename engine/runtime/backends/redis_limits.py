@@ -63,7 +63,7 @@ class RedisRateLimits(RateLimits):
         self._ids = _Ids()
         # model -> loop time before which its last refusal said there is no room: what the
         # synchronous `unavailable` (decide's view) reports; the script is the truth
-        self._blocked: dict[str, tuple[float, str]] = {}
+        self._blocked: dict[str, tuple[float, str, float]] = {}  # model -> (free at, limit, seen at)
         self._warned = False
 
     def _script_args(self, gates: _Gates, tokens: int) -> tuple[list[str], list[object]]:
@@ -116,6 +116,7 @@ class RedisRateLimits(RateLimits):
         try:
             while True:
                 keys, args = self._script_args(gates, tokens)
+                asked_at = loop.time()
                 try:
                     raw = await self._conn.script(RATE_ACQUIRE, keys, args)
                 except StateDown as e:
@@ -123,10 +124,14 @@ class RedisRateLimits(RateLimits):
                     return await self._down(model, tokens, deadline, str(e))
                 wait_ms = int(raw[0])
                 if wait_ms == 0:
-                    self._blocked.pop(model, None)
+                    # concurrent calls answer out of order: only a grant asked for after the
+                    # refusal was seen says the window has room again
+                    blocked = self._blocked.get(model)
+                    if blocked is not None and blocked[2] <= asked_at:
+                        del self._blocked[model]
                     return permit
                 wait, label = wait_ms / 1000, gates.rates[int(raw[1]) - 1].label
-                self._blocked[model] = (loop.time() + wait, label)
+                self._blocked[model] = (loop.time() + wait, label, loop.time())
                 if loop.time() + wait > deadline:
                     raise LimitWouldExceedDeadline(model, wait, label)
                 await asyncio.sleep(wait)
