@@ -292,6 +292,8 @@ def before_after(rev: str, n: int, fake_url: str) -> dict[str, Any]:
 
 
 def verdict(value: float, target: float) -> str:
+    if value < 0:
+        return "not judged: negative, noise larger than the effect"
     return "met" if value <= target else "MISSED"
 
 
@@ -349,6 +351,9 @@ def report(r: dict[str, Any], log: dict[str, Any] | None) -> str:
     lines.append(f"\n{r['n']} sequential requests per variant over one keep-alive connection to the fake "
                  "(`python -m tests.fakes`, 0 ms latency, its own process); raw and routed rounds interleaved. "
                  "The router logs every request to SQLite during the run.")
+    if r.get("load") is not None:
+        lines.append(f"Load average (1 min) at the end of the run: {r['load']:.1f} on {os.cpu_count()} CPUs; on a "
+                     "loaded machine absolute figures inflate, the same-run ratios much less.")
     return "\n".join(lines)
 
 
@@ -367,6 +372,7 @@ def main() -> None:
         r = asyncio.run(measure(n, fake))
         if args.baseline:
             r["before_after"] = before_after(args.baseline, n, fake.url)
+    r["load"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     log = None
     try:
         from benchmarks.decision_log import run as log_run

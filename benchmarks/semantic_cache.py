@@ -36,8 +36,9 @@ from engine.runtime.cache import ResponseCache  # noqa: E402
 from engine.runtime.clock import ManualClock  # noqa: E402
 from engine.semantic.cache import SemanticCache  # noqa: E402
 from engine.semantic.embedders import Embedder  # noqa: E402
+from engine.semantic.guards import facts  # noqa: E402
 from engine.semantic.index import ScopeIndex  # noqa: E402
-from engine.semantic.store import MemoryEntryStore  # noqa: E402
+from engine.semantic.store import MemoryEntryStore, dumps  # noqa: E402
 
 DIM = 384
 Vectors = np.ndarray
@@ -88,8 +89,12 @@ def _semantic(n: int, kind: str, vectors: Vectors) -> tuple[SemanticCache, _Fixe
     emb = _Fixed()
     config = SemanticCacheConfig(index=kind, ann_from=10**9)  # type: ignore[arg-type]
     sem = SemanticCache(config, emb, MemoryEntryStore(), clock=ManualClock(), ttl_s=3600, max_entries=n + 10)
+    template = dumps(facts("What is the capital of country number 1000000?").to_json())
     for i in range(n):
-        sem.store("scope", f"What is the capital of country number {i}?", vectors[i], {"text": f"a{i}"}, 0.001)
+        # guard facts are extracted once per stored answer, after the response; reused here to fill fast
+        f = dumps(facts(f"What is the capital of country number {i}?").to_json()) if i < 10 else template
+        sem._store.add("scope", vectors[i], f, dumps({"text": f"a{i}"}), 0.001, 10**12)
+    sem._sync()
     return sem, emb
 
 

@@ -152,3 +152,18 @@ def test_router_benchmark_quick() -> None:
     for label in ("raw openai SDK call, p50", "**added per request**", "fallback machinery beyond two vendor calls",
                   "streaming: first chunk added", "exact cache hit, p50 / p99"):
         assert label in out, out
+
+
+def test_state_backend_benchmark_quick() -> None:
+    from tests.redis_fixture import REDIS_SERVER, SKIP_REASON
+
+    if REDIS_SERVER is None:
+        pytest.skip(SKIP_REASON)
+    out = _run(["benchmarks/state_backend.py", "--quick"]).stdout
+    for label in ("| embedded, memory |", "| embedded, SQLite |", "| redis |", "Redis scripts per request",
+                  "Exact cache hit"):
+        assert label in out, out
+    # rate limits, reservation, settlement: 3 per request (a little more when a busy machine
+    # makes a quota refresh or a retry run too)
+    m = re.search(r"(\d+\.\d) Redis scripts per request", out)
+    assert m is not None and 3.0 <= float(m.group(1)) < 3.5, out

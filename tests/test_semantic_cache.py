@@ -198,3 +198,17 @@ def test_explain_says_whether_a_prompt_would_hit(tmp_path: Path) -> None:
     assert explain(Q) == "cache       exact hit"
     assert explain(PARAPHRASE).startswith("cache       semantic hit (similarity ")
     assert explain("Write a haiku about the last snowfall of winter.") == "cache       miss (refused by the direction guard)"
+
+
+async def test_a_broken_embedder_costs_a_miss_not_the_request(tmp_path: Path) -> None:
+    from engine.semantic.embedders import EmbedderError
+
+    class Broken(HashingEmbedder):
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            raise EmbedderError("model file gone")
+
+    async with Router.from_file(policy_file(tmp_path), log_path=None) as r:
+        assert r.semantic is not None
+        r.semantic.embedder = Broken()
+        res = await r.generate(Q, max_tokens=60, temperature=0)
+        assert not res.cached and r.semantic.errors == 1

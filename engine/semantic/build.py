@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,15 @@ def build_embedder(config: SemanticCacheConfig, policy: Policy | None = None) ->
                         "which has no embeddings API; use an openai, openai_compatible or gemini provider")
 
 
+def _quiet(load: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            load()
+        except EmbedderError:
+            pass  # raised again, with its message, by the first lookup
+    return run
+
+
 def build_semantic_cache(policy: Policy, *, clock: Clock, path: str | Path | None,
                          embedder: Embedder | None = None) -> SemanticCache:
     """The semantic layer of `policy`, persisted like its exact cache (`path` for SQLite)."""
@@ -62,6 +72,12 @@ def build_semantic_cache(policy: Policy, *, clock: Clock, path: str | Path | Non
     if config is None:
         raise EmbedderError("the policy has no cache.semantic section")
     emb = embedder or build_embedder(config, policy)
+    load = getattr(emb, "load", None)
+    if callable(load):
+        import threading
+
+        # check the model file and build the session while the app starts, not on the first miss
+        threading.Thread(target=_quiet(load), name="semantic-embedder-load", daemon=True).start()
     store: EntryStore = SqliteEntryStore(path, emb.name) if policy.cache.backend == "sqlite" and path else \
         MemoryEntryStore()
     return SemanticCache(config, emb, store, clock=clock, ttl_s=policy.cache.ttl_s,

@@ -78,6 +78,8 @@ class SemanticCache:
         self.lookups = 0
         """Lookups made (each one an exact miss)."""
         self.saved_cost_usd = 0.0
+        self.errors = 0
+        """Lookups that failed (embedder or store errors) and were treated as misses."""
         self._sync()
 
     # -- index upkeep -------------------------------------------------------------------------
@@ -129,8 +131,13 @@ class SemanticCache:
         threshold = self.config.threshold_for(query_type)
         if threshold is None:
             return Probe(None, None, None, None)
-        vector = (await self.embedder.embed_async([prompt]))[0]
-        found = self._search(scope, prompt, vector, threshold)
+        try:
+            vector = (await self.embedder.embed_async([prompt]))[0]
+            found = self._search(scope, prompt, vector, threshold)
+        except Exception as exc:  # the cache is an optimisation: a broken embedder costs a miss, not the request
+            self.errors += 1
+            _log.warning("semantic cache: lookup failed, treating as a miss: %s", exc)
+            return Probe(None, None, None, None)
         self.lookups += 1
         if found.hit is not None:
             self.hits += 1

@@ -87,9 +87,12 @@ class MemoryEntryStore:
 
     def since(self, last_id: int) -> Iterable[Entry]:
         """Entries above `last_id`, in id order (ids only grow, so the dict is already in that order)."""
-        if not self._entries or next(reversed(self._entries)) <= last_id:
-            return ()  # the common case on every lookup: nothing new
-        return [e for i, e in self._entries.items() if i > last_id]
+        new: list[Entry] = []
+        for i in reversed(self._entries):  # newest first: stops at the first entry already seen
+            if i <= last_id:
+                break
+            new.append(self._entries[i])
+        return new[::-1]
 
     def delete(self, idents: Iterable[int]) -> None:
         """Drop entries."""

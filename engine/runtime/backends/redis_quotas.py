@@ -31,18 +31,8 @@ from engine.policy.model import Quota
 from engine.runtime.backends.lua import QUOTA_FINISH, QUOTA_READ, QUOTA_RESERVE
 from engine.runtime.backends.redis_conn import RedisConn, StateDown
 from engine.runtime.clock import Clock
-from engine.runtime.quotas import (
-    Bucket,
-    QuotaBlock,
-    QuotaContext,
-    QuotaManager,
-    Reservation,
-    Usage,
-    _block,
-    _check_amounts,
-    _Rule,
-    _Target,
-)
+from engine.runtime.quota_rules import QuotaBlock, QuotaContext, Usage, _block, _check_amounts, _Rule, _Target
+from engine.runtime.quotas import Bucket, QuotaManager, Reservation
 
 __all__ = ["RedisQuotaManager", "RedisReservation"]
 
