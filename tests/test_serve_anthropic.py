@@ -262,6 +262,7 @@ def test_same_keys_as_the_openai_door(fake: FakeVendorServer, tmp_path: Path) ->
     policy.write_text(fake_policy(fake))
     store = KeyStore(tmp_path / "keys.db")
     _, secret = store.create("acme")
+    _, only_claude = store.create("acme", allow=["claude"])
     try:
         with ServerThread(ServeConfig(policy=str(policy), keys_db=store.path, reload_interval_s=0)) as s:
             with pytest.raises(anthropic.AuthenticationError) as e:
@@ -270,6 +271,10 @@ def test_same_keys_as_the_openai_door(fake: FakeVendorServer, tmp_path: Path) ->
             assert client(s, secret).messages.create(model="auto", max_tokens=5, messages=MSG).content  # x-api-key
             bearer = anthropic.Anthropic(base_url=s.url, auth_token=secret, max_retries=0)
             assert bearer.messages.create(model="auto", max_tokens=5, messages=MSG).content  # Authorization: Bearer
+            with pytest.raises(anthropic.PermissionDeniedError) as denied:  # the key's model allow-list holds here too
+                client(s, only_claude).messages.create(model="gpt-mini", max_tokens=5, messages=MSG)
+            assert denied.value.body["error"]["type"] == "permission_error"  # type: ignore[index]
+            assert client(s, only_claude).messages.create(model="claude", max_tokens=5, messages=MSG).model == "claude"
     finally:
         store.close()
 

@@ -12,7 +12,7 @@ check (`x-api-key` or `Authorization: Bearer`), key quotas, policy, router, deci
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
@@ -123,20 +123,41 @@ class MessagesDoor:
         return Response(count_tokens_body(chat), media_type=_JSON)
 
     async def messages(self, request: Request) -> Response:
-        """`POST /v1/messages`."""
+        """`POST /v1/messages`: admitted as on the OpenAI door (key, model allow-list, key limits and
+        quotas; a malformed body of a known key still gets its decision-log row)."""
         s = self.service
         who: Principal | None = None
+        asked: str | None = None
+        counted = False
         try:
             who = s.auth.authenticate(request.headers)
             chat = parse_messages_request(await s._body(request))
+            asked = chat.model
+            who.check_model(chat.model)
+            counted = await s.key_limits.enter(who)
             reservation = await s.key_quotas.admit(who) if who.quota is not None else None
-        except WireError as e:
-            return _fail(e, request, who)
-        except QuotaExceeded as e:
-            return _fail(map_error(e, s.stats), request, who, chat.model)
+        except (WireError, QuotaExceeded) as e:
+            if counted and who is not None:
+                s.key_limits.leave(who)
+            err = e if isinstance(e, WireError) else map_error(e, s.stats)
+            if isinstance(e, WireError) and e.status in (400, 413) and who is not None:
+                s._log_rejected(e, who)
+            return _fail(err, request, who, asked)
+
+        def release() -> None:
+            if counted:
+                s.key_limits.leave(who)
+
+        if chat.stream:  # the stream releases the key's slot when its body ends
+            return await self._stream(request, s.holder.acquire(), chat, who, reservation, release)
+        try:
+            return await self._complete(request, chat, who, reservation)
+        finally:
+            release()
+
+    async def _complete(self, request: Request, chat: ChatRequest, who: Principal, reservation: Any) -> Response:
+        s = self.service
         live = s.holder.acquire()
-        if chat.stream:
-            return await self._stream(request, live, chat, who, reservation)
         tokens, cost = 0, 0.0
         try:
             pinned = s._pin(chat, live)
@@ -157,7 +178,7 @@ class MessagesDoor:
         return Response(body, media_type=_JSON, headers=headers)
 
     async def _stream(self, request: Request, live: Live, chat: ChatRequest, who: Principal,
-                      reservation: Any) -> Response:
+                      reservation: Any, release: Callable[[], None]) -> Response:
         s = self.service
         served = ServedModel()
         try:
@@ -169,6 +190,7 @@ class MessagesDoor:
             first = await events.__anext__()
         except Exception as e:
             s.holder.release(live)
+            release()
             await s._settle(who, reservation, 0, 0.0)
             return _fail(s._map(e, live), request, who, chat.model)
         note_request_id(served.completion_id)  # the log's row is written at the end; its id is known now
@@ -190,6 +212,7 @@ class MessagesDoor:
                     cost = events.result.cost_usd
             finally:
                 s.holder.release(live)
+                release()
                 await events.aclose()
                 if reservation is not None:
                     await s._settle(who, reservation, tokens, cost)
