@@ -77,6 +77,15 @@ def test_demo_log_tells_the_whole_story(demo_run: tuple[Path, str]) -> None:
         qts = {q for (q,) in conn.execute("select distinct query_type from requests where query_type is not null")}
         assert {"code", "math", "chat", "summarize"} <= qts
         assert conn.execute("select count(*) from requests where stream = 1").fetchone()[0] > 0
+        # tool calls and structured output are part of the traffic, and of the log
+        calls = conn.execute("select count(*), sum(tool_calls) from requests where finish_reason = 'tool_calls'")
+        n_calls, n_made = calls.fetchone()
+        assert n_calls > 0 and n_made >= n_calls
+        assert conn.execute("select count(*) from requests where output_format = 'json_schema' "
+                            "and outcome = 'served'").fetchone()[0] > 0
+        # none went to the text-only model
+        assert conn.execute("select count(*) from requests where tools_offered > 0 and model = 'mixtral'"
+                            ).fetchone()[0] == 0
 
 
 def test_demo_refuses_a_policy_that_would_call_a_vendor(tmp_path: Path) -> None:

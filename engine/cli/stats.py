@@ -156,6 +156,9 @@ def render_totals(totals: Mapping[str, Any]) -> Table:
         ("  of which semantic", f"{totals['semantic_hits']:,} hits, {usd(totals['semantic_saved_cost_usd'])} saved"),
         ("fell back", f"{totals['fallbacks']:,} ({pct(totals['fallback_rate'])})"),
         ("downgraded by a quota", f"{totals['downgraded']:,}"),
+        ("with tools / tool calls made", f"{totals.get('tool_requests', 0):,} / {totals.get('tool_calls', 0):,}"),
+        ("structured output / images", f"{totals.get('json_requests', 0):,} / {totals.get('image_requests', 0):,}"),
+        ("finish reasons", ", ".join(f"{k} {v:,}" for k, v in (totals.get("finish_reasons") or {}).items()) or "-"),
         ("latency p50 / p95 / p99", f"{ms(totals['latency_p50_ms'])} / {ms(totals['latency_p95_ms'])} / "
                                     f"{ms(totals['latency_p99_ms'])}"),
         ("feedback", "-" if not totals["feedback_count"] else

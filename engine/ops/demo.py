@@ -135,7 +135,7 @@ def _targets(policy: Policy, workload: Sequence[DemoRequest], phases: Phases) ->
         if r.kind in ("bad", "long_doc", "review"):
             continue
         d = decide(compiled, Request.of(r.prompt(), max_tokens=r.max_tokens, temperature=r.temperature,
-                                        stream=r.stream, meta=r.meta))
+                                        stream=r.stream, meta=r.meta, **r.surface))
         if d.model is None:
             continue
         first[policy.models[d.model].provider] += 1
@@ -278,12 +278,12 @@ class _Run:
             try:
                 if r.stream:
                     async for event in self.router.stream(r.prompt(), max_tokens=r.max_tokens,
-                                                          temperature=r.temperature, meta=r.meta):
+                                                          temperature=r.temperature, meta=r.meta, **r.surface):
                         if isinstance(event, StreamDone):
                             result = event.result
                 else:
                     result = await self.router.generate(r.prompt(), max_tokens=r.max_tokens,
-                                                        temperature=r.temperature, meta=r.meta)
+                                                        temperature=r.temperature, meta=r.meta, **r.surface)
             except (EngineError, RequestError) as e:
                 self.outcomes[type(e).__name__] += 1
             if result is not None:

@@ -158,7 +158,9 @@ def _totals(conn: sqlite3.Connection, since: float | None) -> dict[str, Any]:
         "select count(f.score), avg(f.score) from feedback f join requests r on r.id = f.request_id"
         f"{fb_where}", fb_params).fetchone()
     errors = outcomes["failed"]
+    surface = _surface(conn, since)
     return {
+        **surface,
         "requests": n, "outcomes": outcomes, "answered": outcomes["served"] + outcomes["cached"],
         "errors": errors, "quota_refused": outcomes["refused_quota"],
         "input_tokens": inp, "output_tokens": outp, "tokens": inp + outp, "cost_usd": cost, "saved_cost_usd": saved,
@@ -169,6 +171,24 @@ def _totals(conn: sqlite3.Connection, since: float | None) -> dict[str, Any]:
         "latency_p50_ms": percentile(latencies, 50), "latency_p95_ms": percentile(latencies, 95),
         "latency_p99_ms": percentile(latencies, 99), "feedback_count": fb_n, "feedback_mean": fb_mean,
     }
+
+
+def _surface(conn: sqlite3.Connection, since: float | None) -> dict[str, Any]:
+    """What the requests used of the request surface: tools offered, tool calls made, structured
+    output, images, and how answers ended (columns of migration m002; zeros for older logs)."""
+    cols = {r[1] for r in conn.execute("pragma table_info(requests)")}
+    if "tool_calls" not in cols:
+        return {"tool_requests": 0, "tool_calls": 0, "json_requests": 0, "image_requests": 0, "finish_reasons": {}}
+    where, params = _where(since)
+    tools, calls, json_out, images = conn.execute(
+        "select coalesce(sum(tools_offered > 0), 0), coalesce(sum(tool_calls), 0), "
+        "coalesce(sum(output_format in ('json_object', 'json_schema')), 0), coalesce(sum(images > 0), 0) "
+        f"from requests{where}", params).fetchone()
+    finish = dict(conn.execute(
+        f"select finish_reason, count(*) from requests where finish_reason is not null"
+        f"{_where(since, prefix='and')[0]} group by 1 order by 2 desc", params).fetchall())
+    return {"tool_requests": tools, "tool_calls": calls, "json_requests": json_out, "image_requests": images,
+            "finish_reasons": finish}
 
 
 def _attempts(conn: sqlite3.Connection, since: float | None) -> list[dict[str, Any]]:

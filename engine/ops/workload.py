@@ -5,7 +5,9 @@ arrival time (seconds from the start of the run), a tenant, a kind and the param
 The story the numbers tell:
 
 - everyday traffic: chat, code, maths, short summaries, extraction, translation, creative
-  writing, a few streamed interactive chats and a few malformed (empty) requests;
+  writing, a few streamed interactive chats and a few malformed (empty) requests; a quarter of
+  the chats offer the assistant tools (a weather and an order lookup) and half of the extractions
+  ask for JSON matching a schema, so tool calls and structured output are in the log too;
 - a support bot asking the same handful of questions at temperature 0 (the cache's business);
 - long documents (over 100k tokens) that only long-context models take;
 - a premium tenant, `acme`, sending whole repositories for review; each costs about $0.24, so
@@ -21,13 +23,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 __all__ = ["BURST", "OUTAGE", "DemoRequest", "Kind", "Phases", "build_workload"]
 
 Kind = Literal["chat", "code", "math", "summarize", "extract", "translate", "creative", "faq", "stream",
-               "long_doc", "review", "burst", "bad"]
+               "long_doc", "review", "burst", "bad", "tools", "json"]
 
 OUTAGE = (0.40, 0.55)
 """Fractions of the run (by request index) during which one provider fails every call."""
@@ -75,6 +77,22 @@ _SENTENCES = ("The quarterly revenue in the {r} region grew by {p} percent.",
               "Operating costs in {r} rose {p} percent because of higher energy prices.",
               "The board approved a new warehouse in {r} with {p} hundred staff.")
 _REGIONS = ("north", "south", "east", "west", "central", "coastal", "alpine")
+_TOOL_ASKS = ("What's the weather in Lisbon tomorrow?", "Where is my order {n}?",
+              "Is it going to rain in Oslo this weekend?", "Has order {n} shipped yet?")
+_TOOLS = (
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather forecast for a city",
+                                      "parameters": {"type": "object", "properties": {
+                                          "city": {"type": "string"}, "day": {"type": "string"}},
+                                          "required": ["city"]}}},
+    {"type": "function", "function": {"name": "lookup_order", "description": "Status of a customer order",
+                                      "parameters": {"type": "object", "properties": {
+                                          "order_id": {"type": "integer"}}, "required": ["order_id"]}}},
+)
+_CONTACTS_SCHEMA = {"type": "json_schema", "json_schema": {"name": "contacts", "strict": True, "schema": {
+    "type": "object", "additionalProperties": False, "required": ["contacts"],
+    "properties": {"contacts": {"type": "array", "items": {
+        "type": "object", "additionalProperties": False, "required": ["name", "email"],
+        "properties": {"name": {"type": "string"}, "email": {"type": "string"}}}}}}}}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +120,8 @@ class DemoRequest:
     stream: bool = False
     size: int = 0
     text: str = ""
+    surface: dict[str, Any] = field(default_factory=dict)
+    """Tools or an output format to send with it (OpenAI-style keywords of `Router.generate`)."""
 
     @property
     def meta(self) -> dict[str, str]:
@@ -193,7 +213,10 @@ def _everyday(rng: random.Random, i: int, t: float) -> DemoRequest:
     if kind == "bad":
         return DemoRequest(index=i, at_s=t, tenant=tenant, kind=kind, max_tokens=200, temperature=0.7, text="   ")
     max_tokens, temperature, stream = 800, 0.7, False
-    if kind == "chat":
+    surface: dict[str, Any] = {}
+    if kind == "chat" and i % 4 == 0:  # by index, so the rest of the random sequence is unchanged
+        kind, text, surface = "tools", rng.choice(_TOOL_ASKS).format(n=num), {"tools": list(_TOOLS)}
+    elif kind == "chat":
         text = rng.choice(_CHAT).format(topic=topic, other=other)
     elif kind == "stream":
         text, stream, max_tokens = rng.choice(_CHAT).format(topic=topic, other=other), True, 500
@@ -205,12 +228,14 @@ def _everyday(rng: random.Random, i: int, t: float) -> DemoRequest:
         text = "Summarize this in three bullet points:\n\n" + _document(i, rng.randint(300, 2500))
     elif kind == "extract":
         text = _EXTRACT.format(body=_contacts(rng))
+        if i % 2 == 0:
+            kind, surface = "json", {"response_format": _CONTACTS_SCHEMA}
     elif kind == "translate":
         text = _TRANSLATE.format(body=rng.choice(_CHAT).format(topic=topic, other=other))
     else:
         text = rng.choice(_CREATIVE).format(topic=topic)
     return DemoRequest(index=i, at_s=t, tenant=tenant, kind=kind, max_tokens=max_tokens, temperature=temperature,
-                       stream=stream, text=text)
+                       stream=stream, text=text, surface=surface)
 
 
 def _pick(rng: random.Random, mix: Sequence[tuple[Kind, float]]) -> Kind:
