@@ -309,7 +309,9 @@ def _runtime_miss(m: Model, need: int, cost: float, f: Features, state: RuntimeS
     if m.max_output_tokens is not None and f.max_tokens > m.max_output_tokens:
         return f"max_tokens {f.max_tokens} > max_output_tokens {m.max_output_tokens}"
     if m.name in state.open_circuits:
-        return f"circuit open: {state.open_circuits[m.name]}"
+        why = state.open_circuits[m.name]
+        # the health tracker's reasons already say so; the reason is said once
+        return why if why.startswith("circuit open") else f"circuit open: {why}"
     if m.name in state.unavailable:
         return f"unavailable: {state.unavailable[m.name]}"
     if state.quota_probe is not None:
