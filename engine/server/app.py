@@ -23,7 +23,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from engine.errors import QuotaExceeded
@@ -36,7 +36,7 @@ from engine.server.doors import MessagesDoor, http_error, model_by_id
 from engine.server.errormap import map_error
 from engine.server.keystore import KeyStore
 from engine.server.livestats import LiveStats
-from engine.server.logs import RequestIdMiddleware, current_request_id, log_event, note_request_id
+from engine.server.logs import RequestIdMiddleware, current_request_id, log_event, log_failure, note_request_id
 from engine.server.openai_wire import (
     ChatRequest,
     StreamEncoder,
@@ -64,23 +64,6 @@ def _json_error(err: WireError) -> Response:
 # The vendor SDK each adapter kind imports on first use. Importing one takes 0.5-6 s (the
 # longer on a loaded machine); on the first request that time would count against the attempt's
 # timeout and could fail it, so the service imports them while it loads the policy.
-def _level(status: int) -> int:
-    if status >= 500:
-        return logging.ERROR
-    return logging.WARNING if status in (401, 403, 422, 429) else logging.INFO
-
-
-def log_failure(err: WireError, request: Request | None, who: Principal | None = None,
-                model: str | None = None, *, streaming: bool = False) -> None:
-    """The log line of an error answer: `quota_refused` for a quota's 429, else `request_failed`
-    (`mid_stream` when a stream failed after its first chunk)."""
-    event = "quota_refused" if err.code == "insufficient_quota" else "request_failed"
-    log_event(log, _level(err.status), event, err.message, request_id=current_request_id(),
-              status=err.status, code=err.code or err.type, path=request.url.path if request is not None else None,
-              model=model, tenant=who.tenant if who is not None else None,
-              key=who.key_id if who is not None else None, mid_stream=True if streaming else None)
-
-
 class Service:
     """One process's service state: the live router, keys, stats and background tasks.
 
@@ -313,25 +296,15 @@ class Service:
             log_failure(err, request, who, chat.model, streaming=True)
             return err
 
-        async def body() -> AsyncIterator[bytes]:
-            tokens, cost = 0, 0.0
-            try:
-                async for chunk in events.encode(enc, first, mid_stream):
-                    yield chunk
-                if events.result is not None:
-                    tokens = events.result.input_tokens + events.result.output_tokens
-                    cost = events.result.cost_usd
-            finally:
-                self.holder.release(live)
-                release()
-                await events.aclose()
-                if reservation is not None:
-                    await self._settle(who, reservation, tokens, cost)
+        async def done(tokens: int, cost: float) -> None:
+            self.holder.release(live)
+            release()
+            if reservation is not None:
+                await self._settle(who, reservation, tokens, cost)
 
-        headers = {"cache-control": "no-cache", "x-request-id": current_request_id(),
-                   "x-router-model": served.model or "",
+        headers = {"x-request-id": current_request_id(), "x-router-model": served.model or "",
                    "x-router-policy": live.version[:12]}
-        return StreamingResponse(body(), media_type="text/event-stream; charset=utf-8", headers=headers)
+        return events.response(enc, first, mid_stream, done, headers)
 
     async def models(self, request: Request) -> Response:
         """`GET /v1/models`: `auto`, the routes and the models of the live policy."""

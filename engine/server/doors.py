@@ -12,12 +12,12 @@ check (`x-api-key` or `Authorization: Bearer`), key quotas, policy, router, deci
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from adapters.base import estimate_request_tokens
 from engine.errors import QuotaExceeded
@@ -31,7 +31,7 @@ from engine.server.anthropic_wire import (
 )
 from engine.server.auth import Principal
 from engine.server.errormap import map_error
-from engine.server.logs import current_request_id, note_request_id
+from engine.server.logs import current_request_id, log_failure, note_request_id
 from engine.server.openai_wire import ChatRequest, WireError, model_body
 from engine.server.reload import Live
 from engine.server.streaming import ServedModel, stream_events
@@ -49,15 +49,8 @@ def _anthropic_error(err: WireError) -> Response:
     return Response(error_body(err), status_code=err.status, media_type=_JSON, headers=headers)
 
 
-def _log_failure(err: WireError, request: Request, who: Principal | None = None, model: str | None = None, *,
-                 streaming: bool = False) -> None:
-    from engine.server.app import log_failure  # app imports this module; the line format lives there
-
-    log_failure(err, request, who, model, streaming=streaming)
-
-
 def _fail(err: WireError, request: Request, who: Principal | None = None, model: str | None = None) -> Response:
-    _log_failure(err, request, who, model)
+    log_failure(err, request, who, model)
     return _anthropic_error(err)
 
 
@@ -199,23 +192,14 @@ class MessagesDoor:
 
         def mid_stream(e: Exception) -> WireError:
             err = s._map(e, live)
-            _log_failure(err, request, who, chat.model, streaming=True)
+            log_failure(err, request, who, chat.model, streaming=True)
             return err
 
-        async def body() -> AsyncIterator[bytes]:
-            tokens, cost = 0, 0.0
-            try:
-                async for chunk in events.encode(enc, first, mid_stream):
-                    yield chunk
-                if events.result is not None:
-                    tokens = events.result.input_tokens + events.result.output_tokens
-                    cost = events.result.cost_usd
-            finally:
-                s.holder.release(live)
-                release()
-                await events.aclose()
-                if reservation is not None:
-                    await s._settle(who, reservation, tokens, cost)
+        async def done(tokens: int, cost: float) -> None:
+            s.holder.release(live)
+            release()
+            if reservation is not None:
+                await s._settle(who, reservation, tokens, cost)
 
-        headers = {"cache-control": "no-cache", **self._headers(live, served.model or "", current_request_id())}
-        return StreamingResponse(body(), media_type="text/event-stream; charset=utf-8", headers=headers)
+        return events.response(enc, first, mid_stream, done, self._headers(live, served.model or "",
+                                                                           current_request_id()))

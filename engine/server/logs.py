@@ -22,7 +22,13 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from engine.server.auth import Principal
+    from engine.server.openai_wire import WireError
 
 __all__ = [
     "JsonFormatter",
@@ -144,3 +150,25 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             _BOX.reset(token)
+
+
+# -- failed requests ----------------------------------------------------------------------------
+
+_SERVER_LOG = logging.getLogger("engine.server")
+
+
+def _level(status: int) -> int:
+    if status >= 500:
+        return logging.ERROR
+    return logging.WARNING if status in (401, 403, 422, 429) else logging.INFO
+
+
+def log_failure(err: WireError, request: Request | None, who: Principal | None = None,
+                model: str | None = None, *, streaming: bool = False) -> None:
+    """The log line of an error answer, either door: `quota_refused` for a quota's 429, else
+    `request_failed` (`mid_stream` when a stream failed after its first chunk)."""
+    event = "quota_refused" if err.code == "insufficient_quota" else "request_failed"
+    log_event(_SERVER_LOG, _level(err.status), event, err.message, request_id=current_request_id(),
+              status=err.status, code=err.code or err.type, path=request.url.path if request is not None else None,
+              model=model, tenant=who.tenant if who is not None else None,
+              key=who.key_id if who is not None else None, mid_stream=True if streaming else None)

@@ -9,10 +9,11 @@ tool-call fragments go to a `StreamWriter` (OpenAI's `StreamEncoder`, Anthropic'
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, cast
 
 import anyio
+from starlette.responses import StreamingResponse
 
 from adapters.base import TextDelta
 from adapters.conversation import ToolCallDelta
@@ -107,6 +108,25 @@ class RouterStream:
         """Close the router's stream, even from a cancelled task (a client that went away)."""
         with anyio.CancelScope(shield=True):
             await self._events.aclose()
+
+    def response(self, enc: StreamWriter, first: TextDelta | StreamDone, on_error: Callable[[Exception], WireError],
+                 on_end: Callable[[int, float], Awaitable[None]], headers: dict[str, str]) -> StreamingResponse:
+        """The SSE response of the whole stream (either door's encoder); when its body ends, however
+        it ends, the router's stream is closed and `on_end(tokens, cost)` releases what the request held."""
+
+        async def body() -> AsyncIterator[bytes]:
+            tokens, cost = 0, 0.0
+            try:
+                async for chunk in self.encode(enc, first, on_error):
+                    yield chunk
+                if self.result is not None:
+                    tokens, cost = self.result.input_tokens + self.result.output_tokens, self.result.cost_usd
+            finally:
+                await self.aclose()
+                await on_end(tokens, cost)
+
+        return StreamingResponse(body(), media_type="text/event-stream; charset=utf-8",
+                                 headers={"cache-control": "no-cache", **headers})
 
 
 def stream_events(router: Router, served: ServedModel, **kwargs: Any) -> RouterStream:
