@@ -8,6 +8,7 @@ adapters without a network.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -103,3 +104,40 @@ def test_a_single_request_larger_than_the_whole_limit_says_so() -> None:
     assert "exceeds the whole limit" in str(err) and "resets at" not in str(err)
     err = QuotaExceeded("tenant-daily-spend", "tenant=acme", "cost_usd", 20.0, 19.99, 0.0, requested=0.5)
     assert "resets at" in str(err)
+
+
+@pytest.mark.parametrize(("limit", "used", "tokens", "cost"), [
+    ({"cost_usd": 1.0}, {"cost_usd": 0.6}, 100, 0.39),
+    ({"cost_usd": 1.0}, {"cost_usd": 0.6}, 100, 0.41),
+    ({"tokens": 1000}, {"tokens": 900}, 100, 0.0),
+    ({"tokens": 1000}, {"tokens": 900}, 101, 0.0),
+    ({"requests": 3}, {"requests": 2}, 1, 0.0),
+    ({"requests": 3}, {"requests": 3}, 1, 0.0),
+    ({"cost_usd": 1.0}, {"cost_usd": 0.0}, 10, 1.5),  # one request larger than the whole limit
+])
+@pytest.mark.parametrize("scope", [[], ["tenant"], ["tenant", "model"]])
+def test_stated_usage_in_a_dry_run_is_judged_like_the_live_ledger(limit: dict[str, float], used: dict[str, float],
+                                                                 tokens: int, cost: float, scope: list[str]) -> None:
+    from engine.policy.model import Quota, QuotaLimit
+    from engine.routing.why import dry_quota_probe
+    from engine.runtime.clock import ManualClock
+    from engine.runtime.quotas import QuotaManager
+
+    policy = analyze_text(_simulated(EXAMPLE.read_text("utf-8")), "p.yaml", env={}).policy
+    assert policy is not None
+    quota = Quota(name="q", scope=tuple(scope), window="day", limit=QuotaLimit(**limit))  # type: ignore[arg-type]
+    live = QuotaManager([quota], path=None, clock=ManualClock())
+    ctx = QuotaContext("acme", None, "codestral-latest", "mistral-eu")
+    for _ in range(int(used.get("requests", 1))):  # the live ledger counts a request per reservation
+        live.settle(live.reserve(ctx, 0, 0.0), 0, 0.0)
+    if "cost_usd" in used or "tokens" in used:
+        live.settle(live.reserve(ctx, 0, 0.0), int(used.get("tokens", 0)), used.get("cost_usd", 0.0))
+    dry_policy = dataclasses.replace(policy, quotas=(quota,))
+    n = int(used.get("requests", 1)) + (1 if "cost_usd" in used or "tokens" in used else 0)
+    stated = {**used, "requests": n}
+    dry = dry_quota_probe(dry_policy, {"tenant": "acme"}, {"q": stated})("codestral-latest", tokens, cost)
+    block = live.check(ctx, tokens, cost)
+    assert (dry is None) == (block is None), (dry, block)
+    if block is not None and dry is not None:
+        assert dry[0].startswith(f"quota 'q' ({block.scope_key or 'global'}, on_exceed=reject): {block.measure} ")
+        assert ("alone exceeds the whole limit" in dry[0]) == (block.requested > block.limit)
