@@ -213,7 +213,7 @@ class SemanticCacheConfig:
     """(query type, its threshold or None = semantic cache off for that type)."""
     top_k: int = 5
     index: Literal["auto", "exact", "ann"] = "auto"
-    ann_from: int = 20_000
+    ann_from: int = 10_000
 
     def threshold_for(self, query_type: str) -> float | None:
         """The threshold for `query_type`, or None when that type never takes semantic hits."""

@@ -28,7 +28,7 @@ class ScopeIndex:
     """
 
     def __init__(self, dimension: int, *, kind: Literal["auto", "exact", "ann"] = "auto",
-                 ann_from: int = 20_000) -> None:
+                 ann_from: int = 10_000) -> None:
         import numpy as np
 
         self.dimension = dimension
