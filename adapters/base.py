@@ -29,7 +29,7 @@ from adapters.conversation import (
     ToolCallDelta,
     check_conversation,
     coerce_message,
-    coerce_options,
+    options_of,
 )
 from adapters.errors import (
     AdapterError,
@@ -239,7 +239,7 @@ class LLMAdapter(ABC):
             ProviderError: One of its subclasses, whatever the vendor's failure.
         """
         request = self._prepare(prompt, max_tokens, temperature, messages, stop, timeout_s,
-                                _options(options, surface))
+                                options_of(options, surface))
         with self._map_errors():
             self._warm()
             started = time.perf_counter()
@@ -267,7 +267,7 @@ class LLMAdapter(ABC):
         if not self.supports_streaming:
             raise InvalidInput(f"streaming is not supported by the {self.kind} adapter")
         request = self._prepare(prompt, max_tokens, temperature, messages, stop, timeout_s,
-                                _options(options, surface))
+                                options_of(options, surface))
         return self._run_stream(request)
 
     async def probe(self, *, timeout_s: float | None = None) -> None:
@@ -540,20 +540,6 @@ def _check_messages(messages: Sequence[Message | Mapping[str, Any]] | None) -> t
         raise InvalidInput("messages is empty")
     check_conversation(msgs)
     return msgs
-
-
-def _options(options: Options | None, surface: Mapping[str, Any]) -> Options:
-    if surface:
-        if options is not None:
-            raise InvalidInput(f"give options or the keywords {', '.join(sorted(surface))}, not both")
-        try:
-            return coerce_options(**surface)
-        except TypeError:
-            known = ("tools", "tool_choice", "parallel_tool_calls", "response_format", "top_p", "seed",
-                     "presence_penalty", "frequency_penalty", "user", "metadata", "extra_body")
-            unknown = sorted(set(surface) - set(known))
-            raise InvalidInput(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(known)}") from None
-    return NO_OPTIONS if options is None else options
 
 
 def estimate_request_tokens(messages: Sequence[Message], options: Options = NO_OPTIONS) -> int:

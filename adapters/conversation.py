@@ -51,6 +51,7 @@ __all__ = [
     "coerce_tool",
     "coerce_tool_choice",
     "needed_features",
+    "options_of",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -647,6 +648,27 @@ def coerce_options(*, tools: Sequence[Any] | None = None, tool_choice: Any = Non
         output = None
     return Options(tool_list, choice, parallel_tool_calls, output, _num(top_p), seed, _num(presence_penalty),
                    _num(frequency_penalty), user, metadata, extra_body)
+
+
+SURFACE_KEYWORDS = ("tools", "tool_choice", "parallel_tool_calls", "response_format", "top_p", "seed",
+                    "presence_penalty", "frequency_penalty", "user", "metadata", "extra_body")
+"""The OpenAI-style keywords `coerce_options` takes (and `generate`/`stream` pass through)."""
+
+
+def options_of(options: Options | None, surface: Mapping[str, Any]) -> Options:
+    """The request's `Options`: given as one object, or as OpenAI-style keywords, not both.
+
+    Raises:
+        InvalidInput: both forms given, an unknown keyword, or a malformed value (named).
+    """
+    if not surface:
+        return NO_OPTIONS if options is None else options
+    if options is not None:
+        raise InvalidInput(f"give options or the keywords {', '.join(sorted(surface))}, not both")
+    unknown = sorted(set(surface) - set(SURFACE_KEYWORDS))
+    if unknown:
+        raise InvalidInput(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(SURFACE_KEYWORDS)}")
+    return coerce_options(**surface)
 
 
 def _range(name: str, v: Any, lo: float, hi: float) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.conversation import NO_OPTIONS, Message, Options, coerce_messages, coerce_options, needed_features
+from adapters.conversation import NO_OPTIONS, Message, Options, coerce_messages, needed_features, options_of
 from adapters.errors import InvalidInput
 from engine.errors import RequestError
 from engine.policy.expr import Expr, make_env
@@ -92,16 +92,9 @@ class Request:
                 msgs: tuple[Message, ...] = (Message("user", prompt),)
             else:
                 msgs = coerce_messages(messages or ())
-            if surface:
-                if options is not None:
-                    raise RequestError(f"give options or the keywords {', '.join(sorted(surface))}, not both")
-                opts = coerce_options(**surface)
-            else:
-                opts = NO_OPTIONS if options is None else options
+            opts = options_of(options, surface)
         except InvalidInput as e:
             raise RequestError(str(e)) from None
-        except TypeError as e:  # an unknown keyword
-            raise RequestError(f"unknown request parameter: {e}") from None
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
             raise RequestError(f"max_tokens must be a positive integer, got {max_tokens!r}")
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
