@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.policy.compile import CompiledPolicy
-from engine.policy.expr import Expr, Scope, conjuncts, parse_expr
+from engine.policy.expr import Expr, conjuncts
 from engine.policy.model import Limits, Policy, Quota, QuotaLimit
+from engine.policy.quota_when import QuotaConditions
 from engine.routing.decide import Decision, explain
 from engine.routing.features import Features, Request, safe_truth
 from engine.routing.state import EMPTY_STATE, QuotaProbe, RuntimeState
@@ -176,12 +177,8 @@ def _used(spec: Mapping[str, Any], model: str, provider: str) -> dict[str, float
 
 
 def conditional_skip(policy: Policy, env: Mapping[str, Any]) -> frozenset[str]:
-    """Quotas whose `when` does not hold for a request with this environment: as in live
-    traffic, an expression that fails to evaluate counts as false (the quota does not apply)."""
-    if not any(q.when for q in policy.quotas):
-        return frozenset()
-    scope = Scope(signals=frozenset(policy.signals))
-    return frozenset(q.name for q in policy.quotas if q.when and not safe_truth(parse_expr(q.when, scope), env))
+    """Quotas whose `when` does not hold for a request with this environment (the ledger's rule)."""
+    return QuotaConditions(policy.quotas, policy.signals).skipped(env)
 
 
 def _limit_for(q: Quota, model: str, provider: str) -> QuotaLimit | None:

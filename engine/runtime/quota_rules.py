@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from engine.errors import QuotaExceeded
 from engine.policy.model import OnExceed, Quota, QuotaLimit
@@ -179,16 +178,6 @@ def _block(target: _Target, used: Usage, est_tokens: int, est_cost: float) -> Qu
         if over:
             return QuotaBlock(rule.quota.name, rule.quota.on_exceed, key, measure, limit, have, want, end)
     return None
-
-
-def _conditions(quotas: Sequence[Quota], signals: Collection[str]) -> tuple[tuple[str, Any], ...]:
-    """(quota name, parsed `when`) of the conditional quotas."""
-    if not any(q.when for q in quotas):
-        return ()
-    from engine.policy.expr import Scope, parse_expr
-
-    scope = Scope(signals=frozenset(signals))
-    return tuple((q.name, parse_expr(q.when, scope)) for q in quotas if q.when)
 
 
 def _add(a: Usage, b: Usage) -> Usage:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.policy.model import Quota, Window
+from engine.policy.quota_when import QuotaConditions
 from engine.runtime.clock import Clock
 from engine.runtime.quota_rules import (
     _COST_DIGITS,
@@ -37,7 +38,6 @@ from engine.runtime.quota_rules import (
     _block,
     _check_amounts,
     _compile,
-    _conditions,
     _int,
     _Rule,
     _scope_key,
@@ -164,7 +164,7 @@ class QuotaManager:
         if len(self._by_name) != len(self._rules):
             raise ValueError("quota names must be unique")
         self.downgrade_quotas = frozenset(r.quota.name for r in self._rules if r.quota.on_exceed == "downgrade")
-        self._whens = _conditions(quotas, signals)
+        self._whens = QuotaConditions(quotas, signals)
         self.conditional = bool(self._whens)
         """Whether some quota has a `when` (callers then pass `skipped(...)` in their contexts)."""
         self._clock = clock
@@ -201,22 +201,8 @@ class QuotaManager:
     # -- reading ------------------------------------------------------------------------------
 
     def skipped(self, env: Mapping[str, Any]) -> frozenset[str]:
-        """The conditional quotas that do not apply to a request with these features (`Features.env()`).
-
-        An expression that fails to evaluate (e.g. `meta.size > 3` without `meta.size`) counts as
-        false, as in routes: the quota does not apply.
-        """
-        if not self._whens:
-            return frozenset()
-        out = []
-        for name, expr in self._whens:
-            try:
-                holds = bool(expr.evaluate(env))
-            except Exception:
-                holds = False
-            if not holds:
-                out.append(name)
-        return frozenset(out)
+        """The conditional quotas that do not apply to a request with these features (`Features.env()`)."""
+        return self._whens.skipped(env)
 
     def check(self, ctx: QuotaContext, est_tokens: int, est_cost: float) -> QuotaBlock | None:
         """The first applicable quota (policy order) that could not take this estimate, or None.
