@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -26,8 +27,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from adapters.base import TextDelta
 from engine.errors import QuotaExceeded
 from engine.policy.model import Policy
+from engine.runtime.result import StreamDone
 from engine.runtime.router import Router
 from engine.server.admin import AdminAPI
 from engine.server.auth import Authenticator, KeyLimits, KeyQuotas, Principal
@@ -47,7 +50,7 @@ from engine.server.openai_wire import (
 )
 from engine.server.ops import OpsPages
 from engine.server.reload import Live, PolicyHolder
-from engine.server.streaming import ServedModel, stream_events
+from engine.server.streaming import RouterStream, ServedModel, stream_events
 
 __all__ = ["Service", "create_app"]
 
@@ -64,6 +67,17 @@ def _json_error(err: WireError) -> Response:
 # The vendor SDK each adapter kind imports on first use. Importing one takes 0.5-6 s (the
 # longer on a loaded machine); on the first request that time would count against the attempt's
 # timeout and could fail it, so the service imports them while it loads the policy.
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A request either door has let in: who sent it, what it asks, what it holds until it ends."""
+
+    who: Principal
+    chat: ChatRequest
+    reservation: Any
+    release: Callable[[], None]
+    """Gives the key's rpm/parallel slot back."""
+
+
 class Service:
     """One process's service state: the live router, keys, stats and background tasks.
 
@@ -220,14 +234,18 @@ class Service:
         log_failure(err, request, who, model)
         return _json_error(err)
 
-    async def chat_completions(self, request: Request) -> Response:
-        """`POST /v1/chat/completions`."""
+    async def admit(self, request: Request, parse: Callable[[bytes], ChatRequest],
+                    fail: Callable[[WireError, Request, Principal | None, str | None], Response],
+                    ) -> Admitted | Response:
+        """Either door's admission: the key, the body (`parse`, in the door's format), the key's model
+        allow-list, its rpm/parallel limits and its quota. A refusal is answered with `fail` (the
+        door's error shape); a malformed body of a known key still gets its decision-log row."""
         who: Principal | None = None
         asked: str | None = None
         counted = False
         try:
             who = self.auth.authenticate(request.headers)
-            chat = parse_chat_request(await self._body(request), default_max_tokens=self.config.default_max_tokens)
+            chat = parse(await self._body(request))
             asked = chat.model
             who.check_model(chat.model)
             counted = await self.key_limits.enter(who)
@@ -238,14 +256,45 @@ class Service:
             err = e if isinstance(e, WireError) else map_error(e, self.stats)
             if isinstance(e, WireError) and e.status in (400, 413) and who is not None:
                 self._log_rejected(e, who)
-            return self._fail(err, request, who, asked)
+            return fail(err, request, who, asked)
+        key_limits, holder = self.key_limits, who
 
         def release() -> None:
             if counted:
-                self.key_limits.leave(who)
+                key_limits.leave(holder)
 
+        return Admitted(who, chat, reservation, release)
+
+    async def open_stream(self, request: Request, live: Live, a: Admitted,
+                          fail: Callable[[WireError, Request, Principal | None, str | None], Response],
+                          ) -> tuple[RouterStream, TextDelta | StreamDone, ServedModel] | Response:
+        """Start the router's stream and wait for its first event: a failure until then is a real
+        HTTP error (answered with `fail`, everything the request held given back)."""
+        chat, who = a.chat, a.who
+        served = ServedModel()
+        try:
+            events = stream_events(live.router, served, messages=chat.messages, max_tokens=chat.max_tokens,
+                                   temperature=chat.temperature, stop=chat.stop or None,
+                                   meta=self._meta(chat, who), model=self._pin(chat, live), options=chat.options)
+            first = await events.__anext__()
+        except Exception as e:
+            self.holder.release(live)
+            a.release()
+            await self._settle(who, a.reservation, 0, 0.0)
+            return fail(self._map(e, live), request, who, chat.model)
+        note_request_id(served.completion_id)  # the log's row is written at the end; its id is known now
+        return events, first, served
+
+    async def chat_completions(self, request: Request) -> Response:
+        """`POST /v1/chat/completions`."""
+        admitted = await self.admit(
+            request, lambda body: parse_chat_request(body, default_max_tokens=self.config.default_max_tokens),
+            self._fail)
+        if isinstance(admitted, Response):
+            return admitted
+        chat, who, reservation, release = admitted.chat, admitted.who, admitted.reservation, admitted.release
         if chat.stream:  # the stream releases the key's slot when its body ends
-            return await self._stream(request, self.holder.acquire(), chat, who, reservation, release)
+            return await self._stream(request, self.holder.acquire(), admitted)
         try:
             return await self._complete(request, chat, who, reservation)
         finally:
@@ -272,22 +321,12 @@ class Service:
                    "x-router-policy": live.version[:12]}
         return Response(completion_body(result, int(time.time())), media_type=_JSON, headers=headers)
 
-    async def _stream(self, request: Request, live: Live, chat: ChatRequest, who: Principal,
-                      reservation: Any, release: Callable[[], None]) -> Response:
-        served = ServedModel()
-        try:
-            pinned = self._pin(chat, live)
-            events = stream_events(live.router, served, messages=chat.messages, max_tokens=chat.max_tokens,
-                                   temperature=chat.temperature, stop=chat.stop or None,
-                                   meta=self._meta(chat, who), model=pinned, options=chat.options)
-            # wait for the first token before answering: a failure until then is a real HTTP error
-            first = await events.__anext__()
-        except Exception as e:
-            self.holder.release(live)
-            release()
-            await self._settle(who, reservation, 0, 0.0)
-            return self._fail(self._map(e, live), request, who, chat.model)
-        note_request_id(served.completion_id)  # the log's row is written at the end; its id is known now
+    async def _stream(self, request: Request, live: Live, a: Admitted) -> Response:
+        opened = await self.open_stream(request, live, a, self._fail)
+        if isinstance(opened, Response):
+            return opened
+        events, first, served = opened
+        chat, who, reservation, release = a.chat, a.who, a.reservation, a.release
         enc = StreamEncoder(f"chatcmpl-{served.completion_id}", int(time.time()), served.model or chat.model,
                             include_usage=chat.include_usage)
 

@@ -12,7 +12,6 @@ check (`x-api-key` or `Authorization: Bearer`), key quotas, policy, router, deci
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
@@ -20,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from adapters.base import estimate_request_tokens
-from engine.errors import QuotaExceeded
 from engine.server.anthropic_wire import (
     MessageStreamEncoder,
     count_tokens_body,
@@ -30,14 +28,12 @@ from engine.server.anthropic_wire import (
     parse_messages_request,
 )
 from engine.server.auth import Principal
-from engine.server.errormap import map_error
-from engine.server.logs import current_request_id, log_failure, note_request_id
+from engine.server.logs import current_request_id, log_failure
 from engine.server.openai_wire import ChatRequest, WireError, model_body
 from engine.server.reload import Live
-from engine.server.streaming import ServedModel, stream_events
 
 if TYPE_CHECKING:
-    from engine.server.app import Service
+    from engine.server.app import Admitted, Service
 
 __all__ = ["MessagesDoor", "http_error", "model_by_id"]
 
@@ -119,30 +115,12 @@ class MessagesDoor:
         """`POST /v1/messages`: admitted as on the OpenAI door (key, model allow-list, key limits and
         quotas; a malformed body of a known key still gets its decision-log row)."""
         s = self.service
-        who: Principal | None = None
-        asked: str | None = None
-        counted = False
-        try:
-            who = s.auth.authenticate(request.headers)
-            chat = parse_messages_request(await s._body(request))
-            asked = chat.model
-            who.check_model(chat.model)
-            counted = await s.key_limits.enter(who)
-            reservation = await s.key_quotas.admit(who) if who.quota is not None else None
-        except (WireError, QuotaExceeded) as e:
-            if counted and who is not None:
-                s.key_limits.leave(who)
-            err = e if isinstance(e, WireError) else map_error(e, s.stats)
-            if isinstance(e, WireError) and e.status in (400, 413) and who is not None:
-                s._log_rejected(e, who)
-            return _fail(err, request, who, asked)
-
-        def release() -> None:
-            if counted:
-                s.key_limits.leave(who)
-
+        admitted = await s.admit(request, parse_messages_request, _fail)
+        if isinstance(admitted, Response):
+            return admitted
+        chat, who, reservation, release = admitted.chat, admitted.who, admitted.reservation, admitted.release
         if chat.stream:  # the stream releases the key's slot when its body ends
-            return await self._stream(request, s.holder.acquire(), chat, who, reservation, release)
+            return await self._stream(request, s.holder.acquire(), admitted)
         try:
             return await self._complete(request, chat, who, reservation)
         finally:
@@ -170,23 +148,13 @@ class MessagesDoor:
                         "x-router-cached": "true" if result.cached else "false"})
         return Response(body, media_type=_JSON, headers=headers)
 
-    async def _stream(self, request: Request, live: Live, chat: ChatRequest, who: Principal,
-                      reservation: Any, release: Callable[[], None]) -> Response:
+    async def _stream(self, request: Request, live: Live, a: Admitted) -> Response:
         s = self.service
-        served = ServedModel()
-        try:
-            pinned = s._pin(chat, live)
-            events = stream_events(live.router, served, messages=chat.messages, max_tokens=chat.max_tokens,
-                                   temperature=chat.temperature, stop=chat.stop or None,
-                                   meta=s._meta(chat, who), model=pinned, options=chat.options)
-            # wait for the first event before answering: a failure until then is a real HTTP error
-            first = await events.__anext__()
-        except Exception as e:
-            s.holder.release(live)
-            release()
-            await s._settle(who, reservation, 0, 0.0)
-            return _fail(s._map(e, live), request, who, chat.model)
-        note_request_id(served.completion_id)  # the log's row is written at the end; its id is known now
+        opened = await s.open_stream(request, live, a, _fail)
+        if isinstance(opened, Response):
+            return opened
+        events, first, served = opened
+        chat, who, reservation, release = a.chat, a.who, a.reservation, a.release
         enc = MessageStreamEncoder(f"msg_{served.completion_id}", served.model or chat.model,
                                    input_tokens=estimate_request_tokens(chat.messages, chat.options))
 
