@@ -87,7 +87,7 @@ def test_scores_cover_every_label_and_classify_picks_the_best() -> None:
 
 
 def test_public_names() -> None:
-    assert classify_module.__all__ == ["LABELS", "classify", "scores"]
+    assert classify_module.__all__ == ["LABELS", "classify", "classify_cues", "scores"]
 
 
 # --- accuracy ----------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import importlib.util
 import json
 import re
@@ -178,9 +180,11 @@ def test_example_app_serves_parseable_metrics(tmp_path: Path) -> None:
     assert scrape.headers["content-type"] == app.state.metrics.content_type
     assert scrape.headers["content-type"].startswith("text/plain; version=")
     fams = families(scrape.text)
-    outcomes = {s.labels["outcome"]: s.value for s in fams["llm_router_requests"].samples
-                if s.name == "llm_router_requests_total"}
-    assert outcomes == {"served": 3.0, "bad_request": 1.0}
+    outcomes: Counter[str] = Counter()
+    for s in fams["llm_router_requests"].samples:  # one sample per (outcome, route, ...) label set
+        if s.name == "llm_router_requests_total":
+            outcomes[s.labels["outcome"]] += s.value
+    assert outcomes == {"served": 3.0, "bad_request": 1.0}, outcomes
     assert {s.labels["model"] for s in fams["llm_router_circuit_state"].samples} >= {"gpt-4o-mini", "claude-sonnet"}
     assert fams["llm_router_request_duration_seconds"].type == "histogram"
 

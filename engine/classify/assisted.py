@@ -1,67 +1,48 @@
-"""Embedding-assisted classification: the cue classifier, with a linear model on the bundled
-embedder's vectors as a second opinion where the cues are unsure.
+"""The assisted classifier: the cue classifier, with a trained n-gram model as a second opinion
+where the cues are unsure. This is what `query_type` signals (`classify:` in a policy) use.
 
 The cues (`engine.classify.classifier`) decide alone when their best label leads the next by at
-least `MARGIN` evidence points (most prompts: no embedding cost). Below that, the cue scores (as a
-softmax at temperature 0.5) and the linear model's probabilities are mixed 0.7 / 0.3 and the best
-label wins. The model is multinomial logistic regression trained by `python -m engine.classify.train`
-on the labelled prompts in tests/data and shipped as `data/minilm-linear.json`; measured figures are
-in benchmarks/RESULTS.md.
+least `MARGIN` evidence points (most prompts: no extra cost). Below that, the cue scores (as a
+softmax at temperature `TEMPERATURE`) and the n-gram model's probabilities (`engine.classify.ngram`)
+are mixed `CUE_WEIGHT` / 1 - `CUE_WEIGHT` and the best label wins. The constants were chosen on one
+half of the blind set and checked on the other (benchmarks/RESULTS.md, "Assisted classifier").
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+import math
+from collections.abc import Mapping, Sequence
 
-from engine.classify.classifier import LABELS, scores
+from engine.classify.classifier import LABELS, TIE_ORDER, scores
+from engine.classify.ngram import load
 
-__all__ = ["MARGIN", "classify_assisted", "combine"]
+__all__ = ["CUE_WEIGHT", "MARGIN", "TEMPERATURE", "classify", "combine", "consults"]
 
-MARGIN = 1.0
-"""Cue lead below which the embedding model is consulted."""
-_CUE_WEIGHT = 0.7
-_TEMPERATURE = 0.5
-_MODEL = Path(__file__).parent / "data" / "minilm-linear.json"
-_LOCK = threading.Lock()
-_LOADED: dict[str, Any] = {}
+MARGIN = 2.0
+"""Cue lead below which the n-gram model is consulted."""
+TEMPERATURE = 2.0
+CUE_WEIGHT = 0.6
 
 
-def combine(cue: Mapping[str, float], logits: Any) -> str:
-    """The label from cue scores and the linear model's logits (see the module docstring)."""
-    import numpy as np
-
-    s = np.array([cue[label] for label in LABELS], dtype=np.float64) / _TEMPERATURE
-    p_cue = np.exp(s - s.max())
-    p_cue /= p_cue.sum()
-    z = np.asarray(logits, dtype=np.float64)
-    p_emb = np.exp(z - z.max())
-    p_emb /= p_emb.sum()
-    return LABELS[int(np.argmax(_CUE_WEIGHT * p_cue + (1 - _CUE_WEIGHT) * p_emb))]
+def consults(cue: Mapping[str, float]) -> bool:
+    """True when the cues' lead is too small for them to decide alone."""
+    first, second = sorted(cue.values(), reverse=True)[:2]
+    return first - second < MARGIN
 
 
-def _model() -> tuple[Any, Any, Any]:
-    with _LOCK:
-        if not _LOADED:
-            import numpy as np
-
-            from engine.semantic.onnx import OnnxEmbedder
-
-            data = json.loads(_MODEL.read_text(encoding="utf-8"))
-            if data["embedder"] != OnnxEmbedder.name or tuple(data["labels"]) != LABELS:
-                raise ValueError(f"{_MODEL}: trained for another embedder or label set; retrain it")
-            _LOADED.update(w=np.asarray(data["weights"]), b=np.asarray(data["bias"]), emb=OnnxEmbedder())
-        return _LOADED["w"], _LOADED["b"], _LOADED["emb"]
+def combine(cue: Mapping[str, float], model: Sequence[float]) -> str:
+    """The label from cue scores and the n-gram model's probabilities (see the module docstring)."""
+    top = max(cue.values())
+    e = {label: math.exp((cue[label] - top) / TEMPERATURE) for label in LABELS}
+    total = sum(e.values())
+    mixed = {label: CUE_WEIGHT * e[label] / total + (1 - CUE_WEIGHT) * p
+             for label, p in zip(LABELS, model, strict=True)}
+    return max(TIE_ORDER, key=lambda label: (mixed[label], -TIE_ORDER.index(label)))
 
 
-def classify_assisted(text: str) -> str:
-    """The query type of `text`: the cues, with the embedding model's vote when they are unsure."""
+def classify(text: str) -> str:
+    """The query type of `text`: the cues, with the n-gram model's vote when they are unsure."""
     cue = scores(text)
-    ranked = sorted(cue.values(), reverse=True)
-    if ranked[0] - ranked[1] >= MARGIN:
-        return max(LABELS, key=lambda label: cue[label])  # the cues are sure: no embedding
-    w, b, emb = _model()
-    return combine(cue, emb.embed([text])[0] @ w + b)
+    if not consults(cue):
+        return max(TIE_ORDER, key=lambda label: (cue[label], -TIE_ORDER.index(label)))
+    return combine(cue, load(labels=LABELS).probabilities(text))

@@ -28,7 +28,7 @@ LABELS: tuple[str, ...] = ("code", "math", "reasoning", "creative", "summarize",
 
 # Ties go to the label listed first: explicit "given text" tasks before open-ended ones, chat last
 # because it is the fallback, not a positive finding.
-_TIE_ORDER = ("translate", "summarize", "extract", "code", "math", "creative", "reasoning", "chat")
+TIE_ORDER = ("translate", "summarize", "extract", "code", "math", "creative", "reasoning", "chat")
 _GIVEN_TASKS = ("summarize", "extract", "translate")
 
 _HEAD_CHARS = 500  # how much of a long first paragraph can be instruction
@@ -531,4 +531,4 @@ def classify(text: str) -> str:
         The label with the highest score; ties resolve in a fixed order, with ``chat`` last.
     """
     s = scores(text)
-    return max(_TIE_ORDER, key=lambda label: (s[label], -_TIE_ORDER.index(label)))
+    return max(TIE_ORDER, key=lambda label: (s[label], -TIE_ORDER.index(label)))

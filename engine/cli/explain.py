@@ -193,7 +193,10 @@ def render_pretty(d: dict[str, Any]) -> str:
     if d.get("classifier"):
         c = d["classifier"]
         ev = ", ".join(f"{label} {score:g}" for label, score in c["evidence"])
-        lines.append(f"classifier  {c['label']} (scores: {ev})")
+        second = ""
+        if c.get("second_opinion"):
+            second = "; cues unsure, n-gram model: " + ", ".join(f"{label} {p:.0%}" for label, p in c["second_opinion"])
+        lines.append(f"classifier  {c['label']} (scores: {ev}{second})")
     if d.get("cache"):
         c = d["cache"]
         lines.append(f"cache       {'eligible' if c['eligible'] else 'not used'}: {c['why']}")

@@ -111,13 +111,21 @@ def _failing_part(when: Expr, env: Mapping[str, Any]) -> tuple[str, dict[str, An
 
 
 def classifier_view(request: Request) -> dict[str, Any]:
-    """The built-in classifier's label for the last user message and its three strongest scores."""
-    from engine.classify import classify
+    """The built-in classifier's label for the last user message, its three strongest cue scores and,
+    when the cues were unsure, the n-gram model's three most likely labels (the second opinion)."""
+    from engine.classify import LABELS, classify
+    from engine.classify.assisted import consults
     from engine.classify.classifier import scores
+    from engine.classify.ngram import load
 
     text = request.last_user_text
-    ranked = sorted(scores(text).items(), key=lambda kv: -kv[1])[:3]
-    return {"label": classify(text), "evidence": [[label, round(score, 3)] for label, score in ranked]}
+    cue = scores(text)
+    ranked = sorted(cue.items(), key=lambda kv: -kv[1])[:3]
+    out: dict[str, Any] = {"label": classify(text), "evidence": [[label, round(score, 3)] for label, score in ranked]}
+    if consults(cue):
+        probs = sorted(zip(LABELS, load(labels=LABELS).probabilities(text), strict=True), key=lambda kv: -kv[1])
+        out["second_opinion"] = [[label, round(p, 3)] for label, p in probs[:3]]
+    return out
 
 
 def cache_view(compiled: CompiledPolicy, d: Decision) -> dict[str, Any]:
