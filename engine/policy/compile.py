@@ -19,6 +19,7 @@ from engine.policy.expr import Expr, Scope, conjuncts, discrete_test, make_env, 
 from engine.policy.model import Group, Model, Policy, Route, downgrade_reach, expand
 from engine.policy.predicate import compile_predicate
 from engine.routing.features import Features, Request, SignalMatcher, count_prompt_tokens, safe_truth
+from engine.routing.tokens import PromptTokens
 
 MAX_TREE_NODES = 50_000
 """Beyond this many nodes the builder stops splitting and leaves the tests at the leaves,
@@ -113,13 +114,18 @@ class CompiledPolicy:
     """Some quota says `on_exceed: downgrade` (explain then shows what a downgrade would pick)."""
     dynamic_groups: bool = False
     """Some group orders by live state (`least_busy`): the runtime must report requests in flight."""
+    tokenized: bool = False
+    """Some model has a tokenizer: requests carry a `PromptTokens` for exact counts on demand."""
 
     def features(self, request: Request) -> Features:
         """Compute prompt tokens, signals and query type for `request`."""
         text = request.last_user_text
         pt = request.prompt_tokens
+        tokens = None
         if pt is None:
             pt = max(count_prompt_tokens(request.messages, request.options), request.prompt_tokens_at_least)
+            if self.tokenized:
+                tokens = PromptTokens(pt, request.messages, request.options, request.prompt_tokens_at_least)
         base: dict[str, Any] = {
             "prompt_tokens": pt, "max_tokens": request.max_tokens,
             "temperature": request.temperature, "stream": request.stream, "has_tools": request.has_tools,
@@ -149,6 +155,7 @@ class CompiledPolicy:
             stream=request.stream, has_tools=request.has_tools, has_images=request.has_images,
             has_system=base["has_system"], query_type=query_type, signals=signals, meta=request.meta,
             needs=request.needs, request_id=request.request_id,
+            prompt_tokens_stated=request.prompt_tokens is not None, tokens=tokens,
         )
 
     def match(self, env: Mapping[str, Any]) -> CompiledRoute | None:
@@ -250,6 +257,7 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         group_of={m: g for g in policy.groups.values() for m in g.models},
         downgrades=any(q.on_exceed == "downgrade" for q in policy.quotas),
         dynamic_groups=any(g.strategy == "least_busy" for g in policy.groups.values()),
+        tokenized=any(m.tokenizer is not None for m in models),
     )
 
 
