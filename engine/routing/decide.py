@@ -20,7 +20,7 @@ from engine.policy.compile import CompiledPolicy, CompiledRoute
 from engine.policy.model import Group, Model
 from engine.routing.features import Features, Request
 from engine.routing.state import EMPTY_STATE, RuntimeState
-from engine.routing.tokens import unavailable_reason
+from engine.routing.tokens import PromptTokens, unavailable_reason
 
 Op = Literal["enter", "match", "skip", "fail", "note", "fallback", "select"]
 _Row = tuple[Model, int, float, "str | None", str]
@@ -233,13 +233,7 @@ def _plan(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: Runti
     quota_blocked: list[tuple[str, bool]] = []
     ceiling = route.max_cost_usd
     max_p95 = route.require.max_p95_ms
-    tokens = f.tokens
-    if tokens is not None:  # count exactly now if the estimate may decide a window or the ceiling wrongly
-        tokens.settle(itertools.chain(cr.pool, cr.fallback, cr.downgrade), mt, ceiling)
-        if on:
-            for enc, n in tokens.counted.items():
-                t("note", "$.models", f"prompt counted with {enc}: {n} tokens (estimate {pt})" if n is not None
-                  else f"{enc} cannot count the prompt ({unavailable_reason(enc)}): the estimate stands")
+    tokens = _count_exactly(cr, f, ceiling, t)
     for m, score, static_miss in cr.static_for(f.query_type):
         price = m.price
         mpt = pt if tokens is None or m.tokenizer is None else tokens.used(m.tokenizer)
@@ -293,6 +287,20 @@ def _plan(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: Runti
     return Decision(route=route.name, query_type=f.query_type, plan=tuple(plan), rows=tuple(rows), features=f,
                     trace=tuple(t.events), refusal=refusal, quota_refused=quota_refused, downgraded=downgraded,
                     policy_digest=compiled.policy.digest, downgrade_reach=reach, would_downgrade_to=would)
+
+
+def _count_exactly(cr: CompiledRoute, f: Features, ceiling: float | None, t: _Tracer) -> PromptTokens | None:
+    """Count the prompt exactly for the route's encodings whose window or cost ceiling the
+    estimate may decide wrongly (`PromptTokens.settle`), and say so in the trace; `f.tokens`."""
+    tokens = f.tokens
+    if tokens is None:
+        return None
+    tokens.settle(itertools.chain(cr.pool, cr.fallback, cr.downgrade), f.max_tokens, ceiling)
+    if t.on:
+        for enc, n in tokens.counted.items():
+            t("note", "$.models", f"prompt counted with {enc}: {n} tokens (estimate {f.prompt_tokens})"
+              if n is not None else f"{enc} cannot count the prompt ({unavailable_reason(enc)}): the estimate stands")
+    return tokens
 
 
 def _demote(plan: list[str], state: RuntimeState, t: _Tracer) -> list[str]:
