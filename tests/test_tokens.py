@@ -264,3 +264,25 @@ def test_the_encoding_loads_with_no_network(tmp_path: Path) -> None:
     # cl100k_base from the wheel; o200k_base has no offline copy and no download is attempted
     # (tiktoken imports `requests` only to download)
     assert json.loads(out.stdout) == {"cl100k": 2, "o200k": False, "requests_imported": False}
+
+
+@settings(max_examples=300, deadline=None)
+@given(est=st.integers(0, 5000), max_tokens=st.integers(1, 4000),
+       models=st.lists(st.tuples(st.sampled_from(["cl100k_base", "o200k_base"]), st.integers(1, 40_000),
+                                 st.floats(0, 100), st.floats(0, 100)), min_size=1, max_size=5),
+       ceiling=st.one_of(st.none(), st.floats(0, 1)))
+def test_the_routes_fast_path_counts_what_the_plain_rule_counts(
+        est: int, max_tokens: int, models: list[tuple[str, int, float, float]], ceiling: float | None) -> None:
+    """`settle_route` (compile-time arrangement, the hot path) asks for exactly the counts `settle` would."""
+    from engine.policy.model import Model, Price
+    from engine.routing.tokens import TokenizedModels
+
+    ms = [Model(name=f"m{i}", provider="p", id="x", price=Price(input=pi, output=po), context_window=w, tokenizer=enc)
+          for i, (enc, w, pi, po) in enumerate(models)]
+    msgs = (Message("user", "hi"),)
+    plain, fast = PromptTokens(est, msgs, Request.of("x").options), PromptTokens(est, msgs, Request.of("x").options)
+    plain.settle(ms, max_tokens, ceiling)
+    arranged = TokenizedModels.of(ms)
+    assert arranged is not None
+    fast.settle_route(arranged, max_tokens, ceiling)
+    assert fast.counted.keys() == plain.counted.keys()

@@ -19,7 +19,7 @@ from engine.policy.expr import Expr, Scope, conjuncts, discrete_test, make_env, 
 from engine.policy.model import Group, Model, Policy, Route, downgrade_reach, expand
 from engine.policy.predicate import compile_predicate
 from engine.routing.features import Features, Request, SignalMatcher, count_prompt_tokens, safe_truth
-from engine.routing.tokens import PromptTokens
+from engine.routing.tokens import PromptTokens, TokenizedModels
 
 MAX_TREE_NODES = 50_000
 """Beyond this many nodes the builder stops splitting and leaves the tests at the leaves,
@@ -54,6 +54,8 @@ class CompiledRoute:
     fallback: tuple[Model, ...]
     downgrade: tuple[Model, ...] = ()
     """Models a `downgrade` quota may switch to (its `downgrade_to`, else pool and fallbacks)."""
+    tokenized: TokenizedModels | None = None
+    """Its models (pool, fallbacks, downgrades) that have a tokenizer; None: no exact counts."""
     static: dict[str, tuple[tuple[Model, int, str | None], ...]] = field(default_factory=dict)
     """query type -> (model, score, why the route's `require` excludes it or None) for the pool.
     Request-independent, so it is computed at compile time (or once, for an undeclared type)."""
@@ -238,10 +240,11 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         tests, residual = _split(when)
         pool = tuple(policy.models[m] for m in expand(policy, r.candidates)) if r.candidates else tuple(models)
         static = {q.type: _static_rows(r, pool, q.type) for q in policy.query_types}
+        fallback = tuple(policy.models[m] for m in expand(policy, r.fallback))
+        downgrade = tuple(policy.models[m] for m in downgrade_reach(policy, r))
         routes.append(CompiledRoute(route=r, when=when, tests=tests, residual=residual, pool=pool,
-                                    fallback=tuple(policy.models[m] for m in expand(policy, r.fallback)),
-                                    downgrade=tuple(policy.models[m] for m in downgrade_reach(policy, r)),
-                                    static=static))
+                                    fallback=fallback, downgrade=downgrade,
+                                    tokenized=TokenizedModels.of(pool + fallback + downgrade), static=static))
     base_scope = Scope(signals=frozenset(), query_type=False)
     signals = tuple(
         SignalMatcher(s, parse_expr(s.when, base_scope) if s.when else None) for s in policy.signals.values())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -291,16 +290,17 @@ def _plan(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: Runti
 
 def _count_exactly(cr: CompiledRoute, f: Features, ceiling: float | None, t: _Tracer) -> PromptTokens | None:
     """Count the prompt exactly for the route's encodings whose window or cost ceiling the
-    estimate may decide wrongly (`PromptTokens.settle`), and say so in the trace; `f.tokens`."""
+    estimate may decide wrongly (`PromptTokens.settle`), and say so in the trace. Returns
+    `f.tokens` when some model now has an exact count, else None (every model uses the estimate)."""
     tokens = f.tokens
-    if tokens is None:
+    if tokens is None or cr.tokenized is None:
         return None
-    tokens.settle(itertools.chain(cr.pool, cr.fallback, cr.downgrade), f.max_tokens, ceiling)
+    tokens.settle_route(cr.tokenized, f.max_tokens, ceiling)
     if t.on:
         for enc, n in tokens.counted.items():
             t("note", "$.models", f"prompt counted with {enc}: {n} tokens (estimate {f.prompt_tokens})"
               if n is not None else f"{enc} cannot count the prompt ({unavailable_reason(enc)}): the estimate stands")
-    return tokens
+    return tokens if tokens.any_exact else None
 
 
 def _demote(plan: list[str], state: RuntimeState, t: _Tracer) -> list[str]:
@@ -314,11 +314,13 @@ def _demote(plan: list[str], state: RuntimeState, t: _Tracer) -> list[str]:
 def _fallbacks(cr: CompiledRoute, f: Features, state: RuntimeState, plan: list[str], rows: list[_Row],
                quota_blocked: list[tuple[str, bool]], t: _Tracer, node: str) -> None:
     """Append the route's fallbacks that still fit (window, circuit, limits, quota) to `plan`."""
-    mt = f.max_tokens
+    pt, mt = f.prompt_tokens, f.max_tokens
+    exact = f.tokens is not None and f.tokens.any_exact
     for m in cr.fallback:
         if m.name in plan:
             continue
-        pt = f.prompt_tokens_for(m)
+        if exact:
+            pt = f.prompt_tokens_for(m)
         cost = (pt * m.price.input + mt * m.price.output) / 1_000_000
         reason = _runtime_miss(m, pt + mt, cost, f, state, quota_blocked)
         rows.append((m, m.score(f.query_type), cost, reason, "fallback"))

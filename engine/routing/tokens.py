@@ -22,9 +22,11 @@ says so.
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from adapters.conversation import NO_OPTIONS, Message, Options
@@ -146,7 +148,7 @@ class PromptTokens:
     is the one every model of that encoding uses for the rest of the request.
     """
 
-    __slots__ = ("estimate", "_messages", "_options", "_floor", "_exact")
+    __slots__ = ("estimate", "_messages", "_options", "_floor", "_exact", "any_exact")
 
     def __init__(self, estimate: int, messages: Sequence[Message], options: Options, floor: int = 0) -> None:
         self.estimate = estimate
@@ -154,6 +156,8 @@ class PromptTokens:
         self._options = options
         self._floor = floor
         self._exact: dict[str, int | None] = {}
+        self.any_exact = False
+        """Whether some exact count was made (else every model uses the estimate)."""
 
     def exact(self, encoding: str) -> int | None:
         """The exact count under `encoding` (counted once, then cached), or None when it cannot be counted."""
@@ -162,6 +166,7 @@ class PromptTokens:
         enc = encoder(encoding)
         got = None if enc is None else max(count_exact(enc, self._messages, self._options), self._floor)
         self._exact[encoding] = got
+        self.any_exact = self.any_exact or got is not None
         return got
 
     @property
@@ -183,6 +188,25 @@ class PromptTokens:
             return f"{ESTIMATE}: {unavailable_reason(encoding)}"
         return f"{encoding} via tiktoken"
 
+    def settle_route(self, route: TokenizedModels, max_tokens: int, ceiling: float | None = None) -> None:
+        """`settle` for a route's models, arranged at compile time: a comparison or two, then one
+        bisection per encoding, instead of a pass over the models (left for a cost ceiling the
+        count might cross)."""
+        est = self.estimate
+        most = 4 * est + _PRIMER
+        if ceiling is not None and (most * route.max_input + max_tokens * route.max_output) / 1_000_000 > ceiling:
+            self.settle(route.models, max_tokens, ceiling)
+            return
+        hi = most + max_tokens
+        if hi <= route.smallest:  # the usual case: even the most the count can be fits every window
+            return
+        lo = est // 4 + max_tokens
+        for enc, windows in route.windows:
+            if enc not in self._exact:
+                i = bisect.bisect_left(windows, lo)
+                if i < len(windows) and windows[i] < hi:
+                    self.exact(enc)
+
     def settle(self, models: Iterable[Model], max_tokens: int, ceiling: float | None = None) -> None:
         """Count exactly each encoding of `models` whose answer the estimate may have wrong: a
         model's context window, or the cost ceiling, lies between what the exact count can be
@@ -201,3 +225,31 @@ class PromptTokens:
                 out = max_tokens * p.output
                 if (lo * p.input + out) / 1_000_000 <= ceiling < (hi * p.input + out) / 1_000_000:
                     self.exact(enc)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenizedModels:
+    """The models of one route that have a tokenizer, for `PromptTokens.settle_route`."""
+
+    models: tuple[Model, ...]
+    windows: tuple[tuple[str, tuple[int, ...]], ...]
+    """encoding -> the distinct context windows of its models, ascending."""
+    smallest: int
+    """The smallest of those windows."""
+    max_input: float
+    """The highest input price among the models (USD per million tokens)."""
+    max_output: float
+    """Likewise for output."""
+
+    @classmethod
+    def of(cls, models: Iterable[Model]) -> TokenizedModels | None:
+        """The arrangement for `models` (duplicates allowed); None when none has a tokenizer."""
+        picked = tuple({m.name: m for m in models if m.tokenizer is not None}.values())
+        if not picked:
+            return None
+        by_enc: dict[str, set[int]] = {}
+        for m in picked:
+            by_enc.setdefault(m.tokenizer or "", set()).add(m.context_window)
+        return cls(picked, tuple((enc, tuple(sorted(ws))) for enc, ws in by_enc.items()),
+                   min(m.context_window for m in picked), max(m.price.input for m in picked),
+                   max(m.price.output for m in picked))
