@@ -26,6 +26,7 @@ from engine.ops.tracing import Observers, TraceObserver, otlp_tracer_provider
 from engine.policy.api import load_policy_text
 from engine.policy.model import Policy
 from engine.runtime.clock import ManualClock
+from engine.runtime.result import StreamDone
 from engine.runtime.router import Router
 from engine.server.config import ServeConfig
 from tests.fakes import FakeVendorServer
@@ -101,6 +102,38 @@ async def test_a_fallback_is_a_request_span_with_one_span_per_attempt(
         assert request.start_time <= s.start_time <= s.end_time <= request.end_time + 1_000_000
 
 
+async def test_finish_reasons_and_usage_are_on_the_request_and_the_serving_attempt(
+        spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = spans
+    router, sims = _router(lambda policy: TraceObserver(policy=policy, tracer_provider=provider))
+    sims["mini"].script(ServerError)  # the first try fails, the retry answers
+    cut = await router.generate("Tell me a long story about tracing", max_tokens=2)
+    streamed = [e async for e in router.stream("Say hello", max_tokens=200)]
+    await router.aclose()
+    assert cut.finish_reason == "length"
+    done = streamed[-1]
+    assert isinstance(done, StreamDone) and done.result.finish_reason == "stop"
+    finished = exporter.get_finished_spans()
+    requests = sorted((s for s in finished if s.parent is None), key=lambda s: s.start_time or 0)
+    assert len(requests) == 2
+    for span, result in zip(requests, (cut, done.result), strict=True):
+        a = span.attributes or {}
+        # a list, as the conventions say (the SDK keeps sequences as tuples)
+        assert tuple(a["gen_ai.response.finish_reasons"]) == (result.finish_reason,)
+        assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (
+            result.input_tokens, result.output_tokens)
+    first = requests[0].context.span_id
+    failed, served = sorted((s for s in finished if s.parent is not None and s.parent.span_id == first),
+                            key=lambda s: s.start_time or 0)
+    assert "gen_ai.response.finish_reasons" not in (failed.attributes or {})  # it answered nothing
+    assert (failed.attributes or {})["gen_ai.usage.output_tokens"] == 0
+    sa = served.attributes or {}
+    assert tuple(sa["gen_ai.response.finish_reasons"]) == ("length",)
+    assert (sa["gen_ai.usage.input_tokens"], sa["gen_ai.usage.output_tokens"]) == (cut.input_tokens, cut.output_tokens)
+    [stream_attempt] = [s for s in finished if s.parent is not None and s.parent.span_id == requests[1].context.span_id]
+    assert tuple((stream_attempt.attributes or {})["gen_ai.response.finish_reasons"]) == ("stop",)
+
+
 async def test_a_failed_request_is_an_error_and_full_prompts_are_attached(
         spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
     provider, exporter = spans
@@ -126,7 +159,7 @@ async def test_a_failed_request_is_an_error_and_full_prompts_are_attached(
 class _Receiver(http.server.BaseHTTPRequestHandler):
     received: list[ExportTraceServiceRequest] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_POST(self) -> None:  # the stdlib's name
         body = self.rfile.read(int(self.headers["content-length"]))
         assert self.path == "/v1/traces" and self.headers["content-type"] == "application/x-protobuf"
         msg = ExportTraceServiceRequest()

@@ -184,7 +184,9 @@ def render_pretty(d: dict[str, Any]) -> str:
         lines.append(f"refusal     {d['refusal']}")
     f = d["features"]
     sig = ", ".join(k for k, v in f["signals"].items() if v) or "none"
-    lines.append(f"features    prompt_tokens={f['prompt_tokens']} max_tokens={f['max_tokens']} "
+    counts = _token_counts(d["candidates"])
+    by = f" ({next(iter(counts))[1]})" if len(counts) == 1 else ""
+    lines.append(f"features    prompt_tokens={f['prompt_tokens']}{by} max_tokens={f['max_tokens']} "
                  f"temperature={f['temperature']} stream={f['stream']} signals: {sig}")
     if f.get("needs"):
         lines.append(f"needs       {', '.join(f['needs'])}")
@@ -231,6 +233,11 @@ def render_pretty(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _token_counts(candidates: list[dict[str, Any]]) -> set[tuple[int, str]]:
+    """The distinct (prompt tokens, what counted them) the candidates were checked with."""
+    return {(c["prompt_tokens"], c["tokens_by"]) for c in candidates if "prompt_tokens" in c}
+
+
 def _routes_section(lines: list[str], skipped: list[dict[str, Any]]) -> None:
     if not skipped:
         return
@@ -247,12 +254,15 @@ def _candidates_section(lines: list[str], candidates: list[dict[str, Any]]) -> N
     lines.append("")
     lines.append("candidates")
     width = max(len(c["model"]) for c in candidates)
+    # one count for every model is said once, on the features line; else each row says its own
+    per_model = len(_token_counts(candidates)) > 1
     for c in candidates:
         mark = "+" if c["eligible"] else "-"
         role = " (fallback)" if c["role"] == "fallback" else ""
         tail = f"  {c['reason']}" if c.get("reason") else ""
         cost = f"est ${c['est_cost_usd']:.6f}"
-        lines.append(f"  {mark} {c['model']:<{width}}  score {c['score']}  {cost}{role}{tail}")
+        tokens = f"  tokens {c['prompt_tokens']:,} ({c['tokens_by']})" if per_model else ""
+        lines.append(f"  {mark} {c['model']:<{width}}  score {c['score']}  {cost}{role}{tokens}{tail}")
 
 
 def _quotas_section(lines: list[str], quotas: list[dict[str, Any]]) -> None:

@@ -15,8 +15,8 @@ included (skipped models are events on the request span).
 
 Attributes follow the OpenTelemetry GenAI semantic conventions (`gen_ai.operation.name`,
 `gen_ai.provider.name`, `gen_ai.request.model`, `gen_ai.response.model`,
-`gen_ai.usage.input_tokens` / `output_tokens`, `gen_ai.request.max_tokens`,
-`gen_ai.request.temperature`, `error.type`), plus the router's own under `llm_router.*`
+`gen_ai.usage.input_tokens` / `output_tokens`, `gen_ai.response.finish_reasons`,
+`gen_ai.request.max_tokens`, `gen_ai.request.temperature`, `error.type`), plus the router's own under `llm_router.*`
 (route, query type, plan, outcome, fallbacks, cache hit, cost, policy digest, request id,
 tenant). The prompt is attached (`gen_ai.input.messages`) only when the policy logs prompts in
 full (`log.prompts: full`); with `hash` only its hash is.
@@ -111,6 +111,8 @@ class TraceObserver:
             "llm_router.saved_cost_usd": record.saved_cost_usd or None, "error.type": record.error_class,
         }
         attrs.update({k: v for k, v in optional.items() if v is not None})
+        if record.finish_reason is not None:  # a list by the conventions: one entry per choice, and there is one
+            attrs["gen_ai.response.finish_reasons"] = [record.finish_reason]
         if record.prompt is not None:  # only with `log.prompts: full`
             attrs["gen_ai.input.messages"] = json.dumps([{"role": "user", "parts": [
                 {"type": "text", "content": record.prompt}]}])
@@ -119,15 +121,17 @@ class TraceObserver:
         if record.outcome in _FAILED or record.outcome.startswith("refused") or record.outcome == "bad_request":
             span.set_status(Status(StatusCode.ERROR, (record.error_message or record.outcome)[:200]))
         parent = self._trace.set_span_in_context(span)
+        # the answer, and so its finish reason, came from the last call that succeeded
+        served = next((a.n for a in reversed(attempts) if a.outcome == "ok"), None)
         for a in attempts:
             if a.outcome == "skipped":
                 span.add_event("model skipped", timestamp=_ns(a.ts), attributes={
                     "llm_router.model": a.model, "llm_router.reason": a.error_message or a.error_class or ""})
                 continue
-            self._attempt(a, parent, record)
+            self._attempt(a, parent, record, served=a.n == served)
         span.end(end_time=max(end, start))
 
-    def _attempt(self, a: AttemptRecord, parent: Any, record: RequestRecord) -> None:
+    def _attempt(self, a: AttemptRecord, parent: Any, record: RequestRecord, *, served: bool = False) -> None:
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
         start = _ns(a.ts)
@@ -143,6 +147,8 @@ class TraceObserver:
             attrs["gen_ai.provider.name"] = vendor
         if record.max_tokens is not None:
             attrs["gen_ai.request.max_tokens"] = record.max_tokens
+        if served and record.finish_reason is not None:
+            attrs["gen_ai.response.finish_reasons"] = [record.finish_reason]
         if a.error_class:
             attrs["error.type"] = a.error_class
         if a.retry_after is not None:

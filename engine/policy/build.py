@@ -64,6 +64,7 @@ def build_policy(data: dict[str, Any], *, source: str = "<policy>", digest: str 
             scores=tuple(m.get("scores", {}).items()),
             latency=LatencyPrior(p50_ms=float(lat["p50_ms"]), p95_ms=float(lat["p95_ms"])) if lat else None,
             limits=_limits(m.get("limits")), order=i,
+            tokenizer=_tokenizer(m, name, providers),
         )
     signals = {
         name: Signal(name=name, regex=tuple(s.get("regex", ())), keywords=tuple(s.get("keywords", ())),
@@ -166,6 +167,14 @@ def _quota_limit(d: dict[str, Any]) -> QuotaLimit:
         cost_usd=d.get("cost_usd"), tokens=d.get("tokens"), requests=d.get("requests"),
         by_provider=tuple((name, _quota_limit(sub)) for name, sub in (d.get("by_provider") or {}).items()),
         by_model=tuple((name, _quota_limit(sub)) for name, sub in (d.get("by_model") or {}).items()))
+
+
+def _tokenizer(m: dict[str, Any], name: str, providers: dict[str, Provider]) -> str | None:
+    """The encoding that counts the model's prompts exactly (engine/routing/tokens.py), or None."""
+    from engine.routing.tokens import tokenizer_of
+
+    p = providers.get(m["provider"])
+    return tokenizer_of(p.adapter if p is not None else "", m.get("id", name), m.get("tokenizer"))
 
 
 def _catalogued(m: dict[str, Any], name: str, providers: dict[str, Provider]) -> tuple[Price, int, str]:

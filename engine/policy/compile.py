@@ -19,6 +19,7 @@ from engine.policy.expr import Expr, Scope, conjuncts, discrete_test, make_env, 
 from engine.policy.model import Group, Model, Policy, Route, downgrade_reach, expand
 from engine.policy.predicate import compile_predicate
 from engine.routing.features import Features, Request, SignalMatcher, count_prompt_tokens, safe_truth
+from engine.routing.tokens import PromptTokens, TokenizedModels
 
 MAX_TREE_NODES = 50_000
 """Beyond this many nodes the builder stops splitting and leaves the tests at the leaves,
@@ -53,6 +54,8 @@ class CompiledRoute:
     fallback: tuple[Model, ...]
     downgrade: tuple[Model, ...] = ()
     """Models a `downgrade` quota may switch to (its `downgrade_to`, else pool and fallbacks)."""
+    tokenized: TokenizedModels | None = None
+    """Its models (pool, fallbacks, downgrades) that have a tokenizer; None: no exact counts."""
     static: dict[str, tuple[tuple[Model, int, str | None], ...]] = field(default_factory=dict)
     """query type -> (model, score, why the route's `require` excludes it or None) for the pool.
     Request-independent, so it is computed at compile time (or once, for an undeclared type)."""
@@ -113,13 +116,18 @@ class CompiledPolicy:
     """Some quota says `on_exceed: downgrade` (explain then shows what a downgrade would pick)."""
     dynamic_groups: bool = False
     """Some group orders by live state (`least_busy`): the runtime must report requests in flight."""
+    tokenized: bool = False
+    """Some model has a tokenizer: requests carry a `PromptTokens` for exact counts on demand."""
 
     def features(self, request: Request) -> Features:
         """Compute prompt tokens, signals and query type for `request`."""
         text = request.last_user_text
         pt = request.prompt_tokens
+        tokens = None
         if pt is None:
             pt = max(count_prompt_tokens(request.messages, request.options), request.prompt_tokens_at_least)
+            if self.tokenized:
+                tokens = PromptTokens(pt, request.messages, request.options, request.prompt_tokens_at_least)
         base: dict[str, Any] = {
             "prompt_tokens": pt, "max_tokens": request.max_tokens,
             "temperature": request.temperature, "stream": request.stream, "has_tools": request.has_tools,
@@ -149,6 +157,7 @@ class CompiledPolicy:
             stream=request.stream, has_tools=request.has_tools, has_images=request.has_images,
             has_system=base["has_system"], query_type=query_type, signals=signals, meta=request.meta,
             needs=request.needs, request_id=request.request_id,
+            prompt_tokens_stated=request.prompt_tokens is not None, tokens=tokens,
         )
 
     def match(self, env: Mapping[str, Any]) -> CompiledRoute | None:
@@ -231,10 +240,11 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         tests, residual = _split(when)
         pool = tuple(policy.models[m] for m in expand(policy, r.candidates)) if r.candidates else tuple(models)
         static = {q.type: _static_rows(r, pool, q.type) for q in policy.query_types}
+        fallback = tuple(policy.models[m] for m in expand(policy, r.fallback))
+        downgrade = tuple(policy.models[m] for m in downgrade_reach(policy, r))
         routes.append(CompiledRoute(route=r, when=when, tests=tests, residual=residual, pool=pool,
-                                    fallback=tuple(policy.models[m] for m in expand(policy, r.fallback)),
-                                    downgrade=tuple(policy.models[m] for m in downgrade_reach(policy, r)),
-                                    static=static))
+                                    fallback=fallback, downgrade=downgrade,
+                                    tokenized=TokenizedModels.of(pool + fallback + downgrade), static=static))
     base_scope = Scope(signals=frozenset(), query_type=False)
     signals = tuple(
         SignalMatcher(s, parse_expr(s.when, base_scope) if s.when else None) for s in policy.signals.values())
@@ -250,6 +260,7 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         group_of={m: g for g in policy.groups.values() for m in g.models},
         downgrades=any(q.on_exceed == "downgrade" for q in policy.quotas),
         dynamic_groups=any(g.strategy == "least_busy" for g in policy.groups.values()),
+        tokenized=any(m.tokenizer is not None for m in models),
     )
 
 

@@ -87,6 +87,8 @@ class Model:
     """Position in `models`; breaks ranking ties."""
     context_window_source: str = field(default="policy", compare=False)
     """Where `context_window` comes from: `policy`, the catalogue, or `unknown` (an error)."""
+    tokenizer: str | None = None
+    """The tiktoken encoding that counts its prompts exactly (`engine.routing.tokens`); None: the estimate."""
 
     def score(self, query_type: str) -> int:
         """The 1-5 capability score for `query_type`; 0 when the policy gives none."""

@@ -19,6 +19,7 @@ from engine.policy.compile import CompiledPolicy, CompiledRoute
 from engine.policy.model import Group, Model
 from engine.routing.features import Features, Request
 from engine.routing.state import EMPTY_STATE, RuntimeState
+from engine.routing.tokens import PromptTokens, unavailable_reason
 
 Op = Literal["enter", "match", "skip", "fail", "note", "fallback", "select"]
 _Row = tuple[Model, int, float, "str | None", str]
@@ -49,11 +50,16 @@ class Candidate:
     est_cost_usd: float
     reason: str | None = None
     role: Literal["candidate", "fallback"] = "candidate"
+    prompt_tokens: int = 0
+    """The prompt size this model was checked and priced with."""
+    tokens_by: str = "estimate"
+    """What counted it: `estimate`, `stated`, or an encoding (`cl100k_base via tiktoken`)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON view (explain --json)."""
         d: dict[str, Any] = {"model": self.model, "provider": self.provider, "eligible": self.eligible,
-                             "score": self.score, "est_cost_usd": round(self.est_cost_usd, 8), "role": self.role}
+                             "score": self.score, "est_cost_usd": round(self.est_cost_usd, 8), "role": self.role,
+                             "prompt_tokens": self.prompt_tokens, "tokens_by": self.tokens_by}
         if self.reason:
             d["reason"] = self.reason
         return d
@@ -98,8 +104,10 @@ class Decision:
     def candidates(self) -> tuple[Candidate, ...]:
         """Every model considered, with eligibility, score and estimated cost (built on demand:
         live traffic never pays for these objects)."""
+        f = self.features
         return tuple(Candidate(model=m.name, provider=m.provider, eligible=reason is None, score=score,
-                               est_cost_usd=cost, reason=reason, role=role)  # type: ignore[arg-type]
+                               est_cost_usd=cost, reason=reason, role=role,  # type: ignore[arg-type]
+                               prompt_tokens=f.prompt_tokens_for(m), tokens_by=f.tokens_source(m))
                      for m, score, cost, reason, role in self.rows)
 
     @property
@@ -187,12 +195,16 @@ def decide_group(compiled: CompiledPolicy, group: str, decision: Decision, state
         return None
     t = _Tracer(explain)
     f = decision.features
-    pt, mt = f.prompt_tokens, f.max_tokens
+    mt = f.max_tokens
     rows: list[_Row] = []
     fits: list[str] = []
     blocked: list[tuple[str, bool]] = []
-    for name in g.models:
-        m = compiled.policy.models[name]
+    members = [compiled.policy.models[name] for name in g.models]
+    if f.tokens is not None:
+        f.tokens.settle(members, mt)
+    for m in members:
+        name = m.name
+        pt = f.prompt_tokens_for(m)
         cost = m.est_cost(pt, mt)
         reason = _runtime_miss(m, pt + mt, cost, f, state, blocked)
         rows.append((m, m.score(f.query_type), cost, reason, "candidate"))
@@ -214,16 +226,18 @@ def _plan(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: Runti
           node: str) -> Decision:
     route = cr.route
     pt, mt = f.prompt_tokens, f.max_tokens
-    need = pt + mt
     on = t.on
     rows: list[_Row] = []
     eligible: list[tuple[Model, float, int]] = []
     quota_blocked: list[tuple[str, bool]] = []
     ceiling = route.max_cost_usd
     max_p95 = route.require.max_p95_ms
+    tokens = _count_exactly(cr, f, ceiling, t)
     for m, score, static_miss in cr.static_for(f.query_type):
         price = m.price
-        cost = (pt * price.input + mt * price.output) / 1_000_000
+        mpt = pt if tokens is None or m.tokenizer is None else tokens.used(m.tokenizer)
+        need = mpt + mt
+        cost = (mpt * price.input + mt * price.output) / 1_000_000
         reason = static_miss
         if reason is None and max_p95 is not None:
             p95 = _latency(m, state)[1]
@@ -250,7 +264,7 @@ def _plan(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: Runti
         plan = _demote(plan, state, t)
     downgraded = False
     if not plan and quota_blocked and any(down for _, down in quota_blocked):
-        pick = _downgrade(cr, f, state, need)
+        pick = _downgrade(cr, f, state)
         if pick is not None:
             plan, downgraded = [pick.name], True
             t("fallback", f"{node}.downgrade_to" if route.downgrade_to is not None else "$.quotas",
@@ -274,6 +288,21 @@ def _plan(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, state: Runti
                     policy_digest=compiled.policy.digest, downgrade_reach=reach, would_downgrade_to=would)
 
 
+def _count_exactly(cr: CompiledRoute, f: Features, ceiling: float | None, t: _Tracer) -> PromptTokens | None:
+    """Count the prompt exactly for the route's encodings whose window or cost ceiling the
+    estimate may decide wrongly (`PromptTokens.settle`), and say so in the trace. Returns
+    `f.tokens` when some model now has an exact count, else None (every model uses the estimate)."""
+    tokens = f.tokens
+    if tokens is None or cr.tokenized is None:
+        return None
+    tokens.settle_route(cr.tokenized, f.max_tokens, ceiling)
+    if t.on:
+        for enc, n in tokens.counted.items():
+            t("note", "$.models", f"prompt counted with {enc}: {n} tokens (estimate {f.prompt_tokens})"
+              if n is not None else f"{enc} cannot count the prompt ({unavailable_reason(enc)}): the estimate stands")
+    return tokens if tokens.any_exact else None
+
+
 def _demote(plan: list[str], state: RuntimeState, t: _Tracer) -> list[str]:
     kept = [p for p in plan if p not in state.demoted]
     demoted = [p for p in plan if p in state.demoted]
@@ -286,9 +315,12 @@ def _fallbacks(cr: CompiledRoute, f: Features, state: RuntimeState, plan: list[s
                quota_blocked: list[tuple[str, bool]], t: _Tracer, node: str) -> None:
     """Append the route's fallbacks that still fit (window, circuit, limits, quota) to `plan`."""
     pt, mt = f.prompt_tokens, f.max_tokens
+    exact = f.tokens is not None and f.tokens.any_exact
     for m in cr.fallback:
         if m.name in plan:
             continue
+        if exact:
+            pt = f.prompt_tokens_for(m)
         cost = (pt * m.price.input + mt * m.price.output) / 1_000_000
         reason = _runtime_miss(m, pt + mt, cost, f, state, quota_blocked)
         rows.append((m, m.score(f.query_type), cost, reason, "fallback"))
@@ -305,7 +337,7 @@ def _runtime_miss(m: Model, need: int, cost: float, f: Features, state: RuntimeS
     if f.needs and m.features_declared and not f.needs <= m.features:
         return f"lacks {', '.join(sorted(f.needs - m.features))}"
     if need > m.context_window:
-        return f"context window {m.context_window} < {need} tokens (prompt {f.prompt_tokens} + max_tokens)"
+        return f"context window {m.context_window} < {need} tokens (prompt {need - f.max_tokens} + max_tokens)"
     if m.max_output_tokens is not None and f.max_tokens > m.max_output_tokens:
         return f"max_tokens {f.max_tokens} > max_output_tokens {m.max_output_tokens}"
     if m.name in state.open_circuits:
@@ -360,16 +392,17 @@ def _downgrade_view(compiled: CompiledPolicy, cr: CompiledRoute, f: Features, st
     reach = tuple(m.name for m in cr.downgrade)
     if downgraded:
         return reach, downgraded[0]
-    pick = _downgrade(cr, f, state, f.prompt_tokens + f.max_tokens)
+    pick = _downgrade(cr, f, state)
     return reach, (pick.name if pick is not None else None)
 
 
-def _downgrade(cr: CompiledRoute, f: Features, state: RuntimeState, need: int) -> Model | None:
+def _downgrade(cr: CompiledRoute, f: Features, state: RuntimeState) -> Model | None:
     """The cheapest of the route's downgrade models (its `downgrade_to`, else its candidates and
     fallbacks) that passes the runtime checks: a downgrade never leaves the route."""
-    pt, mt = f.prompt_tokens, f.max_tokens
-    for m in sorted(cr.downgrade, key=lambda m: (m.est_cost(pt, mt), m.order)):
-        if _runtime_miss(m, need, m.est_cost(pt, mt), f, state, []) is None:
+    mt = f.max_tokens
+    for m in sorted(cr.downgrade, key=lambda m: (m.est_cost(f.prompt_tokens_for(m), mt), m.order)):
+        pt = f.prompt_tokens_for(m)
+        if _runtime_miss(m, pt + mt, m.est_cost(pt, mt), f, state, []) is None:
             return m
     return None
 

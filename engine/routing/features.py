@@ -12,13 +12,17 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.conversation import NO_OPTIONS, Message, Options, coerce_messages, needed_features, options_of
 from adapters.errors import InvalidInput
 from engine.errors import RequestError
 from engine.policy.expr import Expr, make_env
 from engine.policy.model import Signal
+
+if TYPE_CHECKING:
+    from engine.policy.model import Model
+    from engine.routing.tokens import PromptTokens
 
 ROLES = ("system", "user", "assistant", "tool")
 MAX_SCAN_CHARS = 200_000
@@ -188,6 +192,29 @@ class Features:
     """Model features the request needs (`tools`, `vision`, `json`, `json_schema`, `streaming`)."""
     request_id: str = ""
     """Seeds the order inside model groups (see `Request.request_id`)."""
+    prompt_tokens_stated: bool = False
+    """The request stated its size (`Request.prompt_tokens`): nothing is counted."""
+    tokens: PromptTokens | None = field(default=None, compare=False, repr=False)
+    """Exact counts for models with a tokenizer (`engine.routing.tokens`); None: every model uses
+    `prompt_tokens` (the policy has no such model, or the request stated its size)."""
+
+    def prompt_tokens_for(self, model: Model) -> int:
+        """The prompt size `model` is checked and priced with: the exact count of its encoding
+        when one was made for this request, else `prompt_tokens` (which expressions see)."""
+        enc = model.tokenizer
+        if enc is None or self.tokens is None:
+            return self.prompt_tokens
+        return self.tokens.used(enc)
+
+    def tokens_source(self, model: Model) -> str:
+        """What produced `prompt_tokens_for(model)`: `stated`, `cl100k_base via tiktoken`, or
+        `estimate` (saying why when an exact count was wanted and cannot be made)."""
+        if self.prompt_tokens_stated:
+            return "stated"
+        enc = model.tokenizer
+        if enc is None or self.tokens is None:
+            return "estimate"
+        return self.tokens.source(enc)
 
     def env(self) -> Mapping[str, Any]:
         """Flat names for expression evaluation (`meta.tier`, `signals.has_code`...)."""

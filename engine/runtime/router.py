@@ -387,7 +387,7 @@ class Router:
         loop_deadline = asyncio.get_running_loop().time() + self.policy.deadline_s
         skip = self.quotas.skipped(f.env()) if self.quotas is not None and self.quotas.conditional else frozenset()
         return Walk(request_id=rid, tenant=tenant, key=key, est_tokens=f.prompt_tokens + f.max_tokens,
-                    est_cost_of=lambda m: m.est_cost(f.prompt_tokens, f.max_tokens), deadline=loop_deadline,
+                    est_cost_of=lambda m: m.est_cost(f.prompt_tokens_for(m), f.max_tokens), deadline=loop_deadline,
                     quota_skip=skip)
 
     def _refusal(self, decision: Decision, walk: Walk) -> Exception:
