@@ -5,6 +5,7 @@ Each "replica" is a Router of its own on the same policy and one real redis-serv
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,14 @@ import redis
 import yaml
 
 from engine import Router
-from engine.policy.model import StateConfig
+from engine.policy.model import SemanticCacheConfig, StateConfig
 from engine.runtime.backends import redis_semantic
 from engine.runtime.backends.redis_conn import RedisConn
 from engine.runtime.backends.redis_semantic import RedisEntryStore
-from engine.runtime.clock import ManualClock
-from engine.semantic.store import StoreError, StoreReset
+from engine.runtime.clock import ManualClock, SystemClock
+from engine.semantic.cache import SemanticCache
+from engine.semantic.embedders import HashingEmbedder
+from engine.semantic.store import Entry, StoreError, StoreReset
 from tests.redis_fixture import RedisServer
 from tests.runtime.test_surface import WEATHER
 from tests.test_semantic_cache import DEFAULT, PARAPHRASE, Q, ask
@@ -27,12 +30,14 @@ from tests.test_semantic_cache import DEFAULT, PARAPHRASE, Q, ask
 OTHER = "Name three rivers that flow through Germany."
 
 
-def policy_file(tmp_path: Path, url: str, *, ttl_s: float = 3600, max_entries: int = 10_000) -> Path:
+def policy_file(tmp_path: Path, url: str, *, ttl_s: float = 3600, max_entries: int = 10_000,
+                quotas: str = "reject") -> Path:
     doc = yaml.safe_load(DEFAULT.read_text())
     doc["cache"].pop("when", None)
     doc["cache"].update(ttl_s=ttl_s, max_entries=max_entries,
                         semantic={"embedder": "hashing", "threshold": 0.5})
-    doc["state"] = {"backend": "redis", "url": url, "timeout_ms": 2000, "retry_s": 0.2}
+    doc["state"] = {"backend": "redis", "url": url, "timeout_ms": 2000, "retry_s": 0.2,
+                    "on_failure": {"quotas": quotas}}
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -105,8 +110,6 @@ async def test_an_expired_entry_is_refused_and_deleted_for_every_replica(tmp_pat
 
 
 async def test_entries_redis_expired_are_not_loaded(tmp_path: Path, redis_server: RedisServer) -> None:
-    import asyncio
-
     path = policy_file(tmp_path, redis_server.url, ttl_s=0.2)
     async with replica(path) as a:
         await ask(a, Q)
@@ -149,6 +152,17 @@ async def test_a_redis_that_lost_its_data_never_serves_a_reused_id(tmp_path: Pat
     assert fresh.cached and fresh.cache_kind == "semantic"
 
 
+async def test_a_dead_redis_costs_semantic_misses_not_requests(tmp_path: Path, redis_server: RedisServer) -> None:
+    path = policy_file(tmp_path, redis_server.url, quotas="local")
+    async with replica(path) as a:
+        assert a.semantic is not None
+        first = await ask(a, Q)
+        redis_server.stop()
+        down = await ask(a, PARAPHRASE)  # the index has the entry, Redis cannot give it: a miss
+    assert not first.cached and not down.cached and down.text
+    assert a.semantic.errors == 1 and a.semantic.hits == 0
+
+
 # -- the store on its own ------------------------------------------------------------------------------
 
 
@@ -156,6 +170,13 @@ def _store(url: str, **kw: Any) -> RedisEntryStore:
     conn = RedisConn(StateConfig(backend="redis", url=url, timeout_ms=2000, retry_s=0.2))
     return RedisEntryStore(conn, "test-8", ttl_s=kw.pop("ttl_s", 60), max_entries=kw.pop("max_entries", 1000),
                            owns_conn=True, **kw)
+
+
+async def _all_since(store: RedisEntryStore, last_id: int) -> list[Entry]:
+    out: list[Entry] = []
+    while batch := await store.since(out[-1].id if out else last_id):
+        out += batch
+    return out
 
 
 def _vec(i: int) -> np.ndarray:
@@ -170,7 +191,8 @@ async def test_since_walks_in_batches_in_id_order_and_deletes_are_seen(redis_ser
     writer, reader = _store(redis_server.url), _store(redis_server.url)
     ids = [await writer.add(f"s{i % 3}", _vec(i), "{}", f'{{"text":"a{i}"}}', 0.001 * i, 1e12) for i in range(20)]
     assert ids == list(range(1, 21))
-    got = await reader.since(0)
+    assert [e.id for e in await _store(redis_server.url).since(0)] == ids[:7]  # a batch at a time
+    got = await _all_since(reader, 0)
     assert [e.id for e in got] == ids
     e = got[4]
     assert (e.scope, e.value, e.cost_usd, e.facts) == ("s1", '{"text":"a4"}', pytest.approx(0.004), "{}")
@@ -179,7 +201,7 @@ async def test_since_walks_in_batches_in_id_order_and_deletes_are_seen(redis_ser
     await writer.delete([3, 21, 5])
     assert await reader.get(3) is None and (await reader.get(4)) is not None
     late = _store(redis_server.url)
-    assert [x.id for x in await late.since(0)] == [i for i in ids if i not in (3, 5)]
+    assert [x.id for x in await _all_since(late, 0)] == [i for i in ids if i not in (3, 5)]
     new = await writer.add("s0", _vec(0), "{}", "{}", 0.0, 1e12)
     assert [x.id for x in await reader.since(20)] == [new]
     for s in (writer, reader, late):
@@ -214,3 +236,47 @@ async def test_a_flush_is_a_reset_and_a_dead_redis_an_error(redis_server: RedisS
         await writer.add("s", _vec(0), "{}", "{}", 0.0, 1e12)
     for s in (writer, reader):
         await s.aclose()
+
+
+# -- a replica's first look at a big shared store ------------------------------------------------------
+
+
+class Gated:
+    """A store whose `since` waits for a gate: a replica's first look at a big shared store, made slow."""
+
+    def __init__(self, inner: RedisEntryStore) -> None:
+        self.inner = inner
+        self.gate = asyncio.Event()
+        self.poll_s, self.wait_s = inner.poll_s, 0.05
+
+    async def since(self, last_id: int) -> list[Entry]:
+        await self.gate.wait()
+        return await self.inner.since(last_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _semantic(store: Any) -> SemanticCache:
+    return SemanticCache(SemanticCacheConfig(embedder="hashing", threshold=0.5), HashingEmbedder(), store,
+                         clock=SystemClock(), ttl_s=60, max_entries=100)
+
+
+async def test_a_lookup_does_not_wait_for_a_slow_catch_up_and_batches_are_indexed_as_they_come(
+        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redis_semantic, "_BATCH", 2)
+    writer = _semantic(_store(redis_server.url))
+    emb = HashingEmbedder()
+    for i, prompt in enumerate([Q, OTHER, "Explain photosynthesis.", "What is TCP?", "Sort a list in Go."]):
+        await writer.store("scope", prompt, emb.embed([prompt])[0], {"text": f"answer {i}"}, 0.01)
+    gated = Gated(_store(redis_server.url))
+    reader = _semantic(gated)
+    slow = await asyncio.wait_for(reader.probe("scope", PARAPHRASE, "creative"), 10)  # hangs if it waited
+    assert slow.hit is None and len(reader) == 0
+    gated.gate.set()
+    await reader.drain()
+    assert len(reader) == 5  # three batches of at most two
+    hit = await reader.probe("scope", PARAPHRASE, "creative")
+    assert hit.hit is not None and hit.hit.value == {"text": "answer 0"}
+    for c in (writer, reader):
+        await c.aclose()

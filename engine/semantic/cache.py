@@ -26,7 +26,7 @@ from engine.semantic.embedders import Embedder
 from engine.semantic.guards import Facts, check, facts
 from engine.semantic.hit import SemanticHit
 from engine.semantic.index import ScopeIndex
-from engine.semantic.store import EntryStore, StoreError, StoreReset, dumps
+from engine.semantic.store import Entry, EntryStore, StoreError, StoreReset, dumps
 
 if TYPE_CHECKING:
     import numpy as np
@@ -92,18 +92,32 @@ class SemanticCache:
     # -- index upkeep -------------------------------------------------------------------------
 
     async def _sync(self) -> None:
-        """Pick up entries stored since the last look (other processes sharing the store included)."""
+        """Pick up entries stored since the last look (other processes sharing the store included),
+        batch by batch: what is read is searchable at once, and kept when a later batch fails."""
+        reset = False
         try:
-            try:
-                new = await self._store.since(self._last_id)
-            except StoreReset as exc:
-                _log.warning("semantic cache: %s; rebuilding the index from the store", exc)
-                self._forget()
-                new = await self._store.since(0)
-        except (sqlite3.Error, StoreError) as exc:
+            while True:
+                try:
+                    new = await self._store.since(self._last_id)
+                except StoreReset as exc:
+                    if reset:
+                        raise
+                    reset = True
+                    _log.warning("semantic cache: %s; rebuilding the index from the store", exc)
+                    self._forget()
+                    continue
+                if not new:
+                    break
+                self._take(new)
+        except sqlite3.Error as exc:
             _log.warning("semantic cache: could not read new entries: %s", exc)
             return
+        except StoreError as exc:  # a shared store's connection logs its outages itself
+            _log.debug("semantic cache: could not read new entries: %s", exc)
+            return
         self._loaded = True
+
+    def _take(self, new: list[Entry]) -> None:
         now = self._clock.time()
         expired: list[int] = []
         for e in new:
@@ -206,8 +220,9 @@ class SemanticCache:
         sync = self._catch_up()
         vector: npt.NDArray[np.float32] = (await self.embedder.embed_async([prompt]))[0]
         if sync is not None:
-            # shielded: a cancelled request must not cancel a catch-up other lookups share
-            await asyncio.shield(sync)
+            # bounded: a replica's first look at a big shared store goes on in the background while
+            # lookups search what is indexed so far; asyncio.wait never cancels the shared catch-up
+            await asyncio.wait((sync,), timeout=self._store.wait_s)
         return vector
 
     async def _search(self, scope: str, prompt: str, vector: npt.NDArray[np.float32], threshold: float) -> Probe:

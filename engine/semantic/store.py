@@ -68,6 +68,8 @@ class EntryStore(Protocol):
     poll_s: float | None
     """How often a lookup asks `since` for entries added elsewhere: 0 = every lookup, None = never
     (nobody else writes to this store)."""
+    wait_s: float | None
+    """How long a lookup waits for that catch-up before searching what is indexed (None: until done)."""
 
     async def add(self, scope: str, vector: npt.NDArray[np.float32], facts: str, value: str, cost_usd: float,
                   expires_at: float) -> int:
@@ -79,7 +81,8 @@ class EntryStore(Protocol):
         ...
 
     async def since(self, last_id: int) -> list[Entry]:
-        """Entries with an id above `last_id` (everything at start-up: `since(0)`), in id order.
+        """Entries with an id above `last_id` (everything at start-up: `since(0)`), in id order: all
+        of them or a first batch (the caller asks again from the last id it got); empty: none.
 
         Raises:
             StoreReset: entries the caller saw are gone (see `StoreReset`).
@@ -100,6 +103,7 @@ class MemoryEntryStore:
     """Entries in a dict: one process, gone at exit."""
 
     poll_s: float | None = None
+    wait_s: float | None = None
 
     def __init__(self) -> None:
         self._entries: dict[int, Entry] = {}
@@ -159,6 +163,7 @@ class SqliteEntryStore:
     """
 
     poll_s: float | None = 0.0  # a local query: other processes' rows are looked for on every lookup
+    wait_s: float | None = None
 
     def __init__(self, path: str | Path, model: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -100,6 +100,7 @@ class RedisEntryStore:
                  owns_conn: bool = False) -> None:
         self._conn = conn
         self.poll_s: float | None = poll_s
+        self.wait_s: float | None = conn.timeout_s  # one operation's budget, state.timeout_ms
         self._meta = conn.key("s", model, "meta")
         self._ids = conn.key("s", model, "ids")
         self._entry = conn.key("s", model, "e", "")
@@ -133,7 +134,8 @@ class RedisEntryStore:
         return None if fields[0] is None else _entry(ident, fields)
 
     async def since(self, last_id: int) -> list[Entry]:
-        """Entries above `last_id` in id order, read in batches; one round trip when there are none.
+        """The next entries above `last_id` in id order, up to a batch (ids whose entry expired are
+        walked past); one round trip when there are none.
 
         Raises:
             StoreReset: Redis lost the entries seen so far (another epoch, or the counter went back).
@@ -152,11 +154,9 @@ class RedisEntryStore:
             rest = reply[3:]
             for i in range(0, len(rest), 1 + len(_FIELDS)):
                 out.append(_entry(int(rest[i]), rest[i + 1:i + 1 + len(_FIELDS)]))
-            after = walked
-            if walked >= seq:
-                break
-        self._walked = after
-        return out
+            after = self._walked = walked
+            if out or walked >= seq:  # a batch at a time: the cache indexes it before asking for more
+                return out
 
     async def delete(self, idents: Iterable[int]) -> None:
         """Drop entries, for every replica (theirs find them gone on their next `get`)."""
