@@ -17,8 +17,8 @@ counter below what a replica saw) means Redis lost its data, and ids will be reu
 raises `StoreReset` and the replica rebuilds its index. Until its next poll a replica may still
 hold a reused id; the cache checks the entry it fetches (scope, vector) before serving it.
 
-Entry keys are built inside the scripts; on a Redis Cluster the prefix needs a hash tag
-(`prefix: "{engine}:"`) so that all of them live on one node.
+Entry keys are built inside the scripts, which a single Redis (the supported deployment, see
+docs/operations.md) allows.
 """
 
 from __future__ import annotations
