@@ -91,7 +91,8 @@ class Router:
         if self.cache is not None and policy.cache.semantic is not None:
             from engine.semantic.build import build_semantic_cache
 
-            self.semantic = build_semantic_cache(policy, clock=self.clock, path=policy.cache.path or shared)
+            self.semantic = build_semantic_cache(policy, clock=self.clock, path=policy.cache.path or shared,
+                                                 conn=self.backend.conn)
         self.adapters = AdapterPool(policy, overrides=adapters)
         self.dispatcher = Dispatcher(policy, health=self.health, limits=self.limits, quotas=self.quotas,
                                      clock=self.clock)

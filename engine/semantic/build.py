@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.semantic.embedders import Embedder, EmbedderError, HashingEmbedder
 
@@ -63,8 +63,16 @@ def _quiet(load: Callable[[], None]) -> Callable[[], None]:
 
 
 def build_semantic_cache(policy: Policy, *, clock: Clock, path: str | Path | None,
-                         embedder: Embedder | None = None) -> SemanticCache:
-    """The semantic layer of `policy`, persisted like its exact cache (`path` for SQLite)."""
+                         embedder: Embedder | None = None, conn: Any = None) -> SemanticCache:
+    """The semantic layer of `policy`, persisted like its exact cache.
+
+    Args:
+        policy: the policy (`cache.semantic` set).
+        clock: the router's clock.
+        path: the exact cache's SQLite file (`cache.backend: sqlite`).
+        embedder: overrides the one the policy names (tests).
+        conn: the router's `RedisConn` with `state.backend: redis`; without it the store opens its own.
+    """
     from engine.semantic.cache import SemanticCache
     from engine.semantic.store import EntryStore, MemoryEntryStore, SqliteEntryStore
 
@@ -78,7 +86,16 @@ def build_semantic_cache(policy: Policy, *, clock: Clock, path: str | Path | Non
 
         # check the model file and build the session while the app starts, not on the first miss
         threading.Thread(target=_quiet(load), name="semantic-embedder-load", daemon=True).start()
-    store: EntryStore = SqliteEntryStore(path, emb.name) if policy.cache.backend == "sqlite" and path else \
-        MemoryEntryStore()
+    store: EntryStore
+    if policy.state.backend == "redis":  # the exact cache is in Redis: so are the entries, for every replica
+        from engine.runtime.backends.redis_conn import RedisConn
+        from engine.runtime.backends.redis_semantic import RedisEntryStore
+
+        store = RedisEntryStore(conn or RedisConn(policy.state), emb.name, ttl_s=policy.cache.ttl_s,
+                                max_entries=policy.cache.max_entries, owns_conn=conn is None)
+    elif policy.cache.backend == "sqlite" and path:
+        store = SqliteEntryStore(path, emb.name)
+    else:
+        store = MemoryEntryStore()
     return SemanticCache(config, emb, store, clock=clock, ttl_s=policy.cache.ttl_s,
                          max_entries=policy.cache.max_entries)
