@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from engine.ops.demo import demo_policy
 from engine.policy.api import compile_policy, load_policy
 from engine.routing.decide import explain
 from engine.routing.features import Request
+from engine.runtime.router import Router
+from engine.semantic import similar
+from engine.semantic.embedders import HashingEmbedder
 from engine.semantic.onnx import bundled_available
 from engine.semantic.similar import SimilarTo
 
@@ -53,3 +61,46 @@ def test_a_signal_with_two_sources_is_refused(tmp_path: Path) -> None:
     path = _policy(tmp_path, {"similar_to": {"examples": ["refund"]}, "keywords": ["refund"]})
     with pytest.raises(PolicyError, match="exactly one of regex, keywords, when, classify, similar_to"):
         load_policy(path)
+
+
+class _ThreadRecordingEmbedder(HashingEmbedder):
+    """The hashing embedder, noting which thread each call ran on."""
+
+    def __init__(self) -> None:
+        super().__init__(64)
+        self.threads: list[int] = []
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        self.threads.append(threading.get_ident())
+        return super().embed(texts)
+
+
+@pytest.fixture
+def recording_embedder() -> Iterator[_ThreadRecordingEmbedder]:
+    emb = _ThreadRecordingEmbedder()
+    saved = list(similar._SHARED)
+    similar._SHARED[:] = [emb]  # the process-wide embedder `similar_to` signals use
+    try:
+        yield emb
+    finally:
+        similar._SHARED[:] = saved
+
+
+def test_the_router_embeds_the_prompt_off_the_event_loop(tmp_path: Path,
+                                                         recording_embedder: _ThreadRecordingEmbedder) -> None:
+    path = _policy(tmp_path, {"similar_to": {"examples": ["I want my money back", "refund please"],
+                                             "threshold": 0.5}})
+    router = Router(demo_policy(load_policy(path), 0.0))
+
+    async def main() -> tuple[int, str, int]:
+        loop_thread = threading.get_ident()
+        served = await router.generate("refund please, the parcel never came")
+        chunks = [d async for d in router.stream("I want my money back now")]
+        await router.aclose()
+        return loop_thread, served.query_type, len(chunks)
+
+    loop_thread, query_type, streamed = asyncio.run(main())
+    assert streamed > 0
+    assert query_type == "chat"  # the refund signal held: the inserted query type matched
+    assert recording_embedder.threads, "the signal never embedded anything"
+    assert loop_thread not in recording_embedder.threads  # every embedding ran in a worker thread

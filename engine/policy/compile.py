@@ -114,6 +114,8 @@ class CompiledPolicy:
     """member model -> its group, for keeping members together in a plan."""
     downgrades: bool = False
     """Some quota says `on_exceed: downgrade` (explain then shows what a downgrade would pick)."""
+    embedding_signals: tuple[SignalMatcher, ...] = ()
+    """The `similar_to` signals: the Router prepares them off the event loop before deciding."""
     dynamic_groups: bool = False
     """Some group orders by live state (`least_busy`): the runtime must report requests in flight."""
     tokenized: bool = False
@@ -259,6 +261,7 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         models_by_cost=tuple(sorted(models, key=lambda m: (m.price.input + m.price.output, m.order))),
         group_of={m: g for g in policy.groups.values() for m in g.models},
         downgrades=any(q.on_exceed == "downgrade" for q in policy.quotas),
+        embedding_signals=tuple(s for s in signals if s.embeds),
         dynamic_groups=any(g.strategy == "least_busy" for g in policy.groups.values()),
         tokenized=any(m.tokenizer is not None for m in models),
     )

@@ -263,6 +263,17 @@ class SignalMatcher:
         """Whether this signal asks the built-in classifier."""
         return self._label is not None
 
+    def prepare(self, text: str) -> None:
+        """Do this signal's slow part for `text` ahead of `decide` (a `similar_to` signal embeds it);
+        blocking, for a worker thread. Other signals have nothing to prepare."""
+        if self._similar is not None:
+            self._similar.prepare(text)
+
+    @property
+    def embeds(self) -> bool:
+        """Whether this signal embeds the prompt (a `similar_to` signal)."""
+        return self._similar is not None
+
     def __call__(self, text: str, env: Mapping[str, Any], label: str | None) -> bool:
         if self._regex is not None:
             return self._regex.search(text, 0, MAX_SCAN_CHARS) is not None

@@ -12,6 +12,7 @@ is logged too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -171,6 +172,8 @@ class Router:
         """
         rid, started, t0, request = self._request(
             prompt, messages, max_tokens, temperature, stop, meta, options, surface, stream=False)
+        if self.compiled.embedding_signals:
+            await self._prepare_signals(request)
         key, features, route, target = self._cache_probe(request, model)
         if key is None:
             decision, walk = self._plan(rid, started, t0, request, model, features)
@@ -222,6 +225,8 @@ class Router:
         """
         rid, started, t0, request = self._request(
             prompt, messages, max_tokens, temperature, stop, meta, options, surface, stream=True)
+        if self.compiled.embedding_signals:
+            await self._prepare_signals(request)
         decision, walk = self._plan(rid, started, t0, request, model)
         await self._admit(rid, started, t0, request, decision, walk)
         msgs = _messages(request)
@@ -304,6 +309,20 @@ class Router:
             self.recorder.bad_request(rid, started, meta, e)
             raise
         return rid, started, t0, request
+
+    async def _prepare_signals(self, request: Request) -> None:
+        """Embed the prompt for `similar_to` signals in a worker thread, so the event loop serves
+        other requests meanwhile; `decide` then finds the vector ready. A failure here is left for
+        `decide` to meet (and report) where it would have anyway."""
+        text = request.last_user_text
+        signals = self.compiled.embedding_signals
+
+        def prepare() -> None:
+            for s in signals:
+                s.prepare(text)
+
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(prepare)
 
     def _plan(self, rid: str, started: float, t0: float, request: Request, model: str | None,
               features: Features | None = None, *, refused_ok: bool = False) -> tuple[Decision, Walk]:

@@ -9,14 +9,16 @@
 The signal is true when the last user message's cosine similarity to its nearest example reaches
 `threshold`. Examples are embedded once, on first use, with the bundled embedder (shared by every
 signal of the process); each request then costs one embedding of its prompt, shared by all
-`similar_to` signals of that request (see benchmarks/RESULTS.md for the cost). It runs inside
-`decide`'s feature extraction, synchronously: keep `similar_to` for policies that accept a few
-milliseconds per request, or gate it behind cheaper signals.
+`similar_to` signals of that request (see benchmarks/RESULTS.md for the cost). The Router embeds
+the prompt in a worker thread before it decides (`prepare`), so the event loop keeps serving other
+requests meanwhile; `decide` then finds the vector ready. The decision still waits for it: keep
+`similar_to` for policies that accept a few milliseconds per request, or gate it behind cheaper signals.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +31,10 @@ __all__ = ["SimilarTo", "shared_embedder"]
 
 _LOCK = threading.Lock()
 _SHARED: list[Embedder] = []
-_LAST: dict[str, Any] = {}  # the last prompt embedded, so several signals of one request embed it once
+# prompts embedded lately, so several signals of one request, and `prepare` before `decide`, embed it
+# once; a few entries, as concurrent requests each prepare their own before deciding
+_RECENT: OrderedDict[tuple[str, str], Any] = OrderedDict()
+_RECENT_SIZE = 256
 
 
 def shared_embedder() -> Embedder:
@@ -43,13 +48,17 @@ def shared_embedder() -> Embedder:
 
 
 def _prompt_vector(emb: Embedder, text: str) -> Vectors:
+    key = (emb.name, text)
     with _LOCK:
-        if _LAST.get("text") == text and _LAST.get("name") == emb.name:
-            vec: Vectors = _LAST["vector"]
+        vec: Vectors | None = _RECENT.get(key)
+        if vec is not None:
+            _RECENT.move_to_end(key)
             return vec
     vec = emb.embed([text])[0]
     with _LOCK:
-        _LAST.update(text=text, name=emb.name, vector=vec)
+        _RECENT[key] = vec
+        while len(_RECENT) > _RECENT_SIZE:
+            _RECENT.popitem(last=False)
     return vec
 
 
@@ -83,3 +92,9 @@ class SimilarTo:
     def __call__(self, text: str) -> bool:
         """Whether `text` is similar enough to one of the examples."""
         return bool(text.strip()) and self.similarity(text[:4000]) >= self.threshold
+
+    def prepare(self, text: str) -> None:
+        """Embed the examples (first time) and `text`, so that a call with `text` costs no embedding.
+        Blocking: the Router runs it in a worker thread."""
+        if text.strip():
+            self.similarity(text[:4000])
