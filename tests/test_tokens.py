@@ -286,3 +286,14 @@ def test_the_routes_fast_path_counts_what_the_plain_rule_counts(
     assert arranged is not None
     fast.settle_route(arranged, max_tokens, ceiling)
     assert fast.counted.keys() == plain.counted.keys()
+
+
+def test_encoders_are_warmed_off_the_request_path() -> None:
+    pytest.importorskip("tiktoken")
+    from engine.routing import tokens
+
+    t = tokens.warm(["cl100k_base"])
+    if t is not None:  # None: an earlier test of this process loaded it already
+        t.join(timeout=60)
+    assert "cl100k_base" in tokens._ENCODERS
+    assert tokens.warm(["cl100k_base"]) is None  # nothing left to load: no thread

@@ -78,6 +78,10 @@ class Router:
                  metrics: Any = None) -> None:
         self.policy = policy
         self.compiled: CompiledPolicy = compile_policy(policy)
+        if encodings := {m.tokenizer for m in policy.models.values() if m.tokenizer}:
+            from engine.routing.tokens import warm
+
+            warm(encodings)  # exact token counts near a context window: the encoder is read off the loop
         self.clock = clock or SystemClock()
         log = policy.log.sqlite if isinstance(log_path, _FromPolicy) else log_path
         shared = str(log) if log and str(log) != ":memory:" else None
