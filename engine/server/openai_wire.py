@@ -126,6 +126,9 @@ _REFUSED = {
 }
 _KNOWN = frozenset(("model", "messages", "max_tokens", "max_completion_tokens", "temperature", "stop", "stream",
                     "stream_options", "user", "metadata", *_OPTION_FIELDS, *_DEFAULTS_ONLY, *_REFUSED))
+# Fields a plain request never sends: a body with none of them skips those checks altogether.
+_OPTION_SET = frozenset(_OPTION_FIELDS)
+_CHECKED_VALUES = frozenset((*_DEFAULTS_ONLY, *_REFUSED))
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 # `annotations` is output-only (URL citations of an earlier answer); clients that append the
 # SDK's answer object to their history send it back, so it is accepted and has no effect
@@ -223,7 +226,7 @@ def parse_chat_request(raw: bytes, *, default_max_tokens: int = 1000) -> ChatReq
 
 
 def _options(body: Mapping[str, Any]) -> Options:
-    if not any(body.get(k) is not None for k in _OPTION_FIELDS):
+    if _OPTION_SET.isdisjoint(body) or not any(body.get(k) is not None for k in _OPTION_FIELDS):
         return NO_OPTIONS  # the plain-text fast path: nothing to coerce
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
@@ -324,6 +327,8 @@ def _check_part(part: Any, at: str) -> None:
 
 
 def _refuse_unsupported(body: Mapping[str, Any]) -> None:
+    if _CHECKED_VALUES.isdisjoint(body):
+        return
     for name, what in _REFUSED.items():
         if body.get(name) is not None:
             raise _unsupported(name, what)
