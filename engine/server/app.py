@@ -426,10 +426,10 @@ class _ServiceApp(Starlette):
     What those layers do for these routes is done here: the x-request-id middleware as it is,
     and the server-error middleware's 500 for an exception before the response has started
     (then the exception goes on to uvicorn). The router, the route and the exception middleware
-    have nothing to do for them (their endpoints answer every error themselves). Measured with
-    a trivial endpoint: 15-18 -> 10 us a request. If the app is changed after it is built (another middleware, an
-    exception handler, debug, a body limit) or mounted under a root path, every request takes
-    the usual way.
+    have nothing to do for them (their endpoints answer every error themselves). Measured with a
+    trivial endpoint: 15-18 -> 10 us a request. If the app is changed after it is built (another
+    middleware, an exception handler, debug, a body limit) or mounted under a root path, every
+    request takes the usual way.
     """
 
     def __init__(self, *, direct: Mapping[str, Callable[[Request], Awaitable[Response]]], **kwargs: Any) -> None:
