@@ -191,7 +191,8 @@ def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: s
     if workers == 1:
         from engine.server.app import create_app
 
-        server = uvicorn.Server(uvicorn.Config(settle_after_startup(create_app(config)), **common))
+        _tune_gc()
+        server = uvicorn.Server(uvicorn.Config(create_app(config), **common))
         server.run(sockets=[sock])
         if not server.started:
             raise SystemExit(EXIT_INVALID)
@@ -203,38 +204,17 @@ def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: s
 
 # uvicorn's httptools protocol, writing a response's head together with its body (engine/server/framing.py)
 _HTTP_PROTOCOL = "engine.server.framing:HttpToolsProtocol"
-# Young objects collected at this many allocations instead of CPython's 700: a request allocates
-# a few hundred short-lived containers, most freed by reference counting, so the default threshold
-# ran a collection every few requests (measured: 5-8% of a worker's CPU under load).
+# Young objects are collected at this many net allocations instead of CPython's 700: a request
+# allocates a few hundred short-lived containers, most freed by reference counting, and at 700 a
+# collection (now and then a full one, over every object the imports made) ran every few
+# requests: 5-8% of a worker's CPU under load, and 50 ms pauses. At 10,000 hardly any run.
 _GC_YOUNG_THRESHOLD = 10_000
 
 
-def settle_after_startup(app: Any) -> Any:
-    """`app` (a Starlette app) whose lifespan, once started, tunes the garbage collector for serving.
-
-    What is alive after startup (the policy, the router, the imported SDKs: a few hundred thousand
-    objects) lives as long as the process; `gc.freeze()` moves it out of the collector's sight, so
-    the full collections that serving triggers scan only what serving made.
-    """
-    import contextlib
-
-    inner = app.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(a: Any) -> Any:
-        async with inner(a) as state:
-            _settle_gc()
-            yield state
-
-    app.router.lifespan_context = lifespan
-    return app
-
-
-def _settle_gc() -> None:
+def _tune_gc() -> None:
+    """Set the garbage collector for serving (see `_GC_YOUNG_THRESHOLD`); a higher setting is kept."""
     import gc
 
-    gc.collect()
-    gc.freeze()
     young, older, oldest = gc.get_threshold()
     gc.set_threshold(max(young, _GC_YOUNG_THRESHOLD), older, oldest)
 
@@ -243,7 +223,8 @@ def worker_app() -> Any:
     """The app of one worker of `engine serve --workers N` (uvicorn factory; config from `ENGINE_SERVE_*`)."""
     from engine.server.app import create_app
 
-    return settle_after_startup(create_app())
+    _tune_gc()
+    return create_app()
 
 
 def _supervisor_class() -> Any:
