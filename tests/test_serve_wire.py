@@ -208,8 +208,8 @@ def _whole_object(result: RoutedCompletion, created: int) -> bytes:
     message: dict[str, object] = {"role": "assistant", "content": result.text if result.text or not result.tool_calls
                                   else None, "refusal": None, "annotations": []}
     if result.tool_calls:
-        message["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                                 for c in result.tool_calls]
+        message["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.name, "arguments": c.arguments}} for c in result.tool_calls]
     usage = {"prompt_tokens": result.input_tokens, "completion_tokens": result.output_tokens,
              "total_tokens": result.input_tokens + result.output_tokens,
              "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
