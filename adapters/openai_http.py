@@ -81,6 +81,8 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
     """`{base_url}/chat/completions`, fixed with the session."""
     _proxy: str | None = None
     """The environment's proxy for `_url`, resolved with the session (aiohttp's `trust_env` would do it per call)."""
+    _timeout: aiohttp.ClientTimeout | None = None
+    """The last non-streaming call's timeout."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -135,13 +137,20 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
             body = {**body, **extra}  # as the SDK merges its extra_body
         return _ENCODER.encode(body).encode()
 
-    async def _complete(self, request: Request) -> Reply:
-        import aiohttp
+    def _total_timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        # a call's timeout is nearly always the provider's: the (immutable) object is made once
+        cached = self._timeout
+        if cached is None or cached.total != seconds:
+            import aiohttp
 
+            cached = self._timeout = aiohttp.ClientTimeout(total=seconds)
+        return cached
+
+    async def _complete(self, request: Request) -> Reply:
         session = self._get_http()
         async with session.post(
             self._url, data=self._wire(request, stream=False), proxy=self._proxy,
-            timeout=aiohttp.ClientTimeout(total=request.timeout_s),
+            timeout=self._total_timeout(request.timeout_s),
         ) as resp:
             raw = await resp.read()
             if not 200 <= resp.status < 300:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.policy.model import CircuitThresholds, DemoteThresholds, HealthConfig, Model, Price
 from engine.routing.state import RuntimeState
+from engine.runtime import health as _health  # the window's internals, for the storage tests at the end
 from engine.runtime.clock import ManualClock
 from engine.runtime.health import HealthEvent, HealthTracker
 
@@ -325,3 +328,103 @@ def test_unknown_model_is_a_key_error() -> None:
         r.h.record("x", ok=True, latency_ms=1)
     with pytest.raises(KeyError):
         r.h.allow("x")
+
+
+# -- the window's storage: compact arrays and a chunked sorted set, against plain lists --------
+
+class _SmallChunks(_health._SortedFloats):
+    _SPLIT = 8  # tiny chunks, so that a few dozen values split and merge them many times
+    _MERGE = 3
+
+
+_values = st.floats(min_value=0, max_value=100, allow_nan=False, width=32) | st.sampled_from([1.0, 2.0, 2.0, 50.0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), _values), max_size=300))
+def test_the_chunked_sorted_set_matches_a_sorted_list(ops: list[tuple[int, float]]) -> None:
+    got, want = _SmallChunks(), []
+    for op, x in ops:
+        if op > 2 - (len(want) > 40) or not want:  # mostly adds, more removals once it is large
+            got.add(x)
+            want.append(x)
+            want.sort()
+        else:
+            victim = want[int(x) % len(want)]  # remove a value that is there (duplicates included)
+            got.remove(victim)
+            want.remove(victim)
+        assert len(got) == len(want)
+        assert [got[i] for i in range(len(got))] == want
+    with pytest.raises(IndexError):
+        got[len(want)]
+
+
+def test_short_chunks_merge_at_either_end() -> None:
+    for order in (range(16, 8, -1), range(1, 9)):  # shrink the last chunk, then the first
+        s, want = _SmallChunks(), [float(i) for i in range(1, 17)]
+        for x in want:
+            s.add(x)
+        for i in order:
+            s.remove(float(i))
+            want.remove(float(i))
+            assert [s[k] for k in range(len(s))] == want
+
+
+class _ListWindow:
+    """The window as it was kept before (a deque of tuples and one sorted list): the reference."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, str | None, float | None]] = []
+        self.latencies: list[float] = []
+
+    def add(self, now: float, error_class: str | None, latency_ms: float | None) -> None:
+        self.samples.append((now, error_class, latency_ms))
+        if latency_ms is not None:
+            self.latencies.append(latency_ms)
+            self.latencies.sort()
+
+    def expire(self, cutoff: float) -> None:
+        while self.samples and self.samples[0][0] <= cutoff:
+            _, _, latency_ms = self.samples.pop(0)
+            if latency_ms is not None:
+                self.latencies.remove(latency_ms)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["ok", "ok", "fail", "other", "expire", "reset"]),
+                          st.floats(min_value=0, max_value=5, allow_nan=False), _values), max_size=400))
+def test_the_window_counts_as_a_list_of_samples_would(ops: list[tuple[str, float, float]]) -> None:
+    w, ref, now = _health._Window(), _ListWindow(), 0.0
+    for op, dt, latency in ops:
+        now += dt
+        if op == "ok":
+            w.add(now, None, latency)
+            ref.add(now, None, latency)
+        elif op in ("fail", "other"):
+            cls = "ServerError" if op == "fail" else "Timeout"
+            w.add(now, cls, None)
+            ref.add(now, cls, None)
+        elif op == "expire":
+            w.expire(now - 10 * latency / 100)
+            ref.expire(now - 10 * latency / 100)
+        else:
+            w.reset()
+            ref = _ListWindow()
+        failures = [c for _, c, _ in ref.samples if c is not None]
+        assert len(w) == len(ref.samples) and w.errors == len(failures)
+        assert w.failed_by_class == {c: failures.count(c) for c in set(failures)}
+        assert len(w.latencies) == len(ref.latencies)
+        if ref.latencies:
+            assert [w.percentile(p) for p in (1, 50, 95, 99, 100)] == [
+                ref.latencies[max((p * len(ref.latencies) + 99) // 100, 1) - 1] for p in (1, 50, 95, 99, 100)]
+
+
+def test_a_long_window_expires_in_order_and_compacts() -> None:
+    w = _health._Window()
+    for i in range(20_000):  # more than a chunk of the sorted set and than the compaction threshold
+        w.add(float(i), "ServerError" if i % 10 == 0 else None, float(i % 997))
+        w.expire(i - 5_000.0)
+    assert len(w) == 5_000 and w.errors == 500 and w.failed_by_class == {"ServerError": 500}
+    kept = sorted(float(i % 997) for i in range(15_000, 20_000) if i % 10)
+    assert len(w.latencies) == len(kept) and w.percentile(50) == kept[(50 * len(kept) + 99) // 100 - 1]
+    assert len(w._times) < 20_000  # the consumed front was dropped

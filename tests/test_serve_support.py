@@ -25,6 +25,9 @@ from engine.server.config import ServeConfig
 from tests.fakes.clients import TEST_KEYS
 from tests.fakes.server import FakeVendorServer
 
+# what `engine serve` runs uvicorn with (its framing: a response's head and body in one write)
+HTTP_PROTOCOL = "engine.server.framing:HttpToolsProtocol"
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -99,7 +102,7 @@ class ServerThread:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         sock.listen(512)
-        server = uvicorn.Server(uvicorn.Config(self.app, http="httptools", ws="none", lifespan="on",
+        server = uvicorn.Server(uvicorn.Config(self.app, http=HTTP_PROTOCOL, ws="none", lifespan="on",
                                                log_config=None, log_level="critical", access_log=False,
                                                timeout_graceful_shutdown=5))
         self._server = server

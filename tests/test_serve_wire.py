@@ -203,6 +203,38 @@ def test_a_tool_call_answer_is_openais_shape(snapshot: SnapshotAssertion) -> Non
     assert text["choices"][0]["message"]["content"] == "hi" and "tool_calls" not in text["choices"][0]["message"]
 
 
+def _whole_object(result: RoutedCompletion, created: int) -> bytes:
+    """The chat.completion object built as a dict and encoded at once: what completion_body must equal."""
+    message: dict[str, object] = {"role": "assistant", "content": result.text if result.text or not result.tool_calls
+                                  else None, "refusal": None, "annotations": []}
+    if result.tool_calls:
+        message["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.name, "arguments": c.arguments}} for c in result.tool_calls]
+    usage = {"prompt_tokens": result.input_tokens, "completion_tokens": result.output_tokens,
+             "total_tokens": result.input_tokens + result.output_tokens,
+             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0,
+                                           "rejected_prediction_tokens": 0}}
+    finish = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "content_filter": "content_filter"}
+    return json.dumps({"id": f"chatcmpl-{result.request_id}", "object": "chat.completion", "created": created,
+                       "model": result.model, "choices": [{"index": 0, "message": message, "logprobs": None,
+                                                           "finish_reason": finish.get(result.finish_reason, "stop")}],
+                       "usage": usage, "service_tier": "default", "system_fingerprint": None},
+                      ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize("kw", [
+    {}, {"text": "hi", "tool_calls": (), "finish_reason": "stop"},
+    {"text": 'quote " backslash \\ newline \n tab \t \u00e9\u4e2d\U0001f600 \u2028', "tool_calls": ()},
+    {"text": "", "tool_calls": (), "finish_reason": "length", "input_tokens": 0, "output_tokens": 0},
+    {"text": "some words", "finish_reason": "other", "model": "m\u00fcnchen \"x\"", "request_id": "r\u00e9"},
+    {"text": "both text and calls", "input_tokens": 10**12, "output_tokens": 1},
+])
+def test_the_completion_body_is_the_whole_object_encoded(kw: dict[str, object]) -> None:
+    result = _result(**kw)
+    assert completion_body(result, 1700000000) == _whole_object(result, 1700000000)
+
+
 def test_streamed_tool_calls_are_reassembled_by_the_sdk(snapshot: SnapshotAssertion) -> None:
     enc = StreamEncoder("chatcmpl-3", 1700000000, "gpt-mini", include_usage=True)
     raw = (enc.first("") + enc.tool_call(ToolCallDelta(0, "call_1", "weather")) +

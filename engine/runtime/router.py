@@ -102,6 +102,7 @@ class Router:
         self.dispatcher = Dispatcher(policy, health=self.health, limits=self.limits, quotas=self.quotas,
                                      clock=self.clock)
         self._route_names = frozenset(r.name for r in policy.routes)
+        self._providers = {n: m.provider for n, m in policy.models.items()}  # the quota probe's, per request
         self._closed = False
 
     @classmethod
@@ -371,7 +372,7 @@ class Router:
         probe = None
         if self.quotas is not None:
             quotas = self.quotas
-            providers = {n: m.provider for n, m in self.policy.models.items()}
+            providers = self._providers
             skip = quotas.skipped(features.env()) if quotas.conditional else frozenset()
 
             def probe(model: str, tokens: int, cost: float) -> tuple[str, bool] | None:

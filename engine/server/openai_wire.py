@@ -126,6 +126,9 @@ _REFUSED = {
 }
 _KNOWN = frozenset(("model", "messages", "max_tokens", "max_completion_tokens", "temperature", "stop", "stream",
                     "stream_options", "user", "metadata", *_OPTION_FIELDS, *_DEFAULTS_ONLY, *_REFUSED))
+# Fields a plain request never sends: a body with none of them skips those checks altogether.
+_OPTION_SET = frozenset(_OPTION_FIELDS)
+_CHECKED_VALUES = frozenset((*_DEFAULTS_ONLY, *_REFUSED))
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 # `annotations` is output-only (URL citations of an earlier answer); clients that append the
 # SDK's answer object to their history send it back, so it is accepted and has no effect
@@ -223,7 +226,7 @@ def parse_chat_request(raw: bytes, *, default_max_tokens: int = 1000) -> ChatReq
 
 
 def _options(body: Mapping[str, Any]) -> Options:
-    if not any(body.get(k) is not None for k in _OPTION_FIELDS):
+    if _OPTION_SET.isdisjoint(body) or not any(body.get(k) is not None for k in _OPTION_FIELDS):
         return NO_OPTIONS  # the plain-text fast path: nothing to coerce
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
@@ -324,6 +327,8 @@ def _check_part(part: Any, at: str) -> None:
 
 
 def _refuse_unsupported(body: Mapping[str, Any]) -> None:
+    if _CHECKED_VALUES.isdisjoint(body):
+        return
     for name, what in _REFUSED.items():
         if body.get(name) is not None:
             raise _unsupported(name, what)
@@ -431,26 +436,36 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
                                           "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
 
 
+def _int(n: int) -> str:
+    return str(n) if type(n) is int else _dumps(n)  # what the encoder writes for it, whatever it is
+
+
 def completion_body(result: RoutedCompletion, created: int) -> bytes:
     """A `chat.completion` object for a served request; `model` is the policy's model name.
 
     A turn that only calls tools has `content: null` and `message.tool_calls`, as OpenAI sends it.
+    The object's shape is fixed, so it is written as text around the encoded values: the same
+    bytes as encoding the whole object (`{"id": ..., "object": "chat.completion", ...}`,
+    compact, keys in this order), for a fraction of the cost.
     """
-    message: dict[str, Any] = {"role": "assistant",
-                               "content": result.text if result.text or not result.tool_calls else None,
-                               "refusal": None, "annotations": []}
-    if result.tool_calls:
-        message["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name,
-                                                                               "arguments": c.arguments}}
-                                 for c in result.tool_calls]
-    return _dumps({
-        "id": f"chatcmpl-{result.request_id}", "object": "chat.completion", "created": created,
-        "model": result.model,
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": finish_reason(result.finish_reason)}],
-        "usage": _usage(result.input_tokens, result.output_tokens),
-        "service_tier": "default", "system_fingerprint": None,
-    }).encode()
+    calls = result.tool_calls
+    content = _dumps(result.text) if result.text or not calls else "null"
+    if calls:
+        content += ',"refusal":null,"annotations":[],"tool_calls":' + _dumps(
+            [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+             for c in calls])
+    else:
+        content += ',"refusal":null,"annotations":[]'
+    prompt, completion = result.input_tokens, result.output_tokens
+    return ('{"id":' + _dumps(f"chatcmpl-{result.request_id}") + ',"object":"chat.completion","created":'
+            + _int(created) + ',"model":' + _dumps(result.model)
+            + ',"choices":[{"index":0,"message":{"role":"assistant","content":' + content
+            + '},"logprobs":null,"finish_reason":' + _dumps(finish_reason(result.finish_reason))
+            + '}],"usage":{"prompt_tokens":' + _int(prompt) + ',"completion_tokens":' + _int(completion)
+            + ',"total_tokens":' + _int(prompt + completion)
+            + ',"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":'
+            '{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,'
+            '"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":null}').encode()
 
 
 def _model(name: str, owner: str, created: int) -> dict[str, Any]:
