@@ -52,3 +52,19 @@ def test_facts_round_trip_through_json() -> None:
 def test_cjk_numerals_and_order_of_numbers() -> None:
     assert facts("写一首七言绝句").numbers != facts("写一首五言绝句").numbers
     assert verdict("箱に7個あります。2個取って、4個入れました。", "箱に7個あります。4個取って、2個入れました。") == "edit"
+
+
+PASSAGE = ("\n\nHi Marco, the bike shop called: your frame is cracked near the bottom bracket and can't be "
+           "welded safely. They can order a replacement frame for 240 euros. Let me know by Thursday. - Elena")
+
+
+@pytest.mark.parametrize(("a", "b", "guard"), [
+    # one shared passage dominates the cosine: a changed request around it is a different request
+    ("Summarize this email in Spanish:" + PASSAGE, "Translate this email into Spanish:" + PASSAGE, "edit"),
+    ("Summarize this email as a formal one-page memo:" + PASSAGE,
+     "Summarize this email as a single tweet:" + PASSAGE, "edit"),
+    # ... while a reworded request around it still passes
+    ("Summarize this email:" + PASSAGE, "Could you give me a short summary of this email, please?" + PASSAGE, None),
+])
+def test_requests_around_a_shared_passage(a: str, b: str, guard: str | None) -> None:
+    assert verdict(a, b) == guard

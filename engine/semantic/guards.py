@@ -21,7 +21,8 @@ two prompts to be answered the same way, and names itself when it refuses:
   with a swapped content word is a different request unless the swap is a known equivalence
   (abbreviation, number format, spelling slip); rewordings that share few words are left to the
   similarity threshold. Two content words trading places ("miles to km" / "km to miles") is an
-  edit too.
+  edit too. Around one shared passage the overlap needed is lower (the passage dominates the
+  cosine, so "summarize this email" / "translate this email" must be caught here).
 
 Guards are deliberately conservative: a refused paraphrase costs one upstream call, a wrong hit
 serves a wrong answer with full confidence.
@@ -52,6 +53,7 @@ _CAPITAL = re.compile(r"(?<![.!?:;]\s)(?<!^)(?<!\n)\b([A-Z][\w'’-]*(?:\s+[A-Z]
 _OPERATION = re.compile(r"(?<![\w-])([\w.^()]{1,6})\s*([-+*/=×÷])\s*([\w.^()]{1,6})(?![\w-])")
 _MATERIAL_CHARS = 160  # a paragraph this long (or multi-line) is material, not instruction
 _EDIT_SHARE = 0.5  # content overlap above which a difference is a small edit, not a rewording
+_EDIT_SHARE_WITH_MATERIAL = 0.3  # the same, for instructions around one shared passage
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +328,11 @@ def check(a: Facts, b: Facts) -> str | None:
         swapped = a.bound != b.bound or a.languages != b.languages or _swapped(a.content, b.content)
         return "edit" if swapped else None
     union = len(a.surface | b.surface)
-    if union and len(a.surface & b.surface) / union >= _EDIT_SHARE:
+    # the same passage on both sides dominates the cosine, which then says little about the request
+    # around it ("summarize" / "translate" it, "as a memo" / "as a tweet"): with shared material a
+    # smaller overlap of the instructions already makes a content word change an edit
+    share = _EDIT_SHARE_WITH_MATERIAL if a.material else _EDIT_SHARE
+    if union and len(a.surface & b.surface) / union >= share:
         return "edit"  # nearly the same wording with a content word changed, added or dropped
     return None
 
