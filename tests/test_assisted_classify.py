@@ -105,3 +105,15 @@ def test_held_out_the_blind_set_still_gains_over_the_cues() -> None:
 def test_model_file_is_data_not_code() -> None:
     head = MODEL_PATH.read_text(encoding="utf-8")[:200]
     assert head.startswith('{"labels":')
+
+
+def test_the_model_is_warmed_off_the_request_path(tmp_path: Path) -> None:
+    from engine.classify import ngram
+
+    path = tmp_path / "copy.json"
+    path.write_bytes(MODEL_PATH.read_bytes())
+    t = ngram.warm(path)
+    assert t is not None and t.name == "ngram-warm"
+    t.join(timeout=60)
+    assert path in ngram._LOADED
+    assert ngram.warm(path) is None  # loaded: nothing to do

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["HEAD", "MODEL_PATH", "NgramModel", "digest", "features", "load"]
+__all__ = ["HEAD", "MODEL_PATH", "NgramModel", "digest", "features", "load", "warm"]
 
 HEAD = 1500
 """Characters of the prompt the features read: enough to hold the request and a look at its material."""
@@ -108,6 +108,16 @@ def load(path: Path = MODEL_PATH, *, labels: Sequence[str] | None = None) -> Ngr
         raise ValueError(f"{path}: trained for labels {list(model.labels)}, not {list(labels)}; retrain it")
     return model
 
+
+
+def warm(path: Path = MODEL_PATH) -> threading.Thread | None:
+    """Read the model in a daemon thread (~0.1 s of JSON), so the first prompt the cues are unsure
+    of does not pay for it on the event loop; None when it is loaded already."""
+    if path in _LOADED:
+        return None
+    t = threading.Thread(target=load, args=(path,), name="ngram-warm", daemon=True)
+    t.start()
+    return t
 
 
 def digest(path: Path = MODEL_PATH) -> str:

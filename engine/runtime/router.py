@@ -82,6 +82,10 @@ class Router:
             from engine.routing.tokens import warm
 
             warm(encodings)  # exact token counts near a context window: the encoder is read off the loop
+        if self.compiled.needs_classifier:
+            from engine.classify.ngram import warm as warm_classifier
+
+            warm_classifier()  # the classifier's second opinion, read off the loop too
         self.clock = clock or SystemClock()
         log = policy.log.sqlite if isinstance(log_path, _FromPolicy) else log_path
         shared = str(log) if log and str(log) != ":memory:" else None
