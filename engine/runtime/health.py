@@ -102,11 +102,7 @@ class _SortedFloats:
             chunk = chunks[i]
             bisect.insort(chunk, x)
         if len(chunk) >= self._SPLIT:
-            half = chunk[len(chunk) // 2:]
-            del chunk[len(chunk) // 2:]
-            chunks.insert(i + 1, half)
-            maxes[i] = chunk[-1]
-            maxes.insert(i + 1, half[-1])
+            self._split(i)
 
     def remove(self, x: float) -> None:
         """Remove one copy of `x`, which must be present."""
@@ -126,13 +122,18 @@ class _SortedFloats:
             chunks[j].extend(chunks[j + 1])
             del chunks[j + 1]
             del maxes[j]
-            merged = chunks[j]
-            if len(merged) >= self._SPLIT:
-                half = merged[len(merged) // 2:]
-                del merged[len(merged) // 2:]
-                chunks.insert(j + 1, half)
-                maxes[j] = merged[-1]
-                maxes.insert(j + 1, half[-1])
+            if len(chunks[j]) >= self._SPLIT:
+                self._split(j)
+
+    def _split(self, i: int) -> None:
+        """Cut chunk `i` in two halves (it grew to `_SPLIT`)."""
+        chunks, maxes = self._chunks, self._maxes
+        chunk = chunks[i]
+        half = chunk[len(chunk) // 2:]
+        del chunk[len(chunk) // 2:]
+        chunks.insert(i + 1, half)
+        maxes[i] = chunk[-1]
+        maxes.insert(i + 1, half[-1])
 
     def __getitem__(self, k: int) -> float:
         """The k-th smallest value (0-based)."""
