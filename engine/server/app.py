@@ -36,7 +36,7 @@ from engine.runtime.router import Router
 from engine.server.admin import AdminAPI
 from engine.server.auth import Authenticator, KeyLimits, KeyQuotas, Principal
 from engine.server.config import ServeConfig
-from engine.server.doors import MessagesDoor, http_error, model_by_id
+from engine.server.doors import Door, Fail, MessagesDoor, http_error, model_by_id
 from engine.server.errormap import map_error
 from engine.server.keystore import KeyStore
 from engine.server.livestats import LiveStats
@@ -90,6 +90,11 @@ class Service:
 
     def __init__(self, config: ServeConfig, *, metrics: Any = None) -> None:
         self.config = config
+        self.openai_door = Door(
+            parse=lambda body: parse_chat_request(body, default_max_tokens=config.default_max_tokens),
+            fail=self._fail, body=lambda result: completion_body(result, int(time.time())),
+            encoder=lambda chat, served: StreamEncoder(f"chatcmpl-{served.completion_id}", int(time.time()),
+                                                       served.model or chat.model, include_usage=chat.include_usage))
         self.stats = LiveStats(metrics)
         store = KeyStore(config.keys_db) if config.keys_db else None
         self.auth = Authenticator(store, refresh_s=config.keys_refresh_s)
@@ -236,7 +241,7 @@ class Service:
         return _json_error(err)
 
     async def admit(self, request: Request, parse: Callable[[bytes], ChatRequest],
-                    fail: Callable[[WireError, Request, Principal | None, str | None], Response],
+                    fail: Fail,
                     ) -> Admitted | Response:
         """Either door's admission: the key, the body (`parse`, in the door's format), the key's model
         allow-list, its rpm/parallel limits and its quota. A refusal is answered with `fail` (the
@@ -267,7 +272,7 @@ class Service:
         return Admitted(who, chat, reservation, release)
 
     async def open_stream(self, request: Request, live: Live, a: Admitted,
-                          fail: Callable[[WireError, Request, Principal | None, str | None], Response],
+                          fail: Fail,
                           ) -> tuple[RouterStream, TextDelta | StreamDone, ServedModel] | Response:
         """Start the router's stream and wait for its first event: a failure until then is a real
         HTTP error (answered with `fail`, everything the request held given back)."""
@@ -288,48 +293,57 @@ class Service:
 
     async def chat_completions(self, request: Request) -> Response:
         """`POST /v1/chat/completions`."""
-        admitted = await self.admit(
-            request, lambda body: parse_chat_request(body, default_max_tokens=self.config.default_max_tokens),
-            self._fail)
+        return await self.serve_chat(request, self.openai_door)
+
+    async def serve_chat(self, request: Request, door: Door) -> Response:
+        """Either door's request: admitted (`admit`), then served as JSON or as a stream in the
+        door's format; the key's slot, the live policy and the quota reservation are given back
+        whatever happens."""
+        admitted = await self.admit(request, door.parse, door.fail)
         if isinstance(admitted, Response):
             return admitted
-        chat, who, reservation, release = admitted.chat, admitted.who, admitted.reservation, admitted.release
-        if chat.stream:  # the stream releases the key's slot when its body ends
-            return await self._stream(request, self.holder.acquire(), admitted)
+        if admitted.chat.stream:  # the stream releases the key's slot when its body ends
+            return await self._stream(request, self.holder.acquire(), admitted, door)
         try:
-            return await self._complete(request, chat, who, reservation)
+            return await self._complete(request, admitted, door)
         finally:
-            release()
+            admitted.release()
 
-    async def _complete(self, request: Request, chat: ChatRequest, who: Principal, reservation: Any) -> Response:
+    @staticmethod
+    def _headers(door: Door, live: Live, model: str, request_id: str) -> dict[str, str]:
+        out = dict.fromkeys(door.id_headers, request_id)
+        out["x-router-model"] = model
+        out["x-router-policy"] = live.version[:12]
+        return out
+
+    async def _complete(self, request: Request, a: Admitted, door: Door) -> Response:
+        chat, who = a.chat, a.who
         live = self.holder.acquire()
         tokens, cost = 0, 0.0
         try:
-            pinned = self._pin(chat, live)
             result = await live.router.generate(
                 messages=chat.messages, max_tokens=chat.max_tokens, temperature=chat.temperature,
-                stop=chat.stop or None, meta=self._meta(chat, who), model=pinned, options=chat.options)
+                stop=chat.stop or None, meta=self._meta(chat, who), model=self._pin(chat, live),
+                options=chat.options)
             tokens, cost = result.input_tokens + result.output_tokens, result.cost_usd
+            body = door.body(result)
         except Exception as e:
-            return self._fail(self._map(e, live), request, who, chat.model)
+            return door.fail(self._map(e, live), request, who, chat.model)
         finally:
             self.holder.release(live)
-            if reservation is not None:
-                await self._settle(who, reservation, tokens, cost)
-        headers = {"x-request-id": result.request_id, "x-router-model": result.model,
-                   "x-router-provider": result.provider, "x-router-route": result.route or "",
-                   "x-router-cached": "true" if result.cached else "false",
-                   "x-router-policy": live.version[:12]}
-        return Response(completion_body(result, int(time.time())), media_type=_JSON, headers=headers)
+            if a.reservation is not None:
+                await self._settle(who, a.reservation, tokens, cost)
+        headers = self._headers(door, live, result.model, result.request_id)
+        headers.update({"x-router-provider": result.provider, "x-router-route": result.route or "",
+                        "x-router-cached": "true" if result.cached else "false"})
+        return Response(body, media_type=_JSON, headers=headers)
 
-    async def _stream(self, request: Request, live: Live, a: Admitted) -> Response:
-        opened = await self.open_stream(request, live, a, self._fail)
+    async def _stream(self, request: Request, live: Live, a: Admitted, door: Door) -> Response:
+        opened = await self.open_stream(request, live, a, door.fail)
         if isinstance(opened, Response):
             return opened
         events, first, served = opened
         chat, who, reservation, release = a.chat, a.who, a.reservation, a.release
-        enc = StreamEncoder(f"chatcmpl-{served.completion_id}", int(time.time()), served.model or chat.model,
-                            include_usage=chat.include_usage)
 
         def mid_stream(e: Exception) -> WireError:
             err = self._map(e, live)
@@ -342,9 +356,8 @@ class Service:
             if reservation is not None:
                 await self._settle(who, reservation, tokens, cost)
 
-        headers = {"x-request-id": current_request_id(), "x-router-model": served.model or "",
-                   "x-router-policy": live.version[:12]}
-        return events.response(enc, first, mid_stream, done, headers)
+        headers = self._headers(door, live, served.model or "", current_request_id())
+        return events.response(door.encoder(chat, served), first, mid_stream, done, headers)
 
     async def models(self, request: Request) -> Response:
         """`GET /v1/models`: `auto`, the routes and the models of the live policy."""

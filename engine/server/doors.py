@@ -12,13 +12,16 @@ check (`x-api-key` or `Authorization: Bearer`), key quotas, policy, router, deci
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from adapters.base import estimate_request_tokens
+from engine.runtime.result import RoutedCompletion
 from engine.server.anthropic_wire import (
     MessageStreamEncoder,
     count_tokens_body,
@@ -30,14 +33,35 @@ from engine.server.anthropic_wire import (
 from engine.server.auth import Principal
 from engine.server.logs import current_request_id, log_failure
 from engine.server.openai_wire import ChatRequest, WireError, model_body
-from engine.server.reload import Live
+from engine.server.streaming import ServedModel, StreamWriter
 
 if TYPE_CHECKING:
-    from engine.server.app import Admitted, Service
+    from engine.server.app import Service
 
-__all__ = ["MessagesDoor", "http_error", "model_by_id"]
+__all__ = ["Door", "Fail", "MessagesDoor", "http_error", "model_by_id"]
 
 _JSON = "application/json"
+
+
+Fail = Callable[[WireError, Request, Principal | None, str | None], Response]
+
+
+@dataclass(frozen=True, slots=True)
+class Door:
+    """What one wire format (OpenAI chat completions, Anthropic Messages) brings to the request flow
+    both doors share (`Service.serve_chat`): everything else, from the key check to the settled
+    quota, is the same code."""
+
+    parse: Callable[[bytes], ChatRequest]
+    """The request body in the door's format."""
+    fail: Fail
+    """A failure as the door's error response (logged)."""
+    body: Callable[[RoutedCompletion], str | bytes]
+    """A served result as the door's JSON body."""
+    encoder: Callable[[ChatRequest, ServedModel], StreamWriter]
+    """The door's SSE framing for one stream."""
+    id_headers: tuple[str, ...] = ("x-request-id",)
+    """The headers that carry the request id (the anthropic SDK reads `request-id` too)."""
 
 
 def _anthropic_error(err: WireError) -> Response:
@@ -94,12 +118,12 @@ class MessagesDoor:
 
     def __init__(self, service: Service) -> None:
         self.service = service
-
-    def _headers(self, live: Live, model: str, request_id: str | None = None) -> dict[str, str]:
-        out = {"x-router-model": model, "x-router-policy": live.version[:12]}
-        if request_id is not None:
-            out["x-request-id"] = out["request-id"] = request_id  # the anthropic SDK reads `request-id`
-        return out
+        self.door = Door(
+            parse=parse_messages_request, fail=_fail, body=message_body,
+            encoder=lambda chat, served: MessageStreamEncoder(
+                f"msg_{served.completion_id}", served.model or chat.model,
+                input_tokens=estimate_request_tokens(chat.messages, chat.options)),
+            id_headers=("x-request-id", "request-id"))
 
     async def count_tokens(self, request: Request) -> Response:
         """`POST /v1/messages/count_tokens`: the router's estimate of the input tokens."""
@@ -112,62 +136,6 @@ class MessagesDoor:
         return Response(count_tokens_body(chat), media_type=_JSON)
 
     async def messages(self, request: Request) -> Response:
-        """`POST /v1/messages`: admitted as on the OpenAI door (key, model allow-list, key limits and
-        quotas; a malformed body of a known key still gets its decision-log row)."""
-        s = self.service
-        admitted = await s.admit(request, parse_messages_request, _fail)
-        if isinstance(admitted, Response):
-            return admitted
-        chat, who, reservation, release = admitted.chat, admitted.who, admitted.reservation, admitted.release
-        if chat.stream:  # the stream releases the key's slot when its body ends
-            return await self._stream(request, s.holder.acquire(), admitted)
-        try:
-            return await self._complete(request, chat, who, reservation)
-        finally:
-            release()
-
-    async def _complete(self, request: Request, chat: ChatRequest, who: Principal, reservation: Any) -> Response:
-        s = self.service
-        live = s.holder.acquire()
-        tokens, cost = 0, 0.0
-        try:
-            pinned = s._pin(chat, live)
-            result = await live.router.generate(
-                messages=chat.messages, max_tokens=chat.max_tokens, temperature=chat.temperature,
-                stop=chat.stop or None, meta=s._meta(chat, who), model=pinned, options=chat.options)
-            tokens, cost = result.input_tokens + result.output_tokens, result.cost_usd
-            body = message_body(result)
-        except Exception as e:
-            return _fail(s._map(e, live), request, who, chat.model)
-        finally:
-            s.holder.release(live)
-            if reservation is not None:
-                await s._settle(who, reservation, tokens, cost)
-        headers = self._headers(live, result.model, result.request_id)
-        headers.update({"x-router-provider": result.provider, "x-router-route": result.route or "",
-                        "x-router-cached": "true" if result.cached else "false"})
-        return Response(body, media_type=_JSON, headers=headers)
-
-    async def _stream(self, request: Request, live: Live, a: Admitted) -> Response:
-        s = self.service
-        opened = await s.open_stream(request, live, a, _fail)
-        if isinstance(opened, Response):
-            return opened
-        events, first, served = opened
-        chat, who, reservation, release = a.chat, a.who, a.reservation, a.release
-        enc = MessageStreamEncoder(f"msg_{served.completion_id}", served.model or chat.model,
-                                   input_tokens=estimate_request_tokens(chat.messages, chat.options))
-
-        def mid_stream(e: Exception) -> WireError:
-            err = s._map(e, live)
-            log_failure(err, request, who, chat.model, streaming=True)
-            return err
-
-        async def done(tokens: int, cost: float) -> None:
-            s.holder.release(live)
-            release()
-            if reservation is not None:
-                await s._settle(who, reservation, tokens, cost)
-
-        return events.response(enc, first, mid_stream, done, self._headers(live, served.model or "",
-                                                                           current_request_id()))
+        """`POST /v1/messages`: admitted and served as on the OpenAI door (key, model allow-list, key
+        limits and quotas; a malformed body of a known key still gets its decision-log row)."""
+        return await self.service.serve_chat(request, self.door)
