@@ -164,6 +164,11 @@ async def _tool_call_on_fake(router: Any, n: int) -> dict[str, float] | None:
     adapter = router.adapters.get(router.policy.models["m-main"])
     if "tools" not in adapter.supported_options:
         return None
+    return await _plain_vs_tool(router, n)
+
+
+async def _plain_vs_tool(router: Any, n: int) -> dict[str, float]:
+    """The same conversation through `router` without and with tools, paired."""
 
     async def plain() -> None:
         await router.generate(messages=TOOL_MESSAGES, max_tokens=50)
@@ -187,14 +192,7 @@ async def _tool_call_router_only(n: int, tmp: Path) -> dict[str, float]:
         log=tmp / "tools.db")
     policy = load_policy_text(text, "bench.yaml", env={})
     async with Router(policy, adapters=tool_sims(policy)) as router:
-        async def plain() -> None:
-            await router.generate(messages=TOOL_MESSAGES, max_tokens=50)
-
-        async def tool() -> None:
-            r = await router.generate(messages=TOOL_MESSAGES, max_tokens=50, tools=TOOLS)
-            assert r.tool_calls
-
-        return await _paired(plain, tool, n)
+        return await _plain_vs_tool(router, n)
 
 
 async def _paired(plain: Any, tool: Any, n: int) -> dict[str, float]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -14,6 +15,8 @@ from engine.policy.bundled import default_policy_path
 POLICY_HELP = "Policy file (default: $ENGINE_POLICY, else the bundled offline default)."
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+
+T = TypeVar("T")
 
 
 def policy_option(f: Any) -> Any:
@@ -54,3 +57,18 @@ def load_compiled_or_exit(path: Path) -> Any:
             click.echo(d.format(), err=True)
         raise SystemExit(EXIT_INVALID)
     return compile_policy(a.policy)
+
+
+def loaded_or_exit(path: str | Path, load: Callable[[Path], T]) -> T:
+    """`load(path)`, or exit 1 after printing the policy's diagnostics (file:line:col, JSON path)
+    or why the file cannot be read."""
+    from engine.errors import PolicyError
+
+    try:
+        return load(Path(path))
+    except PolicyError as e:
+        click.echo(e.report(), err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    except OSError as e:
+        click.echo(f"error: cannot read the policy {path}: {e}", err=True)
+        raise SystemExit(EXIT_INVALID) from None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from engine.cli.common import EXIT_INVALID, EXIT_OK, policy_option, resolve_policy
+from engine.cli.common import EXIT_INVALID, EXIT_OK, loaded_or_exit, policy_option, resolve_policy
 
 if TYPE_CHECKING:
     from engine.ops.doctor import Check
@@ -39,18 +39,10 @@ def render_checks(checks: Sequence[Check], *, title: str) -> None:
 
 def run_checks(policy_path: str, timeout_s: float) -> list[Check]:
     """Load the policy (exit 1 on errors) and probe it."""
-    from engine.errors import PolicyError
     from engine.ops.doctor import diagnose
     from engine.policy.api import load_policy
 
-    try:
-        policy = load_policy(policy_path)
-    except PolicyError as e:
-        click.echo(e.report(), err=True)
-        raise SystemExit(EXIT_INVALID) from None
-    except OSError as e:
-        click.echo(f"error: cannot read the policy {policy_path}: {e}", err=True)
-        raise SystemExit(EXIT_INVALID) from None
+    policy = loaded_or_exit(policy_path, load_policy)
     return asyncio.run(diagnose(policy, timeout_s=timeout_s))
 
 

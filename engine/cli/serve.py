@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from engine.cli.common import EXIT_INVALID, EXIT_USAGE, policy_option, resolve_policy
+from engine.cli.common import EXIT_INVALID, EXIT_USAGE, loaded_or_exit, policy_option, resolve_policy
 
 
 def _installed(module: str) -> bool:
@@ -118,16 +118,7 @@ def serve_cmd(policy: str | None, host: str, port: int, workers: int, keys_db: s
     from engine.server.reload import load_checked
 
     path = resolve_policy(policy)
-    from engine.errors import PolicyError
-
-    try:
-        loaded, _ = load_checked(path)
-    except PolicyError as e:
-        click.echo(e.report(), err=True)
-        raise SystemExit(EXIT_INVALID) from None
-    except OSError as e:
-        click.echo(f"error: cannot read the policy {path}: {e}", err=True)
-        raise SystemExit(EXIT_INVALID) from None
+    loaded, _ = loaded_or_exit(path, load_checked)
     from engine.server.config import default_log_path
 
     if otel and not _installed("opentelemetry.exporter.otlp.proto.http"):
