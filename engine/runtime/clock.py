@@ -3,8 +3,12 @@ without sleeping (tests move a fake clock by hand)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
+
+_T = TypeVar("_T")
 
 
 class Clock(Protocol):
@@ -50,3 +54,14 @@ class ManualClock:
         """Move both clocks forward."""
         self._wall += seconds
         self._mono += seconds
+
+
+async def bounded(aw: Awaitable[_T], seconds: float) -> _T:
+    """`await aw`, raising TimeoutError after `seconds`: a backstop over a client's own timeouts (a
+    vendor or a Redis server that accepts but never answers). asyncio.timeout (3.11+) costs a timer
+    handle; wait_for, the 3.10 fallback, a whole task per call."""
+    timeout_cm = getattr(asyncio, "timeout", None)
+    if timeout_cm is None:
+        return await asyncio.wait_for(aw, seconds)
+    async with timeout_cm(seconds):
+        return await aw

@@ -24,7 +24,7 @@ from adapters.errors import (
 from adapters.errors import Timeout as ProviderTimeout
 from engine.errors import AllModelsFailed, QuotaExceeded
 from engine.policy.model import Model, Policy
-from engine.runtime.clock import Clock
+from engine.runtime.clock import Clock, bounded
 from engine.runtime.health import HealthTracker
 from engine.runtime.limits import LimitWouldExceedDeadline, Permit, RateLimits
 from engine.runtime.quotas import QuotaContext, QuotaManager, Reservation
@@ -234,7 +234,7 @@ class Dispatcher:
                 # SDK that overruns it, so the request deadline always holds
                 self.in_flight[model.name] = self.in_flight.get(model.name, 0) + 1
                 try:
-                    value = await _bounded(call(model, timeout), timeout + 1.0)
+                    value = await bounded(call(model, timeout), timeout + 1.0)
                 finally:
                     self.in_flight[model.name] -= 1
             except (ProviderError, InvalidInput, asyncio.TimeoutError) as e:
@@ -273,15 +273,6 @@ class Dispatcher:
             # rate limits move on at once; only the last model left is worth waiting for
             return self.backoff_s(n, err.retry_after)
         return None
-
-
-async def _bounded(aw: Awaitable[T], seconds: float) -> T:
-    # asyncio.timeout (3.11+) costs a timer handle; wait_for costs a whole task per call
-    timeout_cm = getattr(asyncio, "timeout", None)
-    if timeout_cm is None:
-        return await asyncio.wait_for(aw, seconds)
-    async with timeout_cm(seconds):
-        return await aw
 
 
 class _Next(Exception):

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from engine.errors import EngineError
 from engine.policy.model import StateConfig
+from engine.runtime.clock import bounded
 
 __all__ = ["RedisConn", "StateDown", "redacted_url"]
 
@@ -128,7 +129,7 @@ class RedisConn:
                             f"{max(self._retry_at - time.monotonic(), 0):.1f}s")
         client = self._connect()
         try:
-            result = await _bounded(op(client), self.timeout_s)
+            result = await bounded(op(client), self.timeout_s)
         except self._reply_errors as e:
             # the server answered with an error: a bug or a misconfigured server, not an outage
             _log.error("state: Redis refused an operation: %s", e)
@@ -181,12 +182,3 @@ class RedisConn:
                 await client.aclose()
             except Exception as e:  # closing a pool of a dead server must not fail a shutdown
                 _log.debug("state: closing the Redis pool: %s", e)
-
-
-async def _bounded(aw: Awaitable[_T], seconds: float) -> _T:
-    # a backstop over the socket timeouts: a server that accepts but never answers a command
-    timeout_cm = getattr(asyncio, "timeout", None)
-    if timeout_cm is None:
-        return await asyncio.wait_for(aw, seconds)
-    async with timeout_cm(seconds):
-        return await aw
