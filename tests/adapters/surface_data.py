@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters import Message
+from adapters import Completion, LLMAdapter, Message, StreamEnd
 from adapters.conversation import ImagePart, TextPart, ToolCall
 
 WEATHER: dict[str, Any] = {"type": "function", "function": {
@@ -69,3 +69,11 @@ def parallel_round_trip() -> list[Message]:
         Message("tool", "sunny", tool_call_id="call_a"),
         Message("tool", '{"time": "12:00"}', tool_call_id="call_b"),
     ]
+
+
+async def collect_stream(a: LLMAdapter, *args: Any, **kw: Any) -> tuple[list[Any], Completion]:
+    """A stream's events before its end, and the completion the end carries."""
+    events = [e async for e in a.stream(*args, **kw)]
+    end = events[-1]
+    assert isinstance(end, StreamEnd)
+    return events[:-1], end.completion

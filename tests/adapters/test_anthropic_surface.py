@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from syrupy.assertion import SnapshotAssertion
 
-from adapters import AnthropicAdapter, BadRequest, Completion, InvalidInput, Message, StreamEnd, TextDelta
+from adapters import AnthropicAdapter, BadRequest, InvalidInput, Message, TextDelta
 from adapters.conversation import ToolCall, ToolCallAccumulator, ToolCallDelta
 from tests.adapters.surface_data import (
     IMAGE_URL,
@@ -24,6 +24,7 @@ from tests.adapters.surface_data import (
     TOOLS,
     WEATHER,
     WEATHER_ARGS,
+    collect_stream,
     image_message,
     inline_png,
     parallel_round_trip,
@@ -42,13 +43,6 @@ async def adapter(fake: FakeVendorServer) -> AsyncIterator[AnthropicAdapter]:
     await a.aclose()
 
 
-async def _stream(a: AnthropicAdapter, *args: Any, **kw: Any) -> tuple[list[Any], Completion]:
-    events = [e async for e in a.stream(*args, **kw)]
-    end = events[-1]
-    assert isinstance(end, StreamEnd)
-    return events[:-1], end.completion
-
-
 async def test_tool_call(adapter: AnthropicAdapter, fake: FakeVendorServer, snapshot: SnapshotAssertion) -> None:
     c = await adapter.generate("Weather in Paris?", 200, 0.5, tools=TOOLS)
     assert c.finish_reason == "tool_calls" and c.text == ""
@@ -61,7 +55,7 @@ async def test_tool_call(adapter: AnthropicAdapter, fake: FakeVendorServer, snap
 
 
 async def test_streamed_tool_call_reassembles(adapter: AnthropicAdapter, fake: FakeVendorServer) -> None:
-    deltas, c = await _stream(adapter, "Weather in Paris?", 200, 0.5, tools=TOOLS)
+    deltas, c = await collect_stream(adapter, "Weather in Paris?", 200, 0.5, tools=TOOLS)
     calls = [d for d in deltas if isinstance(d, ToolCallDelta)]
     assert len(calls) >= 3  # the start, then the input JSON in at least two fragments
     assert calls[0].index == 0 and calls[0].name == "get_weather" and calls[0].id
@@ -106,7 +100,7 @@ async def test_parallel_tool_calls(adapter: AnthropicAdapter) -> None:
     c = await adapter.generate("Weather and time, in parallel", 200, 0.5, tools=TOOLS)
     assert [(t.name, t.args()) for t in c.tool_calls] == [("get_weather", WEATHER_ARGS), ("get_time", TIME_ARGS)]
     assert len({t.id for t in c.tool_calls}) == 2
-    deltas, s = await _stream(adapter, "Weather and time, in parallel", 200, 0.5, tools=TOOLS)
+    deltas, s = await collect_stream(adapter, "Weather and time, in parallel", 200, 0.5, tools=TOOLS)
     assert [d.index for d in deltas if isinstance(d, ToolCallDelta) and d.name] == [0, 1]
     assert [(t.name, t.args()) for t in s.tool_calls] == [("get_weather", WEATHER_ARGS), ("get_time", TIME_ARGS)]
 
@@ -146,7 +140,7 @@ async def test_json_schema_by_structured_outputs(
     body = fake.last_body("anthropic")
     assert body == snapshot
     assert body["output_config"]["format"]["type"] == "json_schema"
-    _, s = await _stream(adapter, "Describe a person", 200, 0.5, response_format=JSON_SCHEMA_FORMAT)
+    _, s = await collect_stream(adapter, "Describe a person", 200, 0.5, response_format=JSON_SCHEMA_FORMAT)
     assert json.loads(s.text) == SCHEMA_VALUE
 
 
@@ -160,7 +154,7 @@ async def test_json_object_by_a_forced_tool(
     body = fake.last_body("anthropic")
     assert body == snapshot
     assert body["tool_choice"] == {"type": "tool", "name": "json_output"}
-    deltas, s = await _stream(adapter, "Reply in JSON", 200, 0.5, response_format=fmt)
+    deltas, s = await collect_stream(adapter, "Reply in JSON", 200, 0.5, response_format=fmt)
     assert all(isinstance(d, TextDelta) for d in deltas) and len(deltas) >= 2
     assert json.loads(s.text) == {"echo": "Reply in JSON"} and s.finish_reason == "stop" and s.tool_calls == ()
 

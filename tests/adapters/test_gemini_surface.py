@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from syrupy.assertion import SnapshotAssertion
 
-from adapters import BadRequest, Completion, GeminiAdapter, InvalidInput, Message, StreamEnd
+from adapters import BadRequest, GeminiAdapter, InvalidInput, Message
 from adapters.conversation import ToolCall, ToolCallAccumulator, ToolCallDelta
 from tests.adapters.surface_data import (
     IMAGE_URL,
@@ -25,6 +25,7 @@ from tests.adapters.surface_data import (
     TOOLS,
     WEATHER,
     WEATHER_ARGS,
+    collect_stream,
     image_message,
     inline_png,
     parallel_round_trip,
@@ -41,13 +42,6 @@ async def adapter(fake: FakeVendorServer) -> AsyncIterator[GeminiAdapter]:
     assert isinstance(a, GeminiAdapter)
     yield a
     await a.aclose()
-
-
-async def _stream(a: GeminiAdapter, *args: Any, **kw: Any) -> tuple[list[Any], Completion]:
-    events = [e async for e in a.stream(*args, **kw)]
-    end = events[-1]
-    assert isinstance(end, StreamEnd)
-    return events[:-1], end.completion
 
 
 def _decl(body: dict[str, Any], i: int = 0) -> dict[str, Any]:
@@ -74,7 +68,7 @@ async def test_calls_get_synthesized_ids(adapter: GeminiAdapter) -> None:
 
 
 async def test_streamed_tool_call_reassembles(adapter: GeminiAdapter, fake: FakeVendorServer) -> None:
-    deltas, c = await _stream(adapter, "Weather in Paris?", 200, 0.5, tools=TOOLS)
+    deltas, c = await collect_stream(adapter, "Weather in Paris?", 200, 0.5, tools=TOOLS)
     calls = [d for d in deltas if isinstance(d, ToolCallDelta)]
     assert [(d.index, d.name) for d in calls] == [(0, "get_weather")]  # Gemini sends a call whole
     acc = ToolCallAccumulator()
@@ -119,7 +113,7 @@ async def test_parallel_results_share_one_user_turn(
 async def test_parallel_tool_calls(adapter: GeminiAdapter) -> None:
     c = await adapter.generate("Weather and time, in parallel", 200, 0.5, tools=TOOLS)
     assert [(t.name, t.args()) for t in c.tool_calls] == [("get_weather", WEATHER_ARGS), ("get_time", TIME_ARGS)]
-    deltas, s = await _stream(adapter, "Weather and time, in parallel", 200, 0.5, tools=TOOLS)
+    deltas, s = await collect_stream(adapter, "Weather and time, in parallel", 200, 0.5, tools=TOOLS)
     assert [d.index for d in deltas if isinstance(d, ToolCallDelta)] == [0, 1]
     assert [(t.name, t.args()) for t in s.tool_calls] == [("get_weather", WEATHER_ARGS), ("get_time", TIME_ARGS)]
     assert len({t.id for t in s.tool_calls}) == 2
@@ -151,7 +145,7 @@ async def test_json_schema(adapter: GeminiAdapter, fake: FakeVendorServer, snaps
     body = fake.last_body("gemini")
     assert body == snapshot
     assert body["generationConfig"]["responseMimeType"] == "application/json"
-    _, s = await _stream(adapter, "Describe a person", 200, 0.5, response_format=JSON_SCHEMA_FORMAT)
+    _, s = await collect_stream(adapter, "Describe a person", 200, 0.5, response_format=JSON_SCHEMA_FORMAT)
     assert json.loads(s.text) == SCHEMA_VALUE
 
 
@@ -207,7 +201,7 @@ async def test_parallel_tool_calls_switch(adapter: GeminiAdapter, fake: FakeVend
     # Gemini has no switch: the turn keeps its first call, streamed or not
     c = await adapter.generate("Both, in parallel", 50, 0.5, tools=TOOLS, parallel_tool_calls=False)
     assert [t.name for t in c.tool_calls] == ["get_weather"] and c.finish_reason == "tool_calls"
-    deltas, s = await _stream(adapter, "Both, in parallel", 50, 0.5, tools=TOOLS, parallel_tool_calls=False)
+    deltas, s = await collect_stream(adapter, "Both, in parallel", 50, 0.5, tools=TOOLS, parallel_tool_calls=False)
     assert [d.index for d in deltas if isinstance(d, ToolCallDelta)] == [0]
     assert [t.name for t in s.tool_calls] == ["get_weather"]
 
@@ -267,7 +261,7 @@ async def test_thought_signatures_go_back_with_their_calls(
 ) -> None:
     prompt = "Weather and time, in parallel"
     if streamed:
-        _, first = await _stream(adapter, prompt, 200, 0.5, tools=TOOLS)
+        _, first = await collect_stream(adapter, prompt, 200, 0.5, tools=TOOLS)
     else:
         first = await adapter.generate(prompt, 200, 0.5, tools=TOOLS)
     a, b = first.tool_calls
