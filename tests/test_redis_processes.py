@@ -61,6 +61,16 @@ def log_rows(dbs: list[Path]) -> dict[str, int]:
     return out
 
 
+def served_cost(dbs: list[Path]) -> float:
+    """What the served requests cost, summed over the replicas' own decision logs."""
+    spent = 0.0
+    for db in dbs:
+        con = sqlite3.connect(db)
+        spent += con.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE outcome = 'ok'").fetchone()[0]
+        con.close()
+    return float(spent)
+
+
 def test_three_routers_fifty_concurrent_share_quota_and_rpm(redis_server: RedisServer, tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY.format(backend="redis", url=redis_server.url))
@@ -76,11 +86,7 @@ def test_three_routers_fifty_concurrent_share_quota_and_rpm(redis_server: RedisS
     rows = log_rows(dbs)
     assert rows.get("served", 0) == ok and rows.get("refused_quota", 0) == refused
     assert sum(rows.values()) == 150  # one row per request, in the replica's own log
-    spent = 0.0
-    for db in dbs:
-        con = sqlite3.connect(db)
-        spent += con.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE outcome = 'ok'").fetchone()[0]
-        con.close()
+    spent = served_cost(dbs)
     one_estimate = (20 * 2 + 100 * 4) / 1_000_000
     assert spent <= 0.05 + one_estimate
 
@@ -92,11 +98,7 @@ def test_spend_quota_binds_across_routers(redis_server: RedisServer, tmp_path: P
     results, dbs = run_workers(policy, tmp_path, 3, 50)
     ok, refused = total(results, "ok"), total(results, "quota_exceeded")
     assert ok + refused == 150 and refused > 0
-    spent = 0.0
-    for db in dbs:
-        con = sqlite3.connect(db)
-        spent += con.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE outcome = 'ok'").fetchone()[0]
-        con.close()
+    spent = served_cost(dbs)
     one_estimate = (20 * 2 + 100 * 4) / 1_000_000
     assert spent <= 0.004 + one_estimate
     assert ok < 100
