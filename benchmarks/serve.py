@@ -5,9 +5,9 @@
 These targets answer the same chat completion request:
 
 - the fake OpenAI upstream itself (`python -m tests.fakes`, latency 0): the floor;
-- `engine serve`, one worker, routing to that fake through the openai adapter (the service path
-  users run), with the decision log on;
-- the same over the adapter's lean transport (provider option `transport: http`, aiohttp);
+- `engine serve`, one worker, routing to that fake through the openai adapter on its SDK transport
+  (provider option `transport: sdk`), with the decision log on;
+- the same over the adapter's lean transport (`transport: http`, aiohttp: the default);
 - the SDK transport with N workers;
 - `engine serve` over a `simulated` provider with no latency: the service and router alone, no
   upstream HTTP at all.
@@ -182,9 +182,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp, spawn_fake(latency_ms=0) as fake:
         rows.append(("fake upstream, direct", measure(fake.url, "/v1/chat/completions", **kw)))
         for name, upstream, workers, transport in (
-            ("engine serve -> fake (openai adapter), 1 worker", fake.url, 1, "sdk"),
-            ("engine serve -> fake (openai adapter, transport http), 1 worker", fake.url, 1, "http"),
-            (f"engine serve -> fake (openai adapter), {args.workers} workers", fake.url, args.workers, "sdk"),
+            ("engine serve -> fake (openai adapter, transport sdk), 1 worker", fake.url, 1, "sdk"),
+            ("engine serve -> fake (openai adapter, transport http: the default), 1 worker", fake.url, 1, "http"),
+            (f"engine serve -> fake (openai adapter, transport sdk), {args.workers} workers", fake.url,
+             args.workers, "sdk"),
             ("engine serve -> simulated provider (no upstream), 1 worker", None, 1, "sdk"),
         ):
             policy = Path(tmp) / f"p{len(rows)}.yaml"
