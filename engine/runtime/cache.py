@@ -165,6 +165,17 @@ class ResponseCache:
         self.saved_cost_usd += cost
         return _load(raw)
 
+    def take(self, key: str) -> tuple[str, float] | None:
+        """The stored (JSON text, cost) for `key`, counted as a hit; None when absent (nothing is
+        counted: the caller goes on to `get_or_compute`, which counts the miss)."""
+        if not self._enabled:
+            return None
+        found = self._lookup(key)
+        if found is not None:
+            self.hits += 1
+            self.saved_cost_usd += found[1]
+        return found
+
     def put(self, key: str, value: dict[str, Any], cost_usd: float) -> None:
         """Store `value` (a JSON-serializable dict) and what producing it cost.
 

@@ -94,10 +94,22 @@ class Recorder:
     def cached(self, rid: str, started: float, request: Request, features: Features, route: str | None,
                result: RoutedCompletion, saved: float) -> None:
         """Log a request served from the cache before any decision: it has no plan and no attempts."""
+        self.cached_as(self.request_fields(request, features, route), rid, started, result, saved)
+
+    def request_fields(self, request: Request, features: Features, route: str | None) -> dict[str, Any]:
+        """The row fields of a cache hit that depend on the request alone (all but its id and time):
+        a repeat of the same request can reuse them (`cached_as`); they are only read."""
+        fields = self._base("", 0.0, request, features, route, (), False)
+        del fields["id"], fields["ts"]
+        return fields
+
+    def cached_as(self, fields: Mapping[str, Any], rid: str, started: float, result: RoutedCompletion,
+                  saved: float) -> None:
+        """`cached`, from the request's `request_fields`."""
         rec = RequestRecord(
-            **self._base(rid, started, request, features, route, (), False), model=result.model,
-            provider=result.provider, outcome="cached", latency_ms=result.latency_ms, cache_hit=True,
-            saved_cost_usd=saved, finish_reason=result.finish_reason, tool_calls=len(result.tool_calls))
+            **fields, id=rid, ts=started, model=result.model, provider=result.provider, outcome="cached",
+            latency_ms=result.latency_ms, cache_hit=True, saved_cost_usd=saved, finish_reason=result.finish_reason,
+            tool_calls=len(result.tool_calls))
         self._emit(rec, [])
 
     def failed(self, rid: str, started: float, t0: float, request: Request, decision: Decision, walk: Walk,

@@ -38,6 +38,7 @@ from engine.runtime.backends import build_state
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.dispatch import Dispatcher, Served, Walk, mark_stream_failure, record_attempt_cost
 from engine.runtime.health import HealthEvent
+from engine.runtime.hitmemo import HitMemo, Known, fingerprint
 from engine.runtime.recording import Recorder
 from engine.runtime.result import RoutedCompletion, RoutedDelta, StreamDone
 from engine.semantic.hit import SemanticHit
@@ -107,6 +108,8 @@ class Router:
                                      clock=self.clock)
         self._route_names = frozenset(r.name for r in policy.routes)
         self._providers = {n: m.provider for n, m in policy.models.items()}  # the quota probe's, per request
+        # repeats of a plain request go straight to their cache entry (engine.runtime.hitmemo)
+        self._memo = HitMemo() if self.cache is not None and policy.cache.enabled else None
         self._closed = False
 
     @classmethod
@@ -179,11 +182,21 @@ class Router:
             QuotaExceeded: a `reject` quota has no room.
             AllModelsFailed: every attempt failed.
         """
+        memo, fp = self._memo, None
+        if memo is not None and not surface and (options is None or options is NO_OPTIONS):
+            fp = fingerprint(prompt, messages, max_tokens, temperature, stop, meta, model)
+            if fp is not None and (known := memo.get(fp)) is not None:
+                repeat = self._memo_hit(memo, known)
+                if repeat is not None:
+                    return repeat
         rid, started, t0, request = self._request(
             prompt, messages, max_tokens, temperature, stop, meta, options, surface, stream=False)
         if self.compiled.embedding_signals:
             await self._prepare_signals(request)
         key, features, route, target = self._cache_probe(request, model)
+        if fp is not None and key is not None:
+            assert memo is not None and features is not None
+            memo.put(fp, Known(key, route, features.query_type, self.recorder.request_fields(request, features, route)))
         if key is None:
             decision, walk = self._plan(rid, started, t0, request, model, features)
             await self._admit(rid, started, t0, request, decision, walk)
@@ -555,6 +568,19 @@ class Router:
             attempts=sum(1 for a in walk.attempts if a.outcome != "skipped"), fallbacks=walk.fallbacks,
             cached=False, route=decision.route, query_type=decision.query_type, request_id=rid,
             downgraded=decision.downgraded, tool_calls=c.tool_calls)
+
+    def _memo_hit(self, memo: HitMemo, known: Known) -> RoutedCompletion | None:
+        """A repeat's exact hit, from what its first occurrence computed; None when its entry is
+        no longer stored (the full path then runs: the miss, single flight and all)."""
+        started, t0 = self.clock.time(), time.perf_counter()
+        assert self.cache is not None
+        found = self.cache.take(known.key)
+        if found is None:
+            return None
+        rid = _request_id()
+        result = self._from_cache(memo.value(known.key, found[0], json.loads), rid, known.route, known.query_type, t0)
+        self.recorder.cached_as(known.row, rid, started, result, found[1])
+        return result
 
     def _from_cache(self, value: Mapping[str, Any], rid: str, route: str | None, query_type: str,
                     t0: float, *, kind: str = "exact", similarity: float | None = None) -> RoutedCompletion:

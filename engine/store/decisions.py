@@ -261,7 +261,7 @@ class DecisionLog:
             if self._closed:
                 raise RuntimeError(f"the decision log {self.path} is closed; records can no longer be added")
             self._queue.put(item)
-        if self._queue.qsize() >= self._batch_size:
+        if self._queue.qsize() >= self._batch_size and not self._wake.is_set():
             self._wake.set()
 
     def flush(self, timeout: float | None = None) -> None:
