@@ -155,7 +155,7 @@ class DecisionLog:
         path: str | Path,
         *,
         batch_size: int = 1000,
-        max_delay_s: float = 0.05,
+        max_delay_s: float = 0.25,
         busy_timeout_s: float = 5.0,
         synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL",
     ) -> None:
@@ -164,7 +164,10 @@ class DecisionLog:
         Args:
             path: SQLite file; created if missing, its directory must exist.
             batch_size: most records committed in one transaction.
-            max_delay_s: longest a record waits for its batch to fill before being committed.
+            max_delay_s: longest a record waits for its batch to fill before being committed. A
+                quarter second: at sparse traffic (a request every 50 ms) a commit per request cost
+                ~0.24 ms of CPU per request, at 0.25 s ~0.13 (60 records 50 ms apart); a
+                crash can lose what is queued, as before, now up to 0.25 s of it.
             busy_timeout_s: how long a batch waits for another process's write lock.
             synchronous: SQLite `synchronous` pragma (see the module docstring).
 
