@@ -616,6 +616,26 @@ async def test_redirects_are_followed_and_a_loop_keeps_the_key_out_of_the_cause(
         assert MOCK_KEY not in text
 
 
+def test_the_lean_client_runs_on_uvloop(fake: FakeVendorServer) -> None:
+    # engine serve runs on uvloop, whose transports are its own classes
+    import uvloop
+
+    async def calls() -> tuple[Any, ...]:
+        adapter = adapter_for("openai", fake, transport="http")
+        try:
+            return (await _drive(adapter, False))[:3] + (await _drive(adapter, True))[:3]
+        finally:
+            await adapter.aclose()
+
+    loop = uvloop.new_event_loop()
+    try:
+        outcome = loop.run_until_complete(calls())
+    finally:
+        loop.close()
+    assert outcome[0] == outcome[3] == "ok" and outcome[1] == outcome[4]
+    assert fake.calls("openai") == 2
+
+
 async def test_a_redirected_stream_goes_through_aiohttp(odd: OddServer) -> None:
     moved: Spec = (308, {"location": "/v2/chat/completions"}, [b'{"moved": true}'], False)
     _, http = _both("openai", odd, moved, moved, MOCKS["sse"])
