@@ -266,6 +266,7 @@ class Origin:
         self.limit = limit
         self.loop = asyncio.get_running_loop()
         self._idle: list[OriginConnection] = []
+        self._closed = False
         self._open = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._key = _Key(host, port, ssl_context is not None, ssl_context or True)
@@ -312,7 +313,7 @@ class Origin:
 
     def release(self, conn: OriginConnection) -> None:
         """Give a connection back: kept when its answer was read whole and the server keeps it, else closed."""
-        if conn.reusable:
+        if conn.reusable and not self._closed:
             conn.idle_since = self.loop.time()
             self._idle.append(conn)
             self._wake_one()
@@ -348,6 +349,7 @@ class Origin:
 
     def close(self) -> None:
         """Close the idle connections (those in use close when released)."""
+        self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:
             self._discard(conn)

@@ -636,6 +636,18 @@ def test_the_lean_client_runs_on_uvloop(fake: FakeVendorServer) -> None:
     assert fake.calls("openai") == 2
 
 
+async def test_a_stream_that_ends_after_aclose_does_not_keep_its_connection(fake: FakeVendorServer) -> None:
+    adapter = adapter_for("openai", fake, transport="http")
+    events = adapter.stream("a long answer, please", 200, 0.5)
+    await events.__anext__()
+    origin = adapter._lean  # type: ignore[attr-defined]
+    assert origin is not None
+    await adapter.aclose()
+    async for _ in events:
+        pass
+    assert origin.describe() == {"open": 0, "idle": 0}
+
+
 async def test_a_redirected_stream_goes_through_aiohttp(odd: OddServer) -> None:
     moved: Spec = (308, {"location": "/v2/chat/completions"}, [b'{"moved": true}'], False)
     _, http = _both("openai", odd, moved, moved, MOCKS["sse"])
