@@ -1,10 +1,14 @@
-"""OpenAI Chat Completions over one `aiohttp.ClientSession`: the lean transport of the service path.
+"""OpenAI Chat Completions over a lean HTTP/1.1 client, else aiohttp: the lean transport of the service path.
 
 The SDK adapters (`adapters.openai`, `adapters.openai_compat`) stay the reference behaviour;
 these subclasses keep everything they decide (request mapping, endpoint rows, key handling,
 refinement of error bodies) and replace only the wire. The SDK's httpx client and pydantic
 parsing cost ~2 ms CPU a call; httpx alone still ~1.1-1.5 ms at 32 concurrent calls (its
 connection pool); aiohttp ~0.2-0.3 ms, which is what lets one `engine serve` worker beat Portkey.
+Requests go through `adapters.http1` (keep-alive connections, httptools' parser, one write per
+request: a third of aiohttp's CPU per call) unless the URL needs aiohttp: a proxy, credentials in
+the URL, a path or header it would encode; a URL that answers with a redirect is handed to aiohttp
+for good (that request is sent again through it, which follows redirects as the SDK does).
 
 Parity with the SDK path, which the contract tests assert over every fault:
 
@@ -30,7 +34,7 @@ import asyncio
 import importlib.util
 import json
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from adapters.base import Reply, Request, ToolCallDelta, Usage
@@ -50,6 +54,8 @@ if TYPE_CHECKING:
     import ssl
 
     import aiohttp
+
+    from adapters.http1 import Origin, OriginConnection
 
 __all__ = ["OpenAICompatibleHTTPAdapter", "OpenAIHTTPAdapter"]
 
@@ -83,6 +89,8 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
     """The environment's proxy for `_url`, resolved with the session (aiohttp's `trust_env` would do it per call)."""
     _timeout: aiohttp.ClientTimeout | None = None
     """The last non-streaming call's timeout."""
+    _lean: Origin | None = None
+    """The lean client for `_url` (adapters.http1), made with the session unless a proxy or the URL needs aiohttp."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -120,11 +128,15 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
             # trust_env stays off: it re-reads the environment and ~/.netrc on every call, and a netrc
             # entry for the host would replace the Authorization header
             session = self._http = aiohttp.ClientSession(headers=headers, connector=connector, trust_env=False)
+            self._lean = _lean_origin(self._url, headers, self._proxy)
         return session
 
     async def aclose(self) -> None:
         """Close the HTTP session and its connections."""
         session, self._http = self._http, None
+        lean, self._lean = self._lean, None
+        if lean is not None:
+            lean.close()
         if session is not None:
             await session.close()
         await super().aclose()
@@ -148,41 +160,99 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
 
     async def _complete(self, request: Request) -> Reply:
         session = self._get_http()
+        data = self._wire(request, stream=False)
+        lean = self._lean
+        if lean is not None:
+            answer = await lean.call(data, request.timeout_s)
+            if answer.redirect:
+                self._give_up_lean()
+            else:
+                if not 200 <= answer.status < 300:
+                    headers = _headers_of(answer.headers)
+                    raise self._status_error(answer.status, headers, answer.body) from self._response_error(
+                        lean.request_info, (), answer.status, answer.reason, headers)
+                return self._answer(json.loads(answer.body))
         async with session.post(
-            self._url, data=self._wire(request, stream=False), proxy=self._proxy,
-            timeout=self._total_timeout(request.timeout_s),
+            self._url, data=data, proxy=self._proxy, timeout=self._total_timeout(request.timeout_s),
         ) as resp:
             raw = await resp.read()
             if not 200 <= resp.status < 300:
-                raise self._status_error(resp, raw) from self._response_error(resp)
+                raise self._status_error(resp.status, resp.headers, raw) from self._aiohttp_error(resp)
         return self._answer(json.loads(raw))
 
     async def _stream(self, request: Request) -> AsyncIterator[str | ToolCallDelta | Usage]:
+        session = self._get_http()
+        data = self._wire(request, stream=True)
+        lean = self._lean
+        if lean is not None:
+            conn = await self._lean_head(lean, data, request.timeout_s)
+            if conn is None:
+                self._give_up_lean()
+            else:
+                try:
+                    async for item in self._events(conn.iter_body(request.timeout_s), lambda: conn.finish(_DRAIN_S)):
+                        yield item
+                finally:
+                    lean.release(conn)
+                return
         import aiohttp
 
-        session = self._get_http()
-        reader = ChunkReader()
         timeout = aiohttp.ClientTimeout(connect=request.timeout_s, sock_read=request.timeout_s)
-        async with session.post(
-            self._url, data=self._wire(request, stream=True), proxy=self._proxy, timeout=timeout
-        ) as resp:
+        async with session.post(self._url, data=data, proxy=self._proxy, timeout=timeout) as resp:
             if not 200 <= resp.status < 300:
-                raise self._status_error(resp, await resp.read()) from self._response_error(resp)
-            decoder = _SSEDecoder()
-            content = resp.content
-            done = False
+                raise self._status_error(resp.status, resp.headers, await resp.read()) from self._aiohttp_error(resp)
             # whole reads fed to our decoder: aiohttp's line iterator splits at LF only, SSE also at CR
-            async for raw in content.iter_any():
-                for data in decoder.feed(raw):
-                    if data.startswith("[DONE]"):
-                        done = True
-                        break
-                    for item in reader.read(self._chunk(data)):
-                        yield item
-                if done:
-                    if not content.at_eof():
-                        await _drain(content)
+            content = resp.content
+            async for item in self._events(content.iter_any(), lambda: _drain(content)):
+                yield item
+
+    def _give_up_lean(self) -> None:
+        # the URL redirects: aiohttp follows redirects (as the SDK does), dropping the key on a
+        # cross-origin hop; from now on it sends every request, this one again from the start
+        lean, self._lean = self._lean, None
+        if lean is not None:
+            lean.close()
+
+    async def _lean_head(self, lean: Origin, data: bytes, timeout_s: float) -> OriginConnection | None:
+        """A stream's request sent and its head read on the lean client (connect, then read, each within
+        `timeout_s`): the connection of a 2xx answer; None for a redirect (aiohttp follows it); else
+        the status error is raised."""
+        from adapters.http1 import CONNECT_TIMEOUT, SOCKET_TIMEOUT
+
+        conn = await lean.connect(timeout_s, CONNECT_TIMEOUT)
+        try:
+            conn.send(data)
+            await conn.head(timeout_s)
+            if 200 <= conn.status < 300:
+                return conn
+            if conn.redirect:
+                await conn.finish(_DRAIN_S)
+                return None
+            raw = await conn.body(lean.loop.time() + timeout_s, SOCKET_TIMEOUT)
+        except BaseException:
+            lean.release(conn)
+            raise
+        lean.release(conn)
+        headers = _headers_of(conn.headers)
+        raise self._status_error(conn.status, headers, raw) from self._response_error(
+            lean.request_info, (), conn.status, conn.reason.decode("latin-1"), headers)
+
+    async def _events(self, reads: AsyncIterator[bytes], finish: Callable[[], Awaitable[None]],
+                      ) -> AsyncIterator[str | ToolCallDelta | Usage]:
+        """A 2xx stream's events from the body's reads, up to [DONE] (then the body's end is drained)."""
+        reader = ChunkReader()
+        decoder = _SSEDecoder()
+        done = False
+        async for raw in reads:
+            for data in decoder.feed(raw):
+                if data.startswith("[DONE]"):
+                    done = True
                     break
+                for item in reader.read(self._chunk(data)):
+                    yield item
+            if done:
+                await finish()
+                break
         yield self._ended(reader)
 
     def _chunk(self, data: str) -> Mapping[str, Any]:
@@ -202,9 +272,8 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
             message = "An error occurred during streaming"
         return self._error(self._refine(body, message) or ServerError, message)
 
-    def _status_error(self, resp: aiohttp.ClientResponse, raw: bytes) -> ProviderError:
+    def _status_error(self, status: int, headers: Mapping[str, str], raw: bytes) -> ProviderError:
         """A non-2xx answer mapped as the SDK path maps its `APIStatusError` (status first, then the body)."""
-        status = resp.status
         # what the SDK's `_make_status_error_from_response` reads from the body, so that messages match
         try:
             body = json.loads(raw.decode("utf-8", "replace"))
@@ -216,16 +285,18 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
         cls = class_for_status(status)
         if cls is BadRequest:
             cls = self._refine(fields, message) or cls
-        return self._error(cls, message, status=status, retry_after=parse_retry_after(resp.headers))
+        return self._error(cls, message, status=status, retry_after=parse_retry_after(headers))
 
-    def _response_error(self, resp: aiohttp.ClientResponse) -> aiohttp.ClientResponseError:
+    def _aiohttp_error(self, resp: aiohttp.ClientResponse) -> aiohttp.ClientResponseError:
+        return self._response_error(resp.request_info, resp.history, resp.status, resp.reason or "", resp.headers)
+
+    def _response_error(self, info: aiohttp.RequestInfo, history: tuple[aiohttp.ClientResponse, ...], status: int,
+                        reason: str, headers: Mapping[str, str]) -> aiohttp.ClientResponseError:
         """aiohttp's own exception for a status error, kept as the cause; it quotes no body (which may echo the key)."""
         import aiohttp
 
-        return aiohttp.ClientResponseError(
-            self._redacted(resp.request_info), resp.history, status=resp.status, message=resp.reason or "",
-            headers=resp.headers,
-        )
+        return aiohttp.ClientResponseError(self._redacted(info), history, status=status, message=reason,
+                                           headers=headers)  # type: ignore[arg-type]
 
     def _redacted(self, info: aiohttp.RequestInfo) -> aiohttp.RequestInfo:
         # a RequestInfo carries the request's headers, Authorization included, into the exception's repr
@@ -269,10 +340,54 @@ async def _drain(content: aiohttp.StreamReader) -> None:
     """Read what follows [DONE] (the body's end) for a little while: a finished body keeps its connection."""
     import aiohttp
 
+    if content.at_eof():
+        return
     try:
         await asyncio.wait_for(content.read(), _DRAIN_S)
     except (asyncio.TimeoutError, aiohttp.ClientError):
         pass  # releasing an unfinished response drops the connection instead; the completion is whole either way
+
+
+def _lean_origin(url: str, headers: Mapping[str, str], proxy: str | None) -> Origin | None:
+    """The lean client for `url`, or None where aiohttp has to do the work: a proxy, credentials in the
+    URL, a path or header aiohttp would encode or refuse (it then reports the problem as it does today)."""
+    import urllib.parse
+
+    import aiohttp
+    from multidict import CIMultiDict, CIMultiDictProxy
+    from yarl import URL
+
+    from adapters.http1 import Origin
+
+    parts = urllib.parse.urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    if (proxy or parts.scheme not in ("http", "https") or not parts.hostname or parts.username is not None
+            or parts.password is not None or not _plain(target)
+            or not all(_plain(k) and _plain(v, space=True) for k, v in headers.items())):
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    # what aiohttp adds on its own, but Accept-Encoding: without it the body comes as it is, never compressed
+    sent = {"Accept": "*/*", "User-Agent": aiohttp.http.SERVER_SOFTWARE, **headers}
+    info = aiohttp.RequestInfo(URL(url), "POST", CIMultiDictProxy(CIMultiDict(sent)), URL(url))
+    return Origin(parts.hostname, port, target, list(sent.items()),
+                  ssl_context=_ssl_context() if parts.scheme == "https" else None, request_info=info,
+                  keepalive_s=_KEEPALIVE_S, limit=_MAX_CONNECTIONS)
+
+
+def _plain(text: str, *, space: bool = False) -> bool:
+    """Printable ASCII (with spaces when `space`): sent as it is, as aiohttp would send it."""
+    return text.isascii() and text.isprintable() and (space or " " not in text) and "\r" not in text
+
+
+def _headers_of(raw: list[tuple[bytes, bytes]]) -> Mapping[str, str]:
+    """An answer's headers as aiohttp gives them (case-insensitive, values decoded as it decodes them)."""
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    return CIMultiDictProxy(CIMultiDict((k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                                        for k, v in raw))
 
 
 def _env_proxy(url: str) -> str | None:

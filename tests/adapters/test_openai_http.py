@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import traceback
 from collections.abc import AsyncIterator, Callable
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -339,23 +338,12 @@ async def test_every_fault_ends_as_with_the_sdk(
     assert fake.calls(channel_of(kind)) == 2
 
 
-async def test_connections_are_reused_after_streams_and_errors(
-    fake: FakeVendorServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    made: list[str] = []
-
-    async def created(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
-        made.append("new")
-
-    async def reused(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
-        made.append("reused")
-
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_create_end.append(created)
-    trace.on_connection_reuseconn.append(reused)
-    real = aiohttp.ClientSession
-    monkeypatch.setattr(aiohttp, "ClientSession", lambda **kw: real(trace_configs=[trace], **kw))
-    adapter = adapter_for("openai", fake, transport="http")
+async def test_connections_are_reused_after_streams_and_errors(odd: OddServer) -> None:
+    ok: Spec = (200, {}, [_OK + b"}"], False)
+    odd.answers = [ok, MOCKS["sse"], ok, MOCKS["sse"], ok, MOCKS["sse"], ok, MOCKS["429-retry-after-ms"],
+                   MOCKS["sse-503"], ok]
+    adapter = build_adapter("openai", provider="p", model="m", api_key=MOCK_KEY, base_url=odd.url,
+                            options={"transport": "http"})
     assert isinstance(adapter, OpenAIHTTPAdapter)
     try:
         await adapter.generate("open the connection", 50, 0.5)
@@ -363,14 +351,13 @@ async def test_connections_are_reused_after_streams_and_errors(
             async for _ in adapter.stream("keep the connection", 50, 0.5):
                 pass
             await adapter.generate("and again", 50, 0.5)
-        fake.script("openai", "rate_limit", "server_error")
-        for stream in (False, True):
-            assert (await _drive(adapter, stream))[:2] in (("RateLimited", 429), ("ServerError", 500))
+        assert (await _drive(adapter, False))[:2] == ("RateLimited", 429)
+        assert (await _drive(adapter, True))[:2] == ("Overloaded", 503)
         await adapter.generate("still the first connection", 50, 0.5)
     finally:
         await adapter.aclose()
-    assert made == ["new"] + ["reused"] * 9
-    assert adapter._http is None, "aclose() closed the session"
+    assert len(odd.peers) == 10 and len(set(odd.peers)) == 1, odd.peers
+    assert adapter._http is None and adapter._lean is None, "aclose() closed the clients"
 
 
 async def test_the_key_never_appears_in_errors(fake: FakeVendorServer) -> None:
@@ -488,12 +475,18 @@ class OddServer:
     def __init__(self) -> None:
         self.answers: list[Spec] = []
         self.paths: list[str] = []
+        self.peers: list[Any] = []
+        self.hosts: list[str] = []
+        """Each request's client address: one per connection the client opened."""
         self.url = ""
         self.eof_delay_s = 0.0  # a pause before the body's end (after an SSE stream's [DONE])
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         await request.read()
         self.paths.append(request.path)
+        assert request.transport is not None
+        self.peers.append(request.transport.get_extra_info("peername"))
+        self.hosts.append(request.host)
         status, extra, body, stream = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         content_type = "text/event-stream" if stream and status == 200 else "application/json"
         resp = web.StreamResponse(status=status, headers={"content-type": content_type, **extra})
@@ -593,15 +586,6 @@ async def test_an_event_without_data_is_skipped(odd: OddServer) -> None:
 async def test_a_late_body_end_after_done_is_read_so_the_connection_is_reused(
     odd: OddServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    opened: list[str] = []
-
-    async def created(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
-        opened.append("new")
-
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_create_end.append(created)
-    real = aiohttp.ClientSession
-    monkeypatch.setattr(aiohttp, "ClientSession", lambda **kw: real(trace_configs=[trace], **kw))
     monkeypatch.setattr("adapters.openai_http._DRAIN_S", 10.0)  # the wait is not what is tested
     odd.eof_delay_s = 0.02  # the chunked body's end comes after [DONE] has been read
     _, http = _both("openai", odd, (200, {}, [_SSE], True))
@@ -610,15 +594,17 @@ async def test_a_late_body_end_after_done_is_read_so_the_connection_is_reused(
             assert (await _drive(http, True))[:2] == ("ok", "Hello\u2028wörld")
     finally:
         await http.aclose()
-    assert opened == ["new"]
+    assert len(set(odd.peers)) == 1, odd.peers
 
 
 async def test_redirects_are_followed_and_a_loop_keeps_the_key_out_of_the_cause(odd: OddServer) -> None:
     moved: Spec = (307, {"location": "/v2/chat/completions"}, [b""], False)
-    _, http = _both("openai", odd, moved, (200, {}, [_OK + b"}"], False), moved)
+    # the lean client hands a redirected URL to aiohttp for good: the first request is sent twice
+    _, http = _both("openai", odd, moved, moved, (200, {}, [_OK + b"}"], False), moved)
     try:
         assert (await _drive(http, False))[:2] == ("ok", "hi there")
-        assert odd.paths == ["/v1/chat/completions", "/v2/chat/completions"]
+        assert odd.paths == ["/v1/chat/completions", "/v1/chat/completions", "/v2/chat/completions"]
+        assert http._lean is None  # type: ignore[attr-defined]
         with pytest.raises(ProviderError) as info:
             await _raise(http, False)  # the server now answers 307 forever
     finally:
@@ -628,6 +614,96 @@ async def test_redirects_are_followed_and_a_loop_keeps_the_key_out_of_the_cause(
     assert isinstance(err.__cause__, aiohttp.TooManyRedirects)
     for text in (repr(err.__cause__), "".join(traceback.format_exception(err)), err.message):
         assert MOCK_KEY not in text
+
+
+def test_the_lean_client_runs_on_uvloop(fake: FakeVendorServer) -> None:
+    # engine serve runs on uvloop, whose transports are its own classes
+    import uvloop
+
+    async def calls() -> tuple[Any, ...]:
+        adapter = adapter_for("openai", fake, transport="http")
+        try:
+            return (await _drive(adapter, False))[:3] + (await _drive(adapter, True))[:3]
+        finally:
+            await adapter.aclose()
+
+    loop = uvloop.new_event_loop()
+    try:
+        outcome = loop.run_until_complete(calls())
+    finally:
+        loop.close()
+    assert outcome[0] == outcome[3] == "ok" and outcome[1] == outcome[4]
+    assert fake.calls("openai") == 2
+
+
+async def test_a_stream_that_ends_after_aclose_does_not_keep_its_connection(fake: FakeVendorServer) -> None:
+    adapter = adapter_for("openai", fake, transport="http")
+    events = adapter.stream("a long answer, please", 200, 0.5)
+    await events.__anext__()
+    origin = adapter._lean  # type: ignore[attr-defined]
+    assert origin is not None
+    await adapter.aclose()
+    async for _ in events:
+        pass
+    assert origin.describe() == {"open": 0, "idle": 0}
+
+
+async def test_a_redirected_stream_goes_through_aiohttp(odd: OddServer) -> None:
+    moved: Spec = (308, {"location": "/v2/chat/completions"}, [b'{"moved": true}'], False)
+    _, http = _both("openai", odd, moved, moved, MOCKS["sse"])
+    try:
+        assert (await _drive(http, True))[:3] == ("ok", "Hello\u2028wörld", "stop")
+    finally:
+        await http.aclose()
+    assert odd.paths == ["/v1/chat/completions", "/v1/chat/completions", "/v2/chat/completions"]
+
+
+async def test_a_proxy_is_used_through_aiohttp(odd: OddServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the local server stands in for the proxy: the request reaches it for the vendor's host
+    monkeypatch.setenv("HTTP_PROXY", odd.url.removesuffix("/v1"))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    odd.answers = [(200, {}, [_OK + b"}"], False)]
+    http = build_adapter("openai", provider="p", model="m", api_key=MOCK_KEY,
+                         base_url="http://vendor.example:8080/v1", options={"transport": "http"})
+    try:
+        assert (await _drive(http, False))[:2] == ("ok", "hi there")
+        assert http._lean is None  # type: ignore[attr-defined]
+    finally:
+        await http.aclose()
+    assert [h.split(":")[0] for h in odd.hosts] == ["vendor.example"]
+
+
+async def test_a_body_until_close_and_a_cut_body(odd: OddServer) -> None:
+    """Answers framed by the connection's end (no length, not chunked) and bodies cut short, on the lean client."""
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = _OK + b"}"
+        cut = writer.get_extra_info("sockname")[1] == cut_port
+        length = b"content-length: 999\r\n" if cut else b""  # more than is sent: the body is cut short
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n" + length + b"\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    plain = await asyncio.start_server(until_close, "127.0.0.1", 0)
+    cutting = await asyncio.start_server(until_close, "127.0.0.1", 0)
+    cut_port = cutting.sockets[0].getsockname()[1]
+    outcomes = []
+    try:
+        for server in (plain, cutting):
+            url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+            for kind in ("sdk", "http"):
+                adapter = build_adapter("openai", provider="p", model="m", api_key=MOCK_KEY, base_url=url,
+                                        options={"transport": kind})
+                try:
+                    outcomes.append((await _drive(adapter, False))[:3])
+                finally:
+                    await adapter.aclose()
+    finally:
+        plain.close()
+        cutting.close()
+    assert outcomes[0] == outcomes[1] == ("ok", "hi there", "stop")
+    assert outcomes[2] == outcomes[3] == ("ServerError", None, None)
 
 
 @pytest.mark.parametrize(("name", "outcome"), [
