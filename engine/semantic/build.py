@@ -84,6 +84,11 @@ def build_semantic_cache(policy: Policy, *, clock: Clock, path: str | Path | Non
     if callable(load):
         import threading
 
+        # numpy first, on this thread: the load thread's onnxruntime import and the first lookup's
+        # numpy import would otherwise race, and Python breaks that import cycle by handing one of
+        # them a half-initialised numpy ("cannot load module more than once per process")
+        import numpy  # noqa: F401
+
         # check the model file and build the session while the app starts, not on the first miss
         threading.Thread(target=_quiet(load), name="semantic-embedder-load", daemon=True).start()
     store: EntryStore
