@@ -48,7 +48,7 @@ COUNTS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
     "library-50-1": ((200, 10), (5, 2)), "library-50-32": ((640, 32), (64, 2)),
     "failure-0-1": ((300, 30), (10, 2)), "failure-50-1": ((60, 5), (3, 1)),
     "cache-0-1": ((2000, 10), (20, 2)), "footprint-0-32": ((10_000, 100), (100, 3)),
-    "machinery-0-1": ((3000, 300), (50, 5)),
+    "machinery-0-1": ((3000, 300), (50, 5)), "stream-0-1": ((1000, 100), (20, 3)),
 }
 
 
@@ -75,13 +75,18 @@ def variants() -> list[dict[str, Any]]:
                             deployments=2))
     for system in ("ours", "litellm"):
         out.append(dict(kind="cache", cell="cache-0-1", latency=0, concurrency=1, system=system, deployments=1))
+    for system, transport in (("raw", None), ("ours", None), ("ours", "sdk"), ("litellm", None)):
+        # streamed, time to the first content chunk: ours on its default transport and on the SDK's
+        out.append(dict(kind="stream", cell="stream-0-1", latency=0, concurrency=1, system=system, deployments=1,
+                        transport=transport))
     for system in ("raw", "ours", "litellm"):
         out.append(dict(kind="footprint", cell="footprint-0-32", latency=0, concurrency=32, system=system,
                         deployments=1))
     for v in out:
         v.setdefault("log", True)
+        v.setdefault("transport", None)
         v["key"] = "{kind}/{latency}ms/c{concurrency}/{system}/d{deployments}".format(**v) + (
-            "" if v["log"] else "/nolog")
+            "" if v["log"] else "/nolog") + (f"/{v['transport']}" if v["transport"] else "")
     return out
 
 
@@ -166,7 +171,7 @@ def run_library(args: argparse.Namespace, tmp: Path, fakes: dict[int, Any]) -> l
             for spec, res in zip(specs, out["results"], strict=True):
                 res["check"] = check(spec, res, calls)
                 rows.append({"spec": {k: spec[k] for k in ("key", "kind", "cell", "latency", "concurrency", "system",
-                                                            "deployments", "log", "rep", "n", "warmup")},
+                                                            "deployments", "log", "transport", "rep", "n", "warmup")},
                              "result": res, "process": {k: out[k] for k in out if k != "results"},
                              "load1_before": load1, "batch": len(specs) > 1})
             print(f"[rep {rep + 1}/{args.reps}] {specs[0]['key']}{' (+batch)' if len(specs) > 1 else ''}: "
@@ -186,7 +191,8 @@ def run_services(args: argparse.Namespace, tmp: Path, fake: Any) -> list[dict[st
         d.mkdir(parents=True, exist_ok=True)
         targets = [svc.fake_target(fake.url, f"svc-direct-r{rep}"),
                    svc.engine_serve_target(fake.channel_url(f"svc-ours-r{rep}"), d),
-                   svc.engine_serve_target(fake.channel_url(f"svc-ours-sdk-r{rep}"), d, "sdk")]
+                   svc.engine_serve_target(fake.channel_url(f"svc-ours-sdk-r{rep}"), d, "sdk"),
+                   svc.engine_serve_target(fake.channel_url(f"svc-ours-cache-r{rep}"), d, cache=True)]
         if "litellm" in args.systems:
             targets.append(svc.litellm_proxy_target(fake.channel_url(f"svc-lite-r{rep}"), d, args.litellm_proxy_python))
         targets.append(svc.portkey_target(fake.channel_url(f"svc-portkey-r{rep}"), args.portkey_dir))
@@ -194,10 +200,17 @@ def run_services(args: argparse.Namespace, tmp: Path, fake: Any) -> list[dict[st
             if t.missing:
                 rows.append({"target": t.name, "rep": rep, "missing": t.missing})
                 continue
+            before = fake.stats()["calls"].get(t.channel, 0) if t.channel else 0
             res = svc.measure(t, spec, d)
             bad = {k: v for k, v in res["statuses"].items() if k != "200"}
+            problem = f"non-200 answers: {bad}" if bad else ""
+            if t.channel:  # cache hits: one call for the first request, plus the streams (never cached)
+                res["upstream_calls"] = fake.stats()["calls"].get(t.channel, 0) - before
+                want = 1 + min(spec["stream_sequential"], spec["warmup"]) + spec["stream_sequential"]
+                if res["upstream_calls"] != want:
+                    problem += f"{'; ' if problem else ''}{res['upstream_calls']} upstream calls, expected {want}"
             rows.append({"target": t.name, "rep": rep, "version": t.version, "result": res,
-                         "check": "ok" if not bad else f"non-200 answers: {bad}"})
+                         "check": problem or "ok"})
             print(f"[rep {rep + 1}/{args.reps}] service {t.name}: {res['rps']:.0f} req/s, "
                   f"p50@1c {res['p50_1c']:.3f} ms, first chunk {res['ttfc_p50_1c']:.3f} ms", file=sys.stderr,
                   flush=True)

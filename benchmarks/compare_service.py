@@ -47,6 +47,8 @@ class Target:
     version: str = ""
     missing: str = ""  # why it is not measured, when it is not
     path: str = "/v1/chat/completions"
+    body: dict[str, Any] = field(default_factory=dict)  # added to every request's body
+    channel: str = ""  # the fake's channel whose calls are checked (cache hits)
 
 
 def free_port() -> int:
@@ -57,17 +59,21 @@ def free_port() -> int:
         return port
 
 
-def engine_serve_target(upstream: str, tmp: Path, transport: str | None = None) -> Target:
+def engine_serve_target(upstream: str, tmp: Path, transport: str | None = None, cache: bool = False) -> Target:
     """`engine serve` (one worker, decision log on, no client keys) over the fake: its default
-    transport, or the one named (`sdk`: the official openai SDK; `http`: the lean client)."""
+    transport, or the one named (`sdk`: the official openai SDK; `http`: the lean client). With
+    `cache`, the policy caches `temperature == 0` and every request says temperature 0: after the
+    first, each non-streamed request is an exact hit."""
     import importlib.util
 
     port = free_port()
     if importlib.util.find_spec("engine.cli.serve") is None:
         return Target("engine serve", None, "", {}, "auto", missing="not measured: engine serve missing")
     name = "engine serve" if transport is None else f"engine serve (transport: {transport})"
+    if cache:
+        name = "engine serve (cache hit)"
     options = "" if transport is None else f", options: {{transport: {transport}}}"
-    tag = transport or "default"
+    tag = (transport or "default") + ("-cache" if cache else "")
     policy = tmp / f"serve-{tag}.yaml"
     policy.write_text(
         "version: 1\nproviders:\n"
@@ -75,10 +81,13 @@ def engine_serve_target(upstream: str, tmp: Path, transport: str | None = None) 
         "models:\n  gpt-mini: {provider: up, id: gpt-4o-mini, price: {input: 0.15, output: 0.6}, "
         "context_window: 128000}\n"
         "routes:\n  - {name: default, strategy: ordered}\nretry: {max_attempts: 1}\n"
-        f'log: {{sqlite: "{tmp / f"serve-{tag}.db"}"}}\n')
+        + ('cache: {enabled: true, when: "temperature == 0"}\n' if cache else "")
+        + f'log: {{sqlite: "{tmp / f"serve-{tag}.db"}"}}\n')
     cmd = [sys.executable, "-c", "from engine.cli import main; main()", "serve", "--policy", str(policy),
            "--port", str(port), "--log-level", "warning", "--reload-interval", "0"]
-    return Target(name, cmd, f"http://127.0.0.1:{port}", {}, "auto", version=_our_version())
+    return Target(name, cmd, f"http://127.0.0.1:{port}", {}, "auto", version=_our_version(),
+                  body={"temperature": 0} if cache else {},
+                  channel=upstream.rstrip("/").rsplit("/", 2)[-2] if cache else "")
 
 
 def litellm_proxy_target(upstream: str, tmp: Path, python: str) -> Target:
@@ -143,7 +152,7 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> str | None:
 
 
 def _post(target: Target, timeout: float = 5.0) -> int:
-    body = json.dumps({"model": target.model, "messages": MESSAGES, "max_tokens": MAX_TOKENS}).encode()
+    body = json.dumps({"model": target.model, "messages": MESSAGES, "max_tokens": MAX_TOKENS, **target.body}).encode()
     req = urllib.request.Request(target.url + target.path, data=body, method="POST",
                                  headers={"content-type": "application/json", **target.headers})
     try:
@@ -218,7 +227,7 @@ def measure(target: Target, spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
         out = tmp / "load.json"
         load = {**spec, "kind": "load", "host": host, "port": int(port), "path": target.path,
                 "headers": target.headers, "out": str(out),
-                "body": {"model": target.model, "messages": MESSAGES, "max_tokens": MAX_TOKENS}}
+                "body": {"model": target.model, "messages": MESSAGES, "max_tokens": MAX_TOKENS, **target.body}}
         (tmp / "load-spec.json").write_text(json.dumps(load))
         cpu0 = tree_cpu_s(pid) if pid else 0.0
         subprocess.run([sys.executable, "-m", "benchmarks.compare_worker", str(tmp / "load-spec.json")], cwd=REPO,

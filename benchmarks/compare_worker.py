@@ -31,6 +31,9 @@ OFFLINE_ENV = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_OFFLINE_MODE": "
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
 
 Call = Callable[[], Awaitable[str]]
+FIRST_CHUNK_MS: list[float] = []
+"""Kind `stream`: each call's time from sending to its first content chunk (the call itself reads
+the whole stream, so connections are reused as an app's would be)."""
 
 
 def install_net_guard(blocked: list[str]) -> None:
@@ -93,8 +96,9 @@ def ours_policy(spec: dict[str, Any], tmp: Path) -> str:
     """Our policy over the fake: one deployment, or a primary and a fallback, as the spec says."""
     two = spec["deployments"] == 2
     primary = spec["down_url"] if spec["kind"] == "failure" else spec["ok_url"]
+    transport = f", options: {{transport: {spec['transport']}}}" if spec.get("transport") else ""
     lines = ["version: 1", "providers:",
-             f'  main: {{adapter: openai, api_key: sk-bench, base_url: "{primary}", timeout_s: 30}}']
+             f'  main: {{adapter: openai, api_key: sk-bench, base_url: "{primary}", timeout_s: 30{transport}}}']
     if two:
         backup = spec["backup_url"]
         lines.append(f'  backup: {{adapter: openai, api_key: sk-bench, base_url: "{backup}", timeout_s: 30}}')
@@ -135,6 +139,17 @@ def _build_raw(spec: dict[str, Any], tmp: Path) -> Built:
     down = client(spec["down_url"]) if failing else None
     extra = {"temperature": 0.0} if spec["kind"] == "cache" else {}
 
+    async def stream() -> str:
+        t, first = time.perf_counter(), None
+        s = await ok.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=MAX_TOKENS,
+                                             stream=True)
+        async for chunk in s:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter() - t
+        assert first is not None
+        FIRST_CHUNK_MS.append(first * 1000)
+        return "primary"
+
     async def call() -> str:
         if down is not None:  # the application's own fallback: one failed call, then the backup
             try:
@@ -151,7 +166,7 @@ def _build_raw(spec: dict[str, Any], tmp: Path) -> Built:
         if down is not None:
             await down.close()
 
-    return call, close
+    return (stream if spec["kind"] == "stream" else call), close
 
 
 def _build_ours(spec: dict[str, Any], tmp: Path) -> Built:
@@ -169,7 +184,16 @@ def _build_ours(spec: dict[str, Any], tmp: Path) -> Built:
         assert r.text and r.fallbacks == want_fallbacks, (r.model, r.fallbacks)
         return "backup" if r.model == "m-backup" else "primary"
 
-    return call, router.aclose
+    async def stream() -> str:
+        t, first = time.perf_counter(), None
+        async for delta in router.stream(messages=MESSAGES, max_tokens=MAX_TOKENS):
+            if first is None and getattr(delta, "text", None):
+                first = time.perf_counter() - t
+        assert first is not None
+        FIRST_CHUNK_MS.append(first * 1000)
+        return "primary"
+
+    return (stream if spec["kind"] == "stream" else call), router.aclose
 
 
 def _instant_adapter() -> Any:
@@ -218,10 +242,20 @@ def _build_litellm(spec: dict[str, Any], tmp: Path) -> Built:
         assert r.choices[0].message.content
         return str((r._hidden_params.get("additional_headers") or {}).get("x-litellm-model-group", "primary"))
 
+    async def stream() -> str:
+        t, first = time.perf_counter(), None
+        r = await lite.acompletion(model="primary", messages=MESSAGES, max_tokens=MAX_TOKENS, stream=True)
+        async for chunk in r:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter() - t
+        assert first is not None
+        FIRST_CHUNK_MS.append(first * 1000)
+        return "primary"
+
     async def close() -> None:
         return None
 
-    return call, close
+    return (stream if kind == "stream" else call), close
 
 
 # -- measurement ------------------------------------------------------------------------------
@@ -256,6 +290,7 @@ async def measure(spec: dict[str, Any], tmp: Path, cold: dict[str, float]) -> di
     try:
         for _ in range(max(0, spec["warmup"] - 1)):
             await call()
+        FIRST_CHUNK_MS.clear()
         if spec.get("profile"):
             from pyinstrument import Profiler
 
@@ -269,6 +304,8 @@ async def measure(spec: dict[str, Any], tmp: Path, cold: dict[str, float]) -> di
     finally:
         await close()
     res["first_served"] = first
+    if spec["kind"] == "stream":
+        res["ttfc_p50_ms"], res["ttfc_p99_ms"] = statistics.median(FIRST_CHUNK_MS), pct(FIRST_CHUNK_MS, 0.99)
     if spec["kind"] == "footprint":
         res["rss_after_kb"], res["hwm_after_kb"] = rss_kb()
     return res

@@ -95,8 +95,14 @@ def test_compare_prints_every_row_and_measures_ours(compare: tuple[str, dict[str
     for system in ("raw openai SDK", "our Router"):
         assert "not measured" not in _row(foot, system)
     _row(foot, "LiteLLM Router")
+    stream = _rows(text, "### 3b. Streaming in the library")
+    for transport in ("http (default)", "sdk"):
+        assert "not measured" not in _row(stream, "our Router", transport)
+    assert "not measured" not in _row(stream, "raw openai SDK")
+    _row(stream, "LiteLLM Router")
     service = _rows(text, "### 5. Service")
     assert "not measured" not in _row(service, "engine serve")
+    assert "not measured" not in _row(service, "engine serve (cache hit)")
     for target in ("fake upstream, direct", "LiteLLM proxy", "Portkey gateway"):
         _row(service, target)
     assert "### Targets (DESIGN.md), from this run" in text
@@ -106,7 +112,7 @@ def test_compare_prints_every_row_and_measures_ours(compare: tuple[str, dict[str
     assert {r["spec"]["key"] for r in ours} >= {
         "library/0ms/c1/ours/d1", "library/0ms/c1/ours/d2", "library/50ms/c32/ours/d2", "failure/0ms/c1/ours/d2",
         "failure/50ms/c1/raw/d2", "cache/0ms/c1/ours/d1", "footprint/0ms/c32/ours/d1", "footprint/0ms/c32/raw/d1",
-        "machinery/0ms/c1/ours/d1"}
+        "machinery/0ms/c1/ours/d1", "stream/0ms/c1/ours/d1", "stream/0ms/c1/ours/d1/sdk", "stream/0ms/c1/raw/d1"}
     assert all(r["result"]["check"] == "ok" for r in ours)
     fallback = next(r for r in ours if r["spec"]["key"] == "failure/0ms/c1/ours/d2")["result"]
     total = fallback["n"] + next(r for r in ours if r["spec"]["key"] == "failure/0ms/c1/ours/d2")["spec"]["warmup"]
@@ -116,6 +122,9 @@ def test_compare_prints_every_row_and_measures_ours(compare: tuple[str, dict[str
     assert hits["upstream_calls"]["a"] == 1  # every repeat after the first came from the cache
     serve = next(s for s in data["services"] if s["target"] == "engine serve")
     assert serve["check"] == "ok" and serve["result"]["statuses"].keys() == {"200"}
+    # through the service: one upstream call for the first request, the rest exact hits (streams are not cached)
+    served_hits = next(s for s in data["services"] if s["target"] == "engine serve (cache hit)")
+    assert served_hits["check"] == "ok" and served_hits["result"]["upstream_calls"] >= 1
     # offline: nothing in any benchmark process tried to leave the machine
     assert all(not r["process"]["net_blocked"] for r in data["library"])
 
@@ -129,7 +138,7 @@ def test_compare_measures_litellm(compare: tuple[str, dict[str, Any]]) -> None:
                     "library/0ms/c32/litellm/d2", "library/50ms/c1/litellm/d1", "library/50ms/c1/litellm/d2",
                     "library/50ms/c32/litellm/d1", "library/50ms/c32/litellm/d2", "failure/0ms/c1/litellm/d2",
                     "failure/50ms/c1/litellm/d2", "cache/0ms/c1/litellm/d1", "footprint/0ms/c32/litellm/d1",
-                    "machinery/0ms/c1/litellm/d1"}
+                    "machinery/0ms/c1/litellm/d1", "stream/0ms/c1/litellm/d1"}
     assert all(r["result"]["check"] == "ok" for r in lite)
     lib = _rows(text, "### 1. Library path")
     for lat in ("0 ms", "50 ms"):
