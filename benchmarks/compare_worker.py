@@ -140,15 +140,8 @@ def _build_raw(spec: dict[str, Any], tmp: Path) -> Built:
     extra = {"temperature": 0.0} if spec["kind"] == "cache" else {}
 
     async def stream() -> str:
-        t, first = time.perf_counter(), None
-        s = await ok.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=MAX_TOKENS,
-                                             stream=True)
-        async for chunk in s:
-            if first is None and chunk.choices and chunk.choices[0].delta.content:
-                first = time.perf_counter() - t
-        assert first is not None
-        FIRST_CHUNK_MS.append(first * 1000)
-        return "primary"
+        return await _first_chunk(lambda: ok.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, max_tokens=MAX_TOKENS, stream=True))
 
     async def call() -> str:
         if down is not None:  # the application's own fallback: one failed call, then the backup
@@ -243,19 +236,24 @@ def _build_litellm(spec: dict[str, Any], tmp: Path) -> Built:
         return str((r._hidden_params.get("additional_headers") or {}).get("x-litellm-model-group", "primary"))
 
     async def stream() -> str:
-        t, first = time.perf_counter(), None
-        r = await lite.acompletion(model="primary", messages=MESSAGES, max_tokens=MAX_TOKENS, stream=True)
-        async for chunk in r:
-            if first is None and chunk.choices and chunk.choices[0].delta.content:
-                first = time.perf_counter() - t
-        assert first is not None
-        FIRST_CHUNK_MS.append(first * 1000)
-        return "primary"
+        return await _first_chunk(lambda: lite.acompletion(
+            model="primary", messages=MESSAGES, max_tokens=MAX_TOKENS, stream=True))
 
     async def close() -> None:
         return None
 
     return (stream if kind == "stream" else call), close
+
+
+async def _first_chunk(open_stream: Callable[[], Awaitable[Any]]) -> str:
+    """Read one OpenAI-shaped chunk stream (the SDK's or LiteLLM's) whole, timing its first content chunk."""
+    t, first = time.perf_counter(), None
+    async for chunk in await open_stream():
+        if first is None and chunk.choices and chunk.choices[0].delta.content:
+            first = time.perf_counter() - t
+    assert first is not None
+    FIRST_CHUNK_MS.append(first * 1000)
+    return "primary"
 
 
 # -- measurement ------------------------------------------------------------------------------
