@@ -36,6 +36,10 @@ SOCKET_TIMEOUT = getattr(aiohttp, "SocketTimeoutError", aiohttp.ServerTimeoutErr
 CONNECT_TIMEOUT = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ServerTimeoutError)
 
 
+def _is_redirect(status: int, headers: list[tuple[bytes, bytes]]) -> bool:
+    return status in _REDIRECTS and any(k.lower() == b"location" for k, _ in headers)
+
+
 class _Key(NamedTuple):
     # what aiohttp's connector errors read from their connection key (its own type varies by version)
     host: str
@@ -58,7 +62,7 @@ class Answer:
     @property
     def redirect(self) -> bool:
         """A redirect aiohttp would follow (the caller re-sends the request through aiohttp)."""
-        return self.status in _REDIRECTS and any(k.lower() == b"location" for k, _ in self.headers)
+        return _is_redirect(self.status, self.headers)
 
 
 class OriginConnection(asyncio.Protocol):
@@ -229,7 +233,7 @@ class OriginConnection(asyncio.Protocol):
     @property
     def redirect(self) -> bool:
         """The head is a redirect aiohttp would follow."""
-        return self.status in _REDIRECTS and any(k.lower() == b"location" for k, _ in self.headers)
+        return _is_redirect(self.status, self.headers)
 
     @property
     def reusable(self) -> bool:

@@ -168,9 +168,7 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
                 self._give_up_lean()
             else:
                 if not 200 <= answer.status < 300:
-                    headers = _headers_of(answer.headers)
-                    raise self._status_error(answer.status, headers, answer.body) from self._response_error(
-                        lean.request_info, (), answer.status, answer.reason, headers)
+                    raise self._lean_status_error(lean, answer.status, answer.reason, answer.headers, answer.body)
                 return self._answer(json.loads(answer.body))
         async with session.post(
             self._url, data=data, proxy=self._proxy, timeout=self._total_timeout(request.timeout_s),
@@ -233,9 +231,15 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
             lean.release(conn)
             raise
         lean.release(conn)
-        headers = _headers_of(conn.headers)
-        raise self._status_error(conn.status, headers, raw) from self._response_error(
-            lean.request_info, (), conn.status, conn.reason.decode("latin-1"), headers)
+        raise self._lean_status_error(lean, conn.status, conn.reason.decode("latin-1"), conn.headers, raw)
+
+    def _lean_status_error(self, lean: Origin, status: int, reason: str, raw_headers: list[tuple[bytes, bytes]],
+                           body: bytes) -> ProviderError:
+        """A non-2xx answer on the lean client: mapped as on aiohttp, with aiohttp's exception as its cause."""
+        headers = _headers_of(raw_headers)
+        error = self._status_error(status, headers, body)
+        error.__cause__ = self._response_error(lean.request_info, (), status, reason, headers)
+        return error
 
     async def _events(self, reads: AsyncIterator[bytes], finish: Callable[[], Awaitable[None]],
                       ) -> AsyncIterator[str | ToolCallDelta | Usage]:

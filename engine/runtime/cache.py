@@ -154,16 +154,12 @@ class ResponseCache:
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The cached value for `key`, or None; counts a hit or a miss."""
-        if not self._enabled:
-            return None
-        found = self._lookup(key)
+        found = self.take(key)
         if found is None:
-            self.misses += 1
+            if self._enabled:
+                self.misses += 1
             return None
-        raw, cost = found
-        self.hits += 1
-        self.saved_cost_usd += cost
-        return _load(raw)
+        return _load(found[0])
 
     def take(self, key: str) -> tuple[str, float] | None:
         """The stored (JSON text, cost) for `key`, counted as a hit; None when absent (nothing is
@@ -241,10 +237,8 @@ class ResponseCache:
             value, _ = await compute()
             return value, False
         while True:
-            found = self._lookup(key)
+            found = self.take(key)
             if found is not None:
-                self.hits += 1
-                self.saved_cost_usd += found[1]
                 return _load(found[0]), True
             pending = self._inflight.get(key)
             if pending is None:

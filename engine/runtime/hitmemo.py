@@ -17,7 +17,7 @@ numbers), so a caller changing its own objects later cannot change what an entry
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,12 +118,12 @@ class HitMemo:
             del self._known[next(iter(self._known))]
         self._known[fp] = known
 
-    def value(self, key: str, raw: str, decode: Any) -> Mapping[str, Any]:
+    def value(self, key: str, raw: str, decode: Callable[[str], Mapping[str, Any]]) -> Mapping[str, Any]:
         """The decoded `raw` stored under `key`: decoded once per distinct text (callers only read it)."""
         seen = self._values.get(key)
         if seen is not None and (seen[0] is raw or seen[0] == raw):
             return seen[1]
-        value: Mapping[str, Any] = decode(raw)
+        value = decode(raw)
         if len(self._values) >= self._size and key not in self._values:
             del self._values[next(iter(self._values))]
         self._values[key] = (raw, value)

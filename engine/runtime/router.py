@@ -182,7 +182,7 @@ class Router:
             QuotaExceeded: a `reject` quota has no room.
             AllModelsFailed: every attempt failed.
         """
-        memo, fp = self._memo, None
+        memo, fp, known = self._memo, None, None
         if memo is not None and not surface and (options is None or options is NO_OPTIONS):
             fp = fingerprint(prompt, messages, max_tokens, temperature, stop, meta, model)
             if fp is not None and (known := memo.get(fp)) is not None:
@@ -194,7 +194,7 @@ class Router:
         if self.compiled.embedding_signals:
             await self._prepare_signals(request)
         key, features, route, target = self._cache_probe(request, model)
-        if fp is not None and key is not None:
+        if fp is not None and key is not None and known is None:  # an entry's key is the fingerprint's for good
             assert memo is not None and features is not None
             memo.put(fp, Known(key, route, features.query_type, self.recorder.request_fields(request, features, route)))
         if key is None:
