@@ -34,7 +34,7 @@ import asyncio
 import importlib.util
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from adapters.base import Reply, Request, ToolCallDelta, Usage
@@ -46,9 +46,8 @@ from adapters.errors import (
     class_for_status,
     parse_retry_after,
 )
-from adapters.openai import OpenAIAdapter
+from adapters.openai import DRAIN_S, OpenAIAdapter
 from adapters.openai_compat import OpenAICompatibleAdapter
-from adapters.openai_wire import ChunkReader
 
 if TYPE_CHECKING:
     import ssl
@@ -66,7 +65,6 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 # each in-flight call has its own connection, and closing them churns TCP).
 _MAX_CONNECTIONS = 1000
 _KEEPALIVE_S = 5.0  # httpx's and the SDK's default; uvicorn-served upstreams (vLLM) close idle ones at 5 s
-_DRAIN_S = 0.1  # after [DONE], how long to read the body's end so the connection can be reused (as the SDK)
 _DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
@@ -188,7 +186,7 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
                 self._give_up_lean()
             else:
                 try:
-                    async for item in self._events(conn.iter_body(request.timeout_s), lambda: conn.finish(_DRAIN_S)):
+                    async for item in self._events(conn.iter_body(request.timeout_s), lambda: conn.finish(DRAIN_S)):
                         yield item
                 finally:
                     lean.release(conn)
@@ -224,7 +222,7 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
             if 200 <= conn.status < 300:
                 return conn
             if conn.redirect:
-                await conn.finish(_DRAIN_S)
+                await conn.finish(DRAIN_S)
                 return None
             raw = await conn.body(lean.loop.time() + timeout_s, SOCKET_TIMEOUT)
         except BaseException:
@@ -240,41 +238,6 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
         error = self._status_error(status, headers, body)
         error.__cause__ = self._response_error(lean.request_info, (), status, reason, headers)
         return error
-
-    async def _events(self, reads: AsyncIterator[bytes], finish: Callable[[], Awaitable[None]],
-                      ) -> AsyncIterator[str | ToolCallDelta | Usage]:
-        """A 2xx stream's events from the body's reads, up to [DONE] (then the body's end is drained)."""
-        reader = ChunkReader()
-        decoder = _SSEDecoder()
-        done = False
-        async for raw in reads:
-            for data in decoder.feed(raw):
-                if data.startswith("[DONE]"):
-                    done = True
-                    break
-                for item in reader.read(self._chunk(data)):
-                    yield item
-            if done:
-                await finish()
-                break
-        yield self._ended(reader)
-
-    def _chunk(self, data: str) -> Mapping[str, Any]:
-        """One event's chunk; an error event raises as the SDK raises it."""
-        chunk = json.loads(data)
-        if not isinstance(chunk, Mapping):
-            raise self._error(ServerError, f"malformed stream event: {data[:200]}")
-        if chunk.get("error"):
-            raise self._stream_error(chunk["error"])
-        return chunk
-
-    def _stream_error(self, error: Any) -> ProviderError:
-        # what the SDK raises as APIError for an error event inside a 200 stream, mapped as the SDK path maps it
-        body = error if isinstance(error, Mapping) else {}
-        message = body.get("message")
-        if not message or not isinstance(message, str):
-            message = "An error occurred during streaming"
-        return self._error(self._refine(body, message) or ServerError, message)
 
     def _status_error(self, status: int, headers: Mapping[str, str], raw: bytes) -> ProviderError:
         """A non-2xx answer mapped as the SDK path maps its `APIStatusError` (status first, then the body)."""
@@ -347,7 +310,7 @@ async def _drain(content: aiohttp.StreamReader) -> None:
     if content.at_eof():
         return
     try:
-        await asyncio.wait_for(content.read(), _DRAIN_S)
+        await asyncio.wait_for(content.read(), DRAIN_S)
     except (asyncio.TimeoutError, aiohttp.ClientError):
         pass  # releasing an unfinished response drops the connection instead; the completion is whole either way
 
@@ -417,40 +380,3 @@ def _ssl_context() -> ssl.SSLContext:
     import certifi  # httpx's dependency, so present wherever the SDK is
 
     return ssl.create_default_context(cafile=certifi.where())
-
-
-class _SSEDecoder:
-    """Server-sent events to their `data` payloads, as the SDK's decoder reads them.
-
-    Lines end at CR, LF or CRLF only (`str.splitlines` would also split a JSON string holding
-    U+2028). An event is dispatched at a blank line; events without data (a bare `event:` line)
-    are skipped where the SDK would fail to parse their empty data.
-    """
-
-    __slots__ = ("_buf", "_data")
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self._data: list[str] = []
-
-    def feed(self, chunk: bytes) -> list[str]:
-        buf = self._buf + chunk
-        trailing_cr = b""
-        if b"\r" in buf:
-            if buf.endswith(b"\r"):  # may be the first half of a CRLF split across reads
-                buf, trailing_cr = buf[:-1], b"\r"
-            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        lines = buf.split(b"\n")
-        self._buf = lines.pop() + trailing_cr
-        events: list[str] = []
-        for raw in lines:
-            if not raw:
-                if self._data:
-                    events.append("\n".join(self._data))
-                    self._data = []
-                continue
-            if raw.startswith(b"data:"):
-                value = raw[5:].decode("utf-8")
-                self._data.append(value[1:] if value.startswith(" ") else value)
-            # other fields (event, id, retry) and comments carry nothing Chat Completions needs
-        return events

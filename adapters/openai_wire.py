@@ -307,3 +307,40 @@ class ChunkReader:
         args = fn.get("arguments")
         return ToolCallDelta(index, call.get("id") or None, fn.get("name") or None,
                              args if isinstance(args, str) else "")
+
+
+class SSEDecoder:
+    """Server-sent events to their `data` payloads, as the SDK's decoder reads them.
+
+    Lines end at CR, LF or CRLF only (`str.splitlines` would also split a JSON string holding
+    U+2028). An event is dispatched at a blank line; events without data (a bare `event:` line)
+    are skipped where the SDK would fail to parse their empty data.
+    """
+
+    __slots__ = ("_buf", "_data")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[str]:
+        buf = self._buf + chunk
+        trailing_cr = b""
+        if b"\r" in buf:
+            if buf.endswith(b"\r"):  # may be the first half of a CRLF split across reads
+                buf, trailing_cr = buf[:-1], b"\r"
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = buf.split(b"\n")
+        self._buf = lines.pop() + trailing_cr
+        events: list[str] = []
+        for raw in lines:
+            if not raw:
+                if self._data:
+                    events.append("\n".join(self._data))
+                    self._data = []
+                continue
+            if raw.startswith(b"data:"):
+                value = raw[5:].decode("utf-8")
+                self._data.append(value[1:] if value.startswith(" ") else value)
+            # other fields (event, id, retry) and comments carry nothing Chat Completions needs
+        return events

@@ -34,7 +34,8 @@ from adapters import (
 )
 from adapters.conversation import ToolCall, ToolCallDelta
 from adapters.openai_compat import CompatibleEndpoint
-from adapters.openai_http import OpenAICompatibleHTTPAdapter, OpenAIHTTPAdapter, _SSEDecoder
+from adapters.openai_http import OpenAICompatibleHTTPAdapter, OpenAIHTTPAdapter
+from adapters.openai_wire import SSEDecoder
 from engine.policy.api import analyze_text
 from tests.fakes import FAULT_KINDS, FakeVendorServer, Fault
 from tests.fakes.clients import TEST_KEYS, adapter_for, channel_of
@@ -583,17 +584,21 @@ async def test_an_event_without_data_is_skipped(odd: OddServer) -> None:
     assert result[:3] == ("ok", "Hello\u2028wörld", "stop")
 
 
+@pytest.mark.parametrize("transport", ["sdk", "http"])
 async def test_a_late_body_end_after_done_is_read_so_the_connection_is_reused(
-    odd: OddServer, monkeypatch: pytest.MonkeyPatch
+    transport: str, odd: OddServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("adapters.openai_http._DRAIN_S", 10.0)  # the wait is not what is tested
+    monkeypatch.setattr("adapters.openai.DRAIN_S", 10.0)  # the wait is not what is tested
+    monkeypatch.setattr("adapters.openai_http.DRAIN_S", 10.0)
     odd.eof_delay_s = 0.02  # the chunked body's end comes after [DONE] has been read
-    _, http = _both("openai", odd, (200, {}, [_SSE], True))
+    pair = _both("openai", odd, *[(200, {}, [_SSE], True)] * 3)
+    adapter = pair[0] if transport == "sdk" else pair[1]
     try:
         for _ in range(3):
-            assert (await _drive(http, True))[:2] == ("ok", "Hello\u2028wörld")
+            assert (await _drive(adapter, True))[:2] == ("ok", "Hello\u2028wörld")
     finally:
-        await http.aclose()
+        await pair[0].aclose()
+        await pair[1].aclose()
     assert len(set(odd.peers)) == 1, odd.peers
 
 
@@ -725,7 +730,7 @@ async def test_content_filter_keeps_partial_output_and_refuses_when_there_is_non
 
 
 def test_sse_decoder_framing() -> None:
-    d = _SSEDecoder()
+    d = SSEDecoder()
     assert d.feed(b"data: a\r") == []
     assert d.feed(b"\n\r\ndata:b\ndata:  c\n") == ["a"]
     assert d.feed(b"\n: comment\n\nevent: x\n\ndata: \xe2\x80") == ["b\n c"]
@@ -768,3 +773,47 @@ def test_the_schema_accepts_the_transport_option(adapter: str, transport: str) -
         assert errors == []
     else:
         assert errors and all(code.startswith("schema") for code in errors), errors
+
+
+# -------------------------------- the SDK transport's stream decoding is the SDK's own
+
+
+def _decoded(adapter: LLMAdapter, pieces: list[bytes]) -> list[Any]:
+    """A streamed body's chunks as both transports decode them (`SSEDecoder`, then `_chunk`)."""
+    decoder, out = SSEDecoder(), []
+    try:
+        for piece in pieces:
+            for data in decoder.feed(piece):
+                if data.startswith("[DONE]"):
+                    return out
+                out.append(dict(adapter._chunk(data)))  # type: ignore[attr-defined]
+    except ProviderError as err:
+        out.append(("error event", err.message))
+    except ValueError as err:
+        out.append(("malformed", type(err).__name__))
+    return out
+
+
+@pytest.mark.parametrize("name", [k for k, v in MOCKS.items() if v[3] and v[0] == 200])
+async def test_streamed_chunks_decode_as_the_sdks_own_iterator(name: str, odd: OddServer) -> None:
+    # The SDK transport hands the body to our decoder rather than to the SDK's chunk models (which
+    # cost ~0.1 ms each): what it reads must be what `AsyncStream` yields, `to_dict()`ed.
+    import openai
+
+    sdk, _ = _both("openai", odd, MOCKS[name])
+    client = openai.AsyncOpenAI(api_key=MOCK_KEY, base_url=odd.url, max_retries=0)
+    via_sdk: list[Any] = []
+    try:
+        stream = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
+                                                      stream=True)
+        async for chunk in stream:
+            via_sdk.append(chunk.to_dict())
+    except openai.APIError as err:
+        via_sdk.append(("error event", err.message))
+    except ValueError as err:
+        via_sdk.append(("malformed", type(err).__name__))
+    finally:
+        await client.close()
+        await sdk.aclose()
+    assert via_sdk, name
+    assert _decoded(sdk, MOCKS[name][2]) == via_sdk
