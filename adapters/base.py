@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from adapters.conversation import (
     NO_OPTIONS,
+    Conversation,
     Message,
     Options,
     Role,
@@ -533,6 +534,8 @@ def _positive(value: object) -> bool:
 
 
 def _check_messages(messages: Sequence[Message | Mapping[str, Any]] | None) -> tuple[Message, ...]:
+    if type(messages) is Conversation:  # checked already (by the router, or by the caller's coerce_messages)
+        return messages
     if isinstance(messages, (str, bytes)) or messages is None:
         raise InvalidInput("messages must be a sequence of Message")
     msgs = tuple(coerce_message(m, i) for i, m in enumerate(messages))

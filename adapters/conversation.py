@@ -33,6 +33,7 @@ from adapters.errors import InvalidInput
 
 __all__ = [
     "ROLES",
+    "Conversation",
     "ImagePart",
     "Message",
     "Options",
@@ -369,15 +370,27 @@ def needed_features(messages: Sequence[Message], options: Options, *, stream: bo
 # -- coercion from caller shapes -------------------------------------------------------------
 
 
-def coerce_messages(messages: Iterable[Any]) -> tuple[Message, ...]:
+class Conversation(tuple[Message, ...]):
+    """Messages that passed `coerce_messages`: each message's checks and the whole conversation's.
+
+    A tuple of frozen messages cannot change, so checking one again (the router, then the
+    adapter, behind the service's parser) returns it as it is.
+    """
+
+    __slots__ = ()
+
+
+def coerce_messages(messages: Iterable[Any]) -> Conversation:
     """Messages from `Message`s, (role, content) pairs or OpenAI-shaped dicts; checked.
 
     Raises:
         InvalidInput: naming the message index and field.
     """
+    if type(messages) is Conversation:
+        return messages
     if isinstance(messages, (str, bytes)) or messages is None:
         raise InvalidInput("messages must be a list of messages")
-    out = tuple(coerce_message(m, i) for i, m in enumerate(messages))
+    out = Conversation(coerce_message(m, i) for i, m in enumerate(messages))
     if not out:
         raise InvalidInput("messages is empty")
     check_conversation(out)

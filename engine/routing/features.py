@@ -14,7 +14,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from adapters.conversation import NO_OPTIONS, Message, Options, coerce_messages, needed_features, options_of
+from adapters.conversation import (
+    NO_OPTIONS,
+    Conversation,
+    Message,
+    Options,
+    coerce_messages,
+    needed_features,
+    options_of,
+)
 from adapters.errors import InvalidInput
 from engine.errors import RequestError
 from engine.policy.expr import Expr, make_env
@@ -93,7 +101,7 @@ class Request:
                     raise RequestError(f"prompt must be a string, got {type(prompt).__name__}")
                 if not prompt.strip():
                     raise RequestError("prompt is empty: there is no non-blank user or assistant message")
-                msgs: tuple[Message, ...] = (Message("user", prompt),)
+                msgs: tuple[Message, ...] = Conversation((Message("user", prompt),))
             else:
                 msgs = coerce_messages(messages or ())
             opts = options_of(options, surface)

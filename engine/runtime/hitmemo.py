@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.conversation import Message
+from adapters.conversation import Conversation, Message
 
 __all__ = ["HitMemo", "Known", "fingerprint"]
 
@@ -75,7 +75,7 @@ def fingerprint(prompt: str | None, messages: Sequence[Any] | None, max_tokens: 
 
 
 def _messages(messages: Sequence[Any] | None) -> tuple[Any, ...] | None:
-    if type(messages) not in (list, tuple):
+    if type(messages) not in (list, tuple, Conversation):
         return None
     out = []
     for m in messages:  # type: ignore[union-attr]

@@ -626,8 +626,8 @@ def _who(meta: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return (None if tenant is None else str(tenant)), (None if key is None else str(key))
 
 
-def _messages(request: Request) -> list[Message]:
-    return list(request.messages)
+def _messages(request: Request) -> Sequence[Message]:
+    return request.messages  # a checked `Conversation` (or the one message of a prompt): the adapter skips its checks
 
 
 def _cache_text(m: Message) -> str:
