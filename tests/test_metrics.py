@@ -225,3 +225,39 @@ async def test_grafana_dashboard_and_docs_name_real_metrics() -> None:
     assert len(dash["panels"]) >= 12 and len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
     table = set(re.findall(r"^\| `(llm_router_[a-z_]+)`", (ROOT / "docs" / "operations.md").read_text(), re.M))
     assert table == documented
+
+
+def test_queued_observations_are_all_counted_by_any_scrape() -> None:
+    # observe() queues; a scrape (any thread) counts the queue first: nothing is lost or counted twice
+    import threading
+    import time as _time
+
+    from engine.store.records import AttemptRecord, RequestRecord
+
+    metrics = RouterMetrics()
+    rec = RequestRecord(id="r", ts=_time.time(), route="default", model="a", provider="pa", attempts=1,
+                        outcome="served", input_tokens=3, output_tokens=2, cost_usd=0.5, latency_ms=4.0)
+    att = (AttemptRecord(request_id="r", n=1, model="a", provider="pa", ts=_time.time(), latency_ms=3.0,
+                         outcome="ok", input_tokens=3, output_tokens=2, cost_usd=0.5),)
+    labels = {"route": "default", "model": "a", "provider": "pa", "outcome": "served"}
+    metrics.observe(rec, att)
+    assert metrics.registry.get_sample_value("llm_router_requests_total", labels) == 1  # one queued, then scraped
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.is_set():
+            metrics.render()
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    try:
+        for _ in range(20_000):
+            metrics.observe(rec, att)
+    finally:
+        stop.set()
+        scraper.join()
+    v = metrics.registry.get_sample_value
+    assert v("llm_router_requests_total", labels) == 20_001
+    assert v("llm_router_cost_usd_total", {"route": "default", "model": "a", "provider": "pa"}) == 0.5 * 20_001
+    assert v("llm_router_attempt_duration_seconds_count", {"model": "a", "provider": "pa", "outcome": "ok"}) == 20_001
+    assert v("llm_router_tokens_total", {"model": "a", "provider": "pa", "direction": "input"}) == 3 * 20_001

@@ -7,10 +7,14 @@
     body, content_type = metrics.render(), metrics.content_type   # serve these on GET /metrics
 
 The router's recorder calls `observe()` once per request (with its attempts) and
-`health_event()` on every circuit or demotion change; counters and histograms are updated
-there. Gauges that describe the router *now* (circuit state, demotions, quota room, cache hit
-ratio, policy digest) are pulled from the router by `refresh(router)`, which a bound router gets
-at every scrape.
+`health_event()` on every circuit or demotion change. An observed request is queued and counted
+into the counters and histograms at the next scrape (or every 64 requests): a batch
+makes one increment per label set instead of about ten Prometheus calls, each with its lock, on
+every request's path. A scrape always sees every request observed before it.
+
+Gauges that describe the router *now* (circuit state, demotions, quota room, cache hit ratio,
+policy digest) are pulled from the router by `refresh(router)`, which a bound router gets at
+every scrape.
 
 Label cardinality is bounded by the policy: routes, models, providers, query types, outcomes
 and error classes are finite sets. Tenants are not, so a `tenant` label (on requests and cost)
@@ -22,6 +26,7 @@ used scope of each quota.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +50,7 @@ _CIRCUIT = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 _NONE = "none"
 _MOST_USED = "most_used"
 _UNBOUNDED_SCOPES = frozenset({"tenant", "key"})
+_BATCH = 64  # requests queued before they are counted without a scrape (~0.3 ms of work at a time)
 
 Scope = MutableMapping[str, Any]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -72,7 +78,12 @@ class RouterMetrics:
         self._router: Router | None = None
         self._lock = threading.Lock()  # one refresh at a time (scrapes may come from several threads)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}  # (metric, label values) -> child
+        self._queued: deque[tuple[RequestRecord, Sequence[AttemptRecord]]] = deque()
+        self._count_lock = threading.Lock()
         ns, reg = namespace, self.registry
+        # first in the registry, so that every collection counts the queued requests before the
+        # counters and histograms are read
+        reg.register(_CountQueued(self))
         t = ("tenant",) if tenant_label else ()
         self.requests = Counter("requests", "Requests by route, serving model and outcome (served, cached, failed, "
                                 "refused_policy, refused_quota, rate_limited, no_model, bad_request).",
@@ -129,33 +140,76 @@ class RouterMetrics:
 
     def observe(self, record: RequestRecord, attempts: Sequence[AttemptRecord]) -> None:
         """Count one finished request and its attempts (called by the router's recorder)."""
-        route, model, provider = record.route or _NONE, record.model or _NONE, record.provider or _NONE
-        t = (record.tenant or _NONE,) if self.tenant_label else ()
-        child = self._child
-        child(self.requests, route, model, provider, record.outcome, *t).inc()
-        if record.query_type is not None:
-            child(self.query_types, record.query_type, model).inc()
-        if record.fallbacks:
-            child(self.fallbacks, route, model).inc(record.fallbacks)
-        if record.latency_ms is not None and record.outcome != "bad_request":
-            child(self.request_latency, route, model).observe(record.latency_ms / 1000)
-        if record.cache_hit:
-            child(self.cache_hits, route).inc()
-            if record.saved_cost_usd:
-                child(self.cache_saved, route).inc(record.saved_cost_usd)
-        for a in attempts:
-            p = a.provider or _NONE
-            child(self.attempts, a.model, p, a.outcome).inc()
-            if a.outcome == "error":
-                child(self.errors, a.model, p, a.error_class or "Error").inc()
-            if a.latency_ms is not None and a.outcome != "skipped":
-                child(self.attempt_latency, a.model, p, a.outcome).observe(a.latency_ms / 1000)
-            if a.input_tokens:
-                child(self.tokens, a.model, p, "input").inc(a.input_tokens)
-            if a.output_tokens:
-                child(self.tokens, a.model, p, "output").inc(a.output_tokens)
-            if a.cost_usd:
-                child(self.cost, route, a.model, p, *t).inc(a.cost_usd)
+        queued = self._queued
+        queued.append((record, attempts))
+        if len(queued) >= _BATCH:
+            self.count_queued()
+
+    def count_queued(self) -> None:
+        """Count the requests observed so far into the counters and histograms (a scrape does this
+        first; call it before reading a metric's value directly)."""
+        queued = self._queued
+        if not queued:
+            return
+        with self._count_lock:
+            sums: dict[tuple[Any, tuple[str, ...]], float] = {}
+            seen: list[tuple[Any, tuple[str, ...], float]] = []
+            get, take = sums.get, queued.popleft
+            tenant_label = self.tenant_label
+            requests, query_types, fallbacks, request_latency = (
+                self.requests, self.query_types, self.fallbacks, self.request_latency)
+            while queued:
+                try:
+                    record, attempts = take()
+                except IndexError:  # another thread took the last one
+                    break
+                route, model, provider = record.route or _NONE, record.model or _NONE, record.provider or _NONE
+                t = (record.tenant or _NONE,) if tenant_label else ()
+                k: tuple[Any, tuple[str, ...]] = (requests, (route, model, provider, record.outcome, *t))
+                sums[k] = get(k, 0) + 1
+                if record.query_type is not None:
+                    k = (query_types, (record.query_type, model))
+                    sums[k] = get(k, 0) + 1
+                if record.fallbacks:
+                    k = (fallbacks, (route, model))
+                    sums[k] = get(k, 0) + record.fallbacks
+                if record.latency_ms is not None and record.outcome != "bad_request":
+                    seen.append((request_latency, (route, model), record.latency_ms / 1000))
+                if record.cache_hit:
+                    k = (self.cache_hits, (route,))
+                    sums[k] = get(k, 0) + 1
+                    if record.saved_cost_usd:
+                        k = (self.cache_saved, (route,))
+                        sums[k] = get(k, 0) + record.saved_cost_usd
+                for a in attempts:
+                    self._tally_attempt(a, route, t, sums, seen)
+            child = self._child
+            for (metric, labels), amount in sums.items():
+                child(metric, *labels).inc(amount)
+            for metric, labels, value in seen:
+                child(metric, *labels).observe(value)
+
+    def _tally_attempt(self, a: AttemptRecord, route: str, t: tuple[str, ...],
+                       sums: dict[tuple[Any, tuple[str, ...]], float],
+                       seen: list[tuple[Any, tuple[str, ...], float]]) -> None:
+        get = sums.get
+        p = a.provider or _NONE
+        k: tuple[Any, tuple[str, ...]] = (self.attempts, (a.model, p, a.outcome))
+        sums[k] = get(k, 0) + 1
+        if a.outcome == "error":
+            k = (self.errors, (a.model, p, a.error_class or "Error"))
+            sums[k] = get(k, 0) + 1
+        if a.latency_ms is not None and a.outcome != "skipped":
+            seen.append((self.attempt_latency, (a.model, p, a.outcome), a.latency_ms / 1000))
+        if a.input_tokens:
+            k = (self.tokens, (a.model, p, "input"))
+            sums[k] = get(k, 0) + a.input_tokens
+        if a.output_tokens:
+            k = (self.tokens, (a.model, p, "output"))
+            sums[k] = get(k, 0) + a.output_tokens
+        if a.cost_usd:
+            k = (self.cost, (route, a.model, p, *t))
+            sums[k] = get(k, 0) + a.cost_usd
 
     def _child(self, metric: Any, *labels: str) -> Any:
         # `labels()` takes a lock and validates every call; the children never change once made,
@@ -275,6 +329,20 @@ class RouterMetrics:
 
         server, thread = start_http_server(port, addr=addr, registry=self.registry)
         return server, thread
+
+
+class _CountQueued(Collector):
+    """Collects nothing: counts the queued requests, so that the collectors after it are current."""
+
+    def __init__(self, owner: RouterMetrics) -> None:
+        self._owner = owner
+
+    def collect(self) -> Iterable[Metric]:
+        self._owner.count_queued()
+        return ()
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
 
 
 class _Pull(Collector):
