@@ -40,7 +40,16 @@ from engine.server.doors import Door, Fail, MessagesDoor, http_error, model_by_i
 from engine.server.errormap import map_error
 from engine.server.keystore import KeyStore
 from engine.server.livestats import LiveStats
-from engine.server.logs import RequestIdMiddleware, current_request_id, log_event, log_failure, note_request_id
+from engine.server.logs import (
+    RequestIdMiddleware,
+    close_request_id,
+    current_request_id,
+    log_event,
+    log_failure,
+    note_request_id,
+    open_request_id,
+    with_request_id,
+)
 from engine.server.openai_wire import (
     ChatRequest,
     StreamEncoder,
@@ -336,7 +345,7 @@ class Service:
         headers = self._headers(door, live, result.model, result.request_id)
         headers.update({"x-router-provider": result.provider, "x-router-route": result.route or "",
                         "x-router-cached": "true" if result.cached else "false"})
-        return Response(body, media_type=_JSON, headers=headers)
+        return _JSONAnswer(body, headers)
 
     async def _stream(self, request: Request, live: Live, a: Admitted, door: Door) -> Response:
         opened = await self.open_stream(request, live, a, door.fail)
@@ -400,6 +409,20 @@ class Service:
         return Response(json.dumps(out, default=str), media_type=_JSON)
 
 
+class _JSONAnswer(Response):
+    """A 200 JSON answer with the service's own headers: the bytes starlette's `Response` would
+    send, without its general header handling."""
+
+    media_type = _JSON
+
+    def __init__(self, body: str | bytes, headers: Mapping[str, str]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body = body.encode() if isinstance(body, str) else body
+        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.raw_headers += ((b"content-length", str(len(body)).encode()), (b"content-type", b"application/json"))
+
+
 def create_app(config: ServeConfig | None = None, *, metrics: Any = None) -> Starlette:
     """The ASGI app (uvicorn factory: `engine.server.app:create_app`, config from `ENGINE_SERVE_*`)."""
     service = Service(config or ServeConfig.from_env(), metrics=metrics)
@@ -447,7 +470,7 @@ class _ServiceApp(Starlette):
 
     def __init__(self, *, direct: Mapping[str, Callable[[Request], Awaitable[Response]]], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._direct = {path: RequestIdMiddleware(_endpoint_app(endpoint)) for path, endpoint in direct.items()}
+        self._direct = {path: _endpoint_app(endpoint) for path, endpoint in direct.items()}
         self._built_with = (list(self.user_middleware), dict(self.exception_handlers))
         self._direct_on: bool | None = None  # decided at the first request, when the app is what it will be
 
@@ -469,19 +492,23 @@ class _ServiceApp(Starlette):
         scope["app"] = self
         scope.setdefault("router", self.router)
         started = False
+        token = open_request_id()  # what RequestIdMiddleware does, in the same wrapper of `send`
 
-        async def send_noting_start(message: Message) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                message = with_request_id(message)
             await send(message)
 
         try:
-            await app(scope, receive, send_noting_start)
+            await app(scope, receive, send_with_id)
         except Exception:
             if not started:  # what starlette's ServerErrorMiddleware answers (debug off, no handler)
                 await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
             raise
+        finally:
+            close_request_id(token)
 
 
 def _endpoint_app(endpoint: Callable[[Request], Awaitable[Response]]) -> ASGIApp:

@@ -136,20 +136,37 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        token = _BOX.set([])
+        token = open_request_id()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                if not any(k.lower() == b"x-request-id" for k, _ in headers):
-                    headers.append((b"x-request-id", current_request_id().encode()))
-                    message = {**message, "headers": headers}
+                message = with_request_id(message)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            _BOX.reset(token)
+            close_request_id(token)
+
+
+def open_request_id() -> contextvars.Token[list[str] | None]:
+    """Start an HTTP request's id box (`note_request_id`, `current_request_id`); give the token
+    back to `close_request_id` when the request is over."""
+    return _BOX.set([])
+
+
+def close_request_id(token: contextvars.Token[list[str] | None]) -> None:
+    """End the id box `open_request_id` started."""
+    _BOX.reset(token)
+
+
+def with_request_id(start: Message) -> Message:
+    """An `http.response.start` message with an `x-request-id` header (the request's id) unless it has one."""
+    headers = start.get("headers", ())
+    for k, _ in headers:
+        if k.lower() == b"x-request-id":
+            return start
+    return {**start, "headers": [*headers, (b"x-request-id", current_request_id().encode())]}
 
 
 # -- failed requests ----------------------------------------------------------------------------
