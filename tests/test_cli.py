@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,24 @@ cases:
     code, out = run("test", "--coverage", "--threshold", "100", str(worked))
     assert code == 0, out
     assert "100.0% (routes 100%" in out
+
+
+def test_a_serving_process_tunes_gc_and_the_switch_interval_but_keeps_stricter_settings() -> None:
+    import gc
+
+    from engine.cli import serve
+
+    saved_gc, saved_si = gc.get_threshold(), sys.getswitchinterval()
+    try:
+        gc.set_threshold(700, 10, 10)
+        sys.setswitchinterval(0.005)
+        serve._tune_interpreter()
+        assert gc.get_threshold()[0] == serve._GC_YOUNG_THRESHOLD
+        assert sys.getswitchinterval() == pytest.approx(serve._SWITCH_INTERVAL_S)
+        gc.set_threshold(50_000, 10, 10)
+        sys.setswitchinterval(0.0005)
+        serve._tune_interpreter()
+        assert gc.get_threshold()[0] == 50_000 and sys.getswitchinterval() == pytest.approx(0.0005)
+    finally:
+        gc.set_threshold(*saved_gc)
+        sys.setswitchinterval(saved_si)
