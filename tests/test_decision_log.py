@@ -457,3 +457,18 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([7.0], 99) == 7.0
     values = [float(v) for v in range(1, 11)]
     assert [percentile(values, p) for p in (0, 10, 50, 90, 95, 100)] == [1.0, 1.0, 5.0, 9.0, 10.0, 10.0]
+
+
+@pytest.mark.parametrize("meta", [
+    {"tenant": "acme", "n": 1}, {"tenant": "acme", "n": True}, {"tenant": "acme", "n": 1.0}, {"x": -0.0}, {"x": 0.0},
+    {"x": float("nan")}, {"x": None}, {"nested": {"a": 1, "b": True}}, {"nested": {"a": 1.0, "b": 1}},
+    {"deep": {"a": {"b": 1}}}, {"list": [1, 2]}, {"when": Path("/tmp/x")}, {"ü": "snow ☃"},
+])
+def test_a_remembered_encoding_is_the_encoding(meta: dict[str, Any]) -> None:
+    # the writer remembers the JSON of repeated meta/features dicts; values that compare equal
+    # but encode differently (1, True, 1.0; -0.0, 0.0) never share an entry
+    from engine.store.records import _encode_json, _encode_mapping
+
+    for _ in range(2):  # the second time from the memo, where it applies
+        for m in (meta, {"tenant": "acme", "n": 1}, {"x": 0.0}):
+            assert _encode_mapping(m) == _encode_json(m)

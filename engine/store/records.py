@@ -38,10 +38,15 @@ AttemptOutcome = Literal["ok", "error", "skipped"]
 # than storing its str().
 _encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
-# Plans repeat (a route yields a handful of distinct plans), so their JSON is worth remembering;
-# meta and features are mutable dicts and are encoded every time.
+# Plans repeat (a route yields a handful of distinct plans), so their JSON is worth remembering.
+# So do most `meta` and `features` dicts (a tenant, a key id, the same few flags): they are
+# remembered by a frozen copy of their items that keeps each value's type (True, 1 and 1.0 hash
+# alike but encode differently; floats by their repr), when every value is a scalar or, one level down, a dict of
+# scalars. Encoding is most of the writer thread's Python work, done with the GIL held.
 _plan_json: dict[tuple[str, ...], str] = {}
+_mapping_json: dict[tuple[Any, ...], str] = {}
 _PLAN_CACHE_MAX = 4096
+_SCALARS = (str, bool, int, type(None))
 
 
 def _encode_plan(plan: tuple[str, ...]) -> str:
@@ -54,6 +59,38 @@ def _encode_plan(plan: tuple[str, ...]) -> str:
                 _plan_json.clear()
             _plan_json[plan] = encoded
         return encoded
+
+def _frozen(m: Mapping[str, Any], nested: bool = True) -> tuple[Any, ...] | None:
+    """The mapping's items with their types, hashable; None when a value is not a plain scalar."""
+    out: list[Any] = []
+    for k, v in m.items():
+        t = type(v)
+        if t is float and type(k) is str:
+            out.append((k, t, repr(v)))  # -0.0 == 0.0, and a NaN equals no other
+        elif t in _SCALARS and type(k) is str:
+            out.append((k, t, v))
+        elif t is dict and nested and type(k) is str:
+            inner = _frozen(v, nested=False)
+            if inner is None:
+                return None
+            out.append((k, dict, inner))
+        else:
+            return None
+    return tuple(out)
+
+
+def _encode_mapping(m: Mapping[str, Any]) -> str:
+    key = _frozen(m) if type(m) is dict else None
+    if key is None:
+        return _encode_json(m)
+    encoded = _mapping_json.get(key)
+    if encoded is None:
+        encoded = _encode_json(m)
+        if len(_mapping_json) >= _PLAN_CACHE_MAX:
+            _mapping_json.clear()
+        _mapping_json[key] = encoded
+    return encoded
+
 
 REQUEST_COLUMNS: tuple[str, ...] = (
     "id", "ts", "policy_digest", "tenant", "api_key_id", "route", "query_type", "plan", "model", "provider",
@@ -156,7 +193,7 @@ class RequestRecord:
             _encode_plan(self.plan), self.model, self.provider, self.attempts, self.fallbacks, self.outcome,
             self.error_class, self.error_message, self.prompt_tokens, self.input_tokens, self.output_tokens,
             self.cost_usd, self.latency_ms, self.cache_hit, self.saved_cost_usd, self.stream, self.max_tokens,
-            self.temperature, self.prompt_hash, self.prompt, _encode_json(self.meta), _encode_json(self.features),
+            self.temperature, self.prompt_hash, self.prompt, _encode_mapping(self.meta), _encode_mapping(self.features),
             self.downgraded, _encode_plan(self.needs), self.tools_offered, self.images, self.output_format,
             self.seed, self.finish_reason, self.tool_calls,
         )  # fmt: skip
