@@ -14,10 +14,11 @@ import os
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import aclosing, contextmanager
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from types import TracebackType
+from typing import Any, ClassVar, Literal
 
 from adapters.conversation import (
     NO_OPTIONS,
@@ -329,22 +330,12 @@ class LLMAdapter(ABC):
             retry_after=retry_after,
         )
 
-    @contextmanager
-    def _map_errors(self) -> Iterator[None]:
+    def _map_errors(self) -> _VendorErrors:
         """The adapter's one choke point: every vendor exception leaves as a `ProviderError` (cause kept).
 
         Exceptions that are not the vendor's (bugs, cancellation) pass through unchanged.
         """
-        try:
-            yield
-        except AdapterError:
-            raise
-        except Exception as exc:
-            mapped = self._translate_error(exc) or self._translate_transport(exc)
-            if mapped is None:
-                raise
-            self._scrub_cause(exc)
-            raise mapped from exc
+        return _VendorErrors(self)
 
     def _key_or_env(self, explicit: str | None, *env_vars: str, required: bool = True) -> str | None:
         """The configured API key, else the first of `env_vars` that is set; kept as a secret to scrub.
@@ -496,6 +487,30 @@ class LLMAdapter(ABC):
         request = Request(msgs, max_tokens, float(temperature), stops, float(timeout_s), options)
         self._check_options(request)
         return request
+
+
+class _VendorErrors:
+    """`LLMAdapter._map_errors()`: a plain context manager, which every call enters (a
+    generator-based one costs a generator and its frames per call)."""
+
+    __slots__ = ("_adapter",)
+
+    def __init__(self, adapter: LLMAdapter) -> None:
+        self._adapter = adapter
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, AdapterError):
+            return False
+        adapter = self._adapter
+        mapped = adapter._translate_error(exc) or adapter._translate_transport(exc)
+        if mapped is None:
+            return False
+        adapter._scrub_cause(exc)
+        raise mapped from exc
 
 
 def connection_cause(exc: BaseException) -> str | None:
