@@ -22,15 +22,13 @@ from typing import Any, ClassVar, Literal
 
 from adapters.conversation import (
     NO_OPTIONS,
-    Conversation,
     Message,
     Options,
     Role,
     ToolCall,
     ToolCallAccumulator,
     ToolCallDelta,
-    check_conversation,
-    coerce_message,
+    coerce_messages,
     options_of,
 )
 from adapters.errors import (
@@ -468,7 +466,7 @@ class LLMAdapter(ABC):
                 raise InvalidInput("prompt is empty or whitespace only")
             msgs: tuple[Message, ...] = (Message("user", prompt),)
         else:
-            msgs = _check_messages(messages)
+            msgs = coerce_messages(messages)  # a router's `Conversation` as it is
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
             raise InvalidInput(f"max_tokens must be a positive integer, got {max_tokens!r}")
         if (
@@ -546,18 +544,6 @@ def _positive(value: object) -> bool:
     return (
         isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
     )
-
-
-def _check_messages(messages: Sequence[Message | Mapping[str, Any]] | None) -> tuple[Message, ...]:
-    if type(messages) is Conversation:  # checked already (by the router, or by the caller's coerce_messages)
-        return messages
-    if isinstance(messages, (str, bytes)) or messages is None:
-        raise InvalidInput("messages must be a sequence of Message")
-    msgs = tuple(coerce_message(m, i) for i, m in enumerate(messages))
-    if not msgs:
-        raise InvalidInput("messages is empty")
-    check_conversation(msgs)
-    return msgs
 
 
 def estimate_request_tokens(messages: Sequence[Message], options: Options = NO_OPTIONS) -> int:

@@ -380,7 +380,7 @@ class Conversation(tuple[Message, ...]):
     __slots__ = ()
 
 
-def coerce_messages(messages: Iterable[Any]) -> Conversation:
+def coerce_messages(messages: Iterable[Any] | None) -> Conversation:
     """Messages from `Message`s, (role, content) pairs or OpenAI-shaped dicts; checked.
 
     Raises:

@@ -237,7 +237,6 @@ class OpenAIAdapter(LLMAdapter):
             message = "An error occurred during streaming"
         return self._error(self._refine(body, message) or ServerError, message)
 
-
     def _translate_error(self, exc: Exception) -> ProviderError | None:
         openai = sys.modules.get("openai")
         if openai is None or not isinstance(exc, openai.OpenAIError):

@@ -232,6 +232,8 @@ def test_queued_observations_are_all_counted_by_any_scrape() -> None:
     import threading
     import time as _time
 
+    from prometheus_client import generate_latest
+
     from engine.store.records import AttemptRecord, RequestRecord
 
     metrics = RouterMetrics()
@@ -241,6 +243,9 @@ def test_queued_observations_are_all_counted_by_any_scrape() -> None:
                          outcome="ok", input_tokens=3, output_tokens=2, cost_usd=0.5),)
     labels = {"route": "default", "model": "a", "provider": "pa", "outcome": "served"}
     metrics.observe(rec, att)
+    # a scrape restricted to some names (`?name[]=` on /metrics) counts the queue too
+    only = generate_latest(metrics.registry.restricted_registry(["llm_router_requests_total"])).decode()
+    assert 'llm_router_requests_total{model="a",outcome="served",provider="pa",route="default"} 1.0' in only
     assert metrics.registry.get_sample_value("llm_router_requests_total", labels) == 1  # one queued, then scraped
     stop = threading.Event()
 

@@ -26,7 +26,7 @@ used scope of each quota.
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +53,8 @@ _UNBOUNDED_SCOPES = frozenset({"tenant", "key"})
 _BATCH = 64  # requests queued before they are counted without a scrape (~0.3 ms of work at a time)
 
 Scope = MutableMapping[str, Any]
+_Sums = defaultdict[tuple[Any, tuple[str, ...]], float]  # (metric, label values) -> amount to add
+_Seen = list[tuple[Any, tuple[str, ...], float]]  # (histogram, label values, value) to observe
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
@@ -80,10 +82,8 @@ class RouterMetrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}  # (metric, label values) -> child
         self._queued: deque[tuple[RequestRecord, Sequence[AttemptRecord]]] = deque()
         self._count_lock = threading.Lock()
-        ns, reg = namespace, self.registry
-        # first in the registry, so that every collection counts the queued requests before the
-        # counters and histograms are read
-        reg.register(_CountQueued(self))
+        # counters and histograms are collected through _Via: a scrape counts the queue first
+        ns, reg = namespace, None
         t = ("tenant",) if tenant_label else ()
         self.requests = Counter("requests", "Requests by route, serving model and outcome (served, cached, failed, "
                                 "refused_policy, refused_quota, rate_limited, no_model, bad_request).",
@@ -111,7 +111,7 @@ class RouterMetrics:
         self.attempt_latency = Histogram("attempt_duration_seconds", "Latency of one model call.",
                                          ("model", "provider", "outcome"), namespace=ns, registry=reg,
                                          buckets=LATENCY_BUCKETS)
-        # pulled gauges: collected through _Pull so that a bound router is read at scrape time
+        # pulled gauges: collected through _Via so that a bound router is read at scrape time
         self.circuit = Gauge("circuit_state", "Circuit state per model: 0 closed, 1 half-open, 2 open.",
                              ("model", "provider"), namespace=ns, registry=None)
         self.demoted = Gauge("model_demoted", "1 while health has demoted the model to the end of plans.",
@@ -132,9 +132,13 @@ class RouterMetrics:
                                   "timed out since start.", ("backend",), namespace=ns, registry=None)
         self.state_reconnects = Gauge("state_backend_reconnects", "Times the shared state store came back after "
                                       "being down.", ("backend",), namespace=ns, registry=None)
-        self._pulled = (self.circuit, self.demoted, self.quota_remaining, self.quota_used, self.cache_ratio,
-                        self.cache_entries, self.policy_info, self.state_up, self.state_errors, self.state_reconnects)
-        self.registry.register(_Pull(self))
+        pulled = (self.circuit, self.demoted, self.quota_remaining, self.quota_used, self.cache_ratio,
+                  self.cache_entries, self.policy_info, self.state_up, self.state_errors, self.state_reconnects)
+        counted = (self.requests, self.query_types, self.attempts, self.errors, self.fallbacks, self.tokens,
+                   self.cost, self.cache_hits, self.cache_saved, self.health_events, self.request_latency,
+                   self.attempt_latency)
+        self.registry.register(_Via(self.count_queued, counted))
+        self.registry.register(_Via(self._refresh_bound, pulled))
 
     # -- recorder hooks ----------------------------------------------------------------------
 
@@ -146,70 +150,55 @@ class RouterMetrics:
             self.count_queued()
 
     def count_queued(self) -> None:
-        """Count the requests observed so far into the counters and histograms (a scrape does this
-        first; call it before reading a metric's value directly)."""
+        """Count the requests observed so far into the counters and histograms (every scrape does
+        this first; call it before reading a metric's value directly)."""
         queued = self._queued
         if not queued:
             return
         with self._count_lock:
-            sums: dict[tuple[Any, tuple[str, ...]], float] = {}
-            seen: list[tuple[Any, tuple[str, ...], float]] = []
-            get, take = sums.get, queued.popleft
-            tenant_label = self.tenant_label
-            requests, query_types, fallbacks, request_latency = (
-                self.requests, self.query_types, self.fallbacks, self.request_latency)
+            sums: _Sums = defaultdict(float)
+            seen: _Seen = []
             while queued:
                 try:
-                    record, attempts = take()
+                    record, attempts = queued.popleft()
                 except IndexError:  # another thread took the last one
                     break
-                route, model, provider = record.route or _NONE, record.model or _NONE, record.provider or _NONE
-                t = (record.tenant or _NONE,) if tenant_label else ()
-                k: tuple[Any, tuple[str, ...]] = (requests, (route, model, provider, record.outcome, *t))
-                sums[k] = get(k, 0) + 1
-                if record.query_type is not None:
-                    k = (query_types, (record.query_type, model))
-                    sums[k] = get(k, 0) + 1
-                if record.fallbacks:
-                    k = (fallbacks, (route, model))
-                    sums[k] = get(k, 0) + record.fallbacks
-                if record.latency_ms is not None and record.outcome != "bad_request":
-                    seen.append((request_latency, (route, model), record.latency_ms / 1000))
-                if record.cache_hit:
-                    k = (self.cache_hits, (route,))
-                    sums[k] = get(k, 0) + 1
-                    if record.saved_cost_usd:
-                        k = (self.cache_saved, (route,))
-                        sums[k] = get(k, 0) + record.saved_cost_usd
-                for a in attempts:
-                    self._tally_attempt(a, route, t, sums, seen)
+                self._tally(record, attempts, sums, seen)
             child = self._child
             for (metric, labels), amount in sums.items():
                 child(metric, *labels).inc(amount)
             for metric, labels, value in seen:
                 child(metric, *labels).observe(value)
 
-    def _tally_attempt(self, a: AttemptRecord, route: str, t: tuple[str, ...],
-                       sums: dict[tuple[Any, tuple[str, ...]], float],
-                       seen: list[tuple[Any, tuple[str, ...], float]]) -> None:
-        get = sums.get
-        p = a.provider or _NONE
-        k: tuple[Any, tuple[str, ...]] = (self.attempts, (a.model, p, a.outcome))
-        sums[k] = get(k, 0) + 1
-        if a.outcome == "error":
-            k = (self.errors, (a.model, p, a.error_class or "Error"))
-            sums[k] = get(k, 0) + 1
-        if a.latency_ms is not None and a.outcome != "skipped":
-            seen.append((self.attempt_latency, (a.model, p, a.outcome), a.latency_ms / 1000))
-        if a.input_tokens:
-            k = (self.tokens, (a.model, p, "input"))
-            sums[k] = get(k, 0) + a.input_tokens
-        if a.output_tokens:
-            k = (self.tokens, (a.model, p, "output"))
-            sums[k] = get(k, 0) + a.output_tokens
-        if a.cost_usd:
-            k = (self.cost, (route, a.model, p, *t))
-            sums[k] = get(k, 0) + a.cost_usd
+    def _tally(self, record: RequestRecord, attempts: Sequence[AttemptRecord],
+               sums: _Sums, seen: _Seen) -> None:
+        """Add one request's increments to `sums` (per metric and labels) and its latencies to `seen`."""
+        route, model, provider = record.route or _NONE, record.model or _NONE, record.provider or _NONE
+        t = (record.tenant or _NONE,) if self.tenant_label else ()
+        sums[self.requests, (route, model, provider, record.outcome, *t)] += 1
+        if record.query_type is not None:
+            sums[self.query_types, (record.query_type, model)] += 1
+        if record.fallbacks:
+            sums[self.fallbacks, (route, model)] += record.fallbacks
+        if record.latency_ms is not None and record.outcome != "bad_request":
+            seen.append((self.request_latency, (route, model), record.latency_ms / 1000))
+        if record.cache_hit:
+            sums[self.cache_hits, (route,)] += 1
+            if record.saved_cost_usd:
+                sums[self.cache_saved, (route,)] += record.saved_cost_usd
+        for a in attempts:
+            p = a.provider or _NONE
+            sums[self.attempts, (a.model, p, a.outcome)] += 1
+            if a.outcome == "error":
+                sums[self.errors, (a.model, p, a.error_class or "Error")] += 1
+            if a.latency_ms is not None and a.outcome != "skipped":
+                seen.append((self.attempt_latency, (a.model, p, a.outcome), a.latency_ms / 1000))
+            if a.input_tokens:
+                sums[self.tokens, (a.model, p, "input")] += a.input_tokens
+            if a.output_tokens:
+                sums[self.tokens, (a.model, p, "output")] += a.output_tokens
+            if a.cost_usd:
+                sums[self.cost, (route, a.model, p, *t)] += a.cost_usd
 
     def _child(self, metric: Any, *labels: str) -> Any:
         # `labels()` takes a lock and validates every call; the children never change once made,
@@ -284,11 +273,9 @@ class RouterMetrics:
                         worst_ratio = max(worst_ratio, used / limit)
                 self.quota_used.labels(q.name, scope).set(worst_ratio)
 
-    def _collect_pulled(self) -> Iterable[Metric]:
+    def _refresh_bound(self) -> None:
         if self._router is not None:
             self.refresh(self._router)
-        for g in self._pulled:
-            yield from g.collect()
 
     # -- exposition --------------------------------------------------------------------------
 
@@ -331,29 +318,20 @@ class RouterMetrics:
         return server, thread
 
 
-class _CountQueued(Collector):
-    """Collects nothing: counts the queued requests, so that the collectors after it are current."""
+class _Via(Collector):
+    """Collects `metrics` after `before()`: the queued requests counted into the counters, or the
+    gauges refreshed from the bound router. Their names are described, so a scrape restricted
+    to some names (`?name[]=`) still goes through `before`."""
 
-    def __init__(self, owner: RouterMetrics) -> None:
-        self._owner = owner
-
-    def collect(self) -> Iterable[Metric]:
-        self._owner.count_queued()
-        return ()
-
-    def describe(self) -> Iterable[Metric]:
-        return ()
-
-
-class _Pull(Collector):
-    """Collects the pulled gauges, refreshing them from the bound router first."""
-
-    def __init__(self, owner: RouterMetrics) -> None:
-        self._owner = owner
+    def __init__(self, before: Callable[[], None], metrics: Sequence[Any]) -> None:
+        self._before = before
+        self._metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
-        return self._owner._collect_pulled()
+        self._before()
+        for m in self._metrics:
+            yield from m.collect()
 
     def describe(self) -> Iterable[Metric]:
-        for g in self._owner._pulled:
-            yield from g.describe()
+        for m in self._metrics:
+            yield from m.describe()

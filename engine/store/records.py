@@ -38,38 +38,48 @@ AttemptOutcome = Literal["ok", "error", "skipped"]
 # than storing its str().
 _encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
-# Plans repeat (a route yields a handful of distinct plans), so their JSON is worth remembering.
-# So do most `meta` and `features` dicts (a tenant, a key id, the same few flags): they are
-# remembered by a frozen copy of their items that keeps each value's type (True, 1 and 1.0 hash
-# alike but encode differently; floats by their repr), when every value is a scalar or, one level down, a dict of
-# scalars. Encoding is most of the writer thread's Python work, done with the GIL held.
-_plan_json: dict[tuple[str, ...], str] = {}
-_mapping_json: dict[tuple[Any, ...], str] = {}
-_PLAN_CACHE_MAX = 4096
+# Plans repeat (a route yields a handful of distinct plans), and so do most `meta` and `features`
+# dicts (a tenant, a key id, the same few flags): their JSON is remembered. A dict is remembered
+# by a frozen copy of its items that keeps each value's type (True, 1 and 1.0 hash alike but
+# encode differently; floats by their repr), when every value is a scalar or, one level down, a
+# dict of scalars. Encoding is most of the writer thread's Python work, done with the GIL held.
+_remembered_json: dict[Any, str] = {}
+_REMEMBER_MAX = 4096
 _SCALARS = (str, bool, int, type(None))
 
 
-def _encode_plan(plan: tuple[str, ...]) -> str:
+def _remember(key: Any, value: Any) -> str:
+    """`value`'s JSON, from memory when `key` was seen (the memory starts over when it is full)."""
     try:
-        return _plan_json[plan]
-    except (KeyError, TypeError):  # TypeError: a caller passed a list; encode it, do not cache it
-        encoded = _encode_json(plan)
-        if type(plan) is tuple:
-            if len(_plan_json) >= _PLAN_CACHE_MAX:
-                _plan_json.clear()
-            _plan_json[plan] = encoded
-        return encoded
+        encoded = _remembered_json.get(key)
+    except TypeError:  # an unhashable part (a list inside a plan tuple): encoded, not remembered
+        return _encode_json(value)
+    if encoded is None:
+        encoded = _encode_json(value)
+        if len(_remembered_json) >= _REMEMBER_MAX:
+            _remembered_json.clear()
+        _remembered_json[key] = encoded
+    return encoded
+
+
+def _encode_plan(plan: tuple[str, ...]) -> str:
+    if type(plan) is not tuple:  # a caller passed a list: encoded, not remembered
+        return _encode_json(plan)
+    return _remember(plan, plan)
+
 
 def _frozen(m: Mapping[str, Any], nested: bool = True) -> tuple[Any, ...] | None:
-    """The mapping's items with their types, hashable; None when a value is not a plain scalar."""
+    """The mapping's items with their types, hashable; None when one is not a plain scalar."""
     out: list[Any] = []
     for k, v in m.items():
         t = type(v)
-        if t is float and type(k) is str:
+        if type(k) is not str:
+            return None
+        if t is float:
             out.append((k, t, repr(v)))  # -0.0 == 0.0, and a NaN equals no other
-        elif t in _SCALARS and type(k) is str:
+        elif t in _SCALARS:
             out.append((k, t, v))
-        elif t is dict and nested and type(k) is str:
+        elif t is dict and nested:
             inner = _frozen(v, nested=False)
             if inner is None:
                 return None
@@ -81,15 +91,7 @@ def _frozen(m: Mapping[str, Any], nested: bool = True) -> tuple[Any, ...] | None
 
 def _encode_mapping(m: Mapping[str, Any]) -> str:
     key = _frozen(m) if type(m) is dict else None
-    if key is None:
-        return _encode_json(m)
-    encoded = _mapping_json.get(key)
-    if encoded is None:
-        encoded = _encode_json(m)
-        if len(_mapping_json) >= _PLAN_CACHE_MAX:
-            _mapping_json.clear()
-        _mapping_json[key] = encoded
-    return encoded
+    return _encode_json(m) if key is None else _remember((dict, key), m)
 
 
 REQUEST_COLUMNS: tuple[str, ...] = (
