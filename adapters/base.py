@@ -176,6 +176,10 @@ class LLMAdapter(ABC):
     """How many stop sequences the vendor accepts, None if unbounded."""
     supports_streaming: ClassVar[bool] = True
     """Whether `stream` is available."""
+    keeps_deadline: ClassVar[bool] = False
+    """Whether `generate` always ends (answer or `Timeout`) within its `timeout_s` on its own. The
+    router times a call of an adapter that does not with a backstop timer of its own (an SDK whose
+    timeouts bound each read, not the whole call); one that does is spared that timer per call."""
     # plain attributes, not ClassVars: an instance may narrow them (an endpoint row, a simulated model)
     supported_options: frozenset[str] = frozenset()
     """Request options (`Options.asked()` names) this adapter maps natively; any other that a

@@ -78,6 +78,7 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
     """The transport swap: `_complete`, `_stream`, the session and status errors; the rest is inherited."""
 
     sdk_modules = ("aiohttp",)
+    keeps_deadline = True  # a whole non-streaming call is bounded by `total` (see the module docstring)
 
     _http: aiohttp.ClientSession | None = None
     """The shared session, created on first use inside the running loop (after the key is resolved)."""
@@ -159,17 +160,21 @@ class _ChatCompletionsOverHTTP(OpenAIAdapter):
     async def _complete(self, request: Request) -> Reply:
         session = self._get_http()
         data = self._wire(request, stream=False)
+        timeout_s = request.timeout_s
         lean = self._lean
         if lean is not None:
-            answer = await lean.call(data, request.timeout_s)
+            started = lean.loop.time()
+            answer = await lean.call(data, timeout_s)
             if answer.redirect:
                 self._give_up_lean()
+                # the resend through aiohttp gets what is left of the call's timeout (keeps_deadline)
+                timeout_s = max(timeout_s - (lean.loop.time() - started), 0.001)
             else:
                 if not 200 <= answer.status < 300:
                     raise self._lean_status_error(lean, answer.status, answer.reason, answer.headers, answer.body)
                 return self._answer(json.loads(answer.body))
         async with session.post(
-            self._url, data=data, proxy=self._proxy, timeout=self._total_timeout(request.timeout_s),
+            self._url, data=data, proxy=self._proxy, timeout=self._total_timeout(timeout_s),
         ) as resp:
             raw = await resp.read()
             if not 200 <= resp.status < 300:

@@ -121,6 +121,7 @@ class SimulatedAdapter(LLMAdapter):
     """
 
     kind = "simulated"
+    keeps_deadline = True  # a drawn latency past the timeout sleeps the timeout, then raises Timeout
 
     def __init__(
         self,

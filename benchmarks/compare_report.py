@@ -258,7 +258,8 @@ def service_table(services: list[dict[str, Any]], skipped: bool) -> tuple[list[s
         p50_1c, cpu = _med(rs, "p50_1c"), _med(rs, "cpu_ms_per_req")
         ttfc = _med(rs, "ttfc_p50_1c")
         added = "-" if name.startswith("fake") else f"{p50_1c - floor:+.3f} ms"
-        added_ttfc = "-" if name.startswith("fake") else f"{ttfc - floor_ttfc:+.3f} ms"
+        added_ttfc = "-" if name.startswith("fake") else (
+            "n/a: no stream answered 200" if ttfc != ttfc else f"{ttfc - floor_ttfc:+.3f} ms")
         out.append(f"| {name} | {rs[0]['version']} | {_f(_med(rs, 'startup_s'), 1)} | {_f(_med(rs, 'rps'), 0)} | "
                    f"{_f(_med(rs, 'p50'))} | {_f(_med(rs, 'p99'))} | {_f(p50_1c)} | {_f(_med(rs, 'p99_1c'))} | "
                    f"{added} | {_f(ttfc)} | {added_ttfc} | "

@@ -362,7 +362,8 @@ async def _exchange_stream(reader: asyncio.StreamReader, writer: asyncio.StreamW
     m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
     if m is not None:  # not streamed at all (an error, or a server that buffers): the whole body is the first chunk
         await reader.readexactly(int(m.group(1)))
-        return status, (time.perf_counter() - t) * 1000
+        # an error answer is no first chunk: timing it would credit a service for failing fast
+        return status, (time.perf_counter() - t) * 1000 if status == 200 else float("nan")
     if not re.search(rb"(?i)\r\ntransfer-encoding:\s*chunked", head):
         raise RuntimeError(f"cannot frame the response: {head[:200]!r}")
     while True:

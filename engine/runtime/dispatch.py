@@ -117,8 +117,12 @@ class Dispatcher:
         return max(delay, retry_after or 0.0)
 
     async def run(self, walk: Walk, plan: tuple[str, ...],
-                  call: Callable[[Model, float], Awaitable[T]]) -> Served[T]:
+                  call: Callable[[Model, float], Awaitable[T]], *,
+                  self_timed: Callable[[Model], bool] | None = None) -> Served[T]:
         """Try each model of `plan` until one attempt succeeds.
+
+        `call(model, timeout)` is awaited under a backstop timer (`timeout` + 1 s) unless
+        `self_timed(model)` says the call ends within `timeout` on its own (`LLMAdapter.keeps_deadline`).
 
         Raises:
             QuotaExceeded: every model was refused by a quota at reservation time.
@@ -146,7 +150,8 @@ class Dispatcher:
             walk.models_tried.append(name)
             last = idx == len(plan) - 1
             try:
-                value = await self._attempts(walk, model, call, loop, last)
+                value = await self._attempts(walk, model, call, loop, last,
+                                             self_timed is not None and self_timed(model))
             except _Next as nxt:
                 await self.abandon(Served(None, model, permit, reservation))
                 if nxt.provider_failed:
@@ -217,7 +222,7 @@ class Dispatcher:
             return False, None
 
     async def _attempts(self, walk: Walk, model: Model, call: Callable[[Model, float], Awaitable[T]],
-                        loop: asyncio.AbstractEventLoop, last: bool) -> T:
+                        loop: asyncio.AbstractEventLoop, last: bool, self_timed: bool) -> T:
         provider = self.policy.providers[model.provider]
         max_attempts = self.policy.retry.max_attempts
         n = 0
@@ -230,11 +235,12 @@ class Dispatcher:
             timeout = min(provider.timeout_s, remaining)
             started_wall, started = self.clock.time(), loop.time()
             try:
-                # the adapter enforces `timeout` through its SDK; this is the backstop for an
-                # SDK that overruns it, so the request deadline always holds
+                # the adapter enforces `timeout` through its SDK; the backstop is for an SDK
+                # that overruns it, so the request deadline always holds
                 self.in_flight[model.name] = self.in_flight.get(model.name, 0) + 1
                 try:
-                    value = await bounded(call(model, timeout), timeout + 1.0)
+                    pending = call(model, timeout)
+                    value = await (pending if self_timed else bounded(pending, timeout + 1.0))
                 finally:
                     self.in_flight[model.name] -= 1
             except (ProviderError, InvalidInput, asyncio.TimeoutError) as e:

@@ -504,8 +504,11 @@ class Router:
                                                        stop=request.stop or None, timeout_s=timeout,
                                                        options=request.options)
 
-        served = await self.dispatcher.run(walk, decision.plan, call)
+        served = await self.dispatcher.run(walk, decision.plan, call, self_timed=self._keeps_deadline)
         return await self._result(served.value, served, walk, walk.request_id, decision, t0)
+
+    def _keeps_deadline(self, m: Model) -> bool:
+        return self.adapters.get(m).keeps_deadline
 
     async def _lead(self, job: _Job, rid: str, started: float, t0: float, request: Request, model: str | None,
                     features: Features) -> tuple[dict[str, Any], float]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
 import pytest
 
 from adapters.errors import (
@@ -17,7 +21,7 @@ from adapters.errors import (
 from adapters.simulated import SimulatedAdapter
 from engine.errors import AllModelsFailed
 from engine.runtime.router import Router
-from tests.runtime.conftest import RowsFn, make_policy, sims
+from tests.runtime.conftest import POLICY, RowsFn, make_policy, sims
 
 
 def err(cls: type[ProviderError], retry_after: float | None = None) -> ProviderError:
@@ -102,7 +106,7 @@ async def test_deadline_covers_the_whole_request() -> None:
     p = make_policy(base=make_policy_text_with_deadline())
     # every model takes 2 s: the first attempt gets the whole 0.5 s deadline as its timeout
     slow = [SimulatedAdapter(m.provider, m.id, latency_ms=(2000, 2000), time_scale=1.0) for m in p.models.values()]
-    router = Router(p, log_path=None, adapters=dict(zip(p.models, slow)))
+    router = Router(p, log_path=None, adapters=dict(zip(p.models, slow, strict=True)))
     with pytest.raises(AllModelsFailed) as e:
         await router.generate("hello")
     assert any(cls == "Timeout" for _, cls, _ in e.value.attempts)
@@ -134,3 +138,27 @@ async def test_streaming_falls_back_only_before_the_first_token(router: Router,
             got.append(e)
     assert len(got) == 2  # two chunks reached the caller, then the error; no fallback after that
     assert adapters["b-mid"].calls == 1  # only the first stream above
+
+
+class _Overrunning(SimulatedAdapter):
+    """An SDK that does not keep its own timeout: it never answers."""
+
+    keeps_deadline = False
+
+    async def _complete(self, request: Any) -> Any:
+        await asyncio.sleep(30)
+        raise AssertionError("the router's backstop should have ended this call")
+
+
+async def test_backstop_timer_ends_a_call_whose_adapter_overruns_its_timeout() -> None:
+    text = POLICY.replace("pa: {adapter: simulated}", "pa: {adapter: simulated, timeout_s: 0.05}")
+    p = make_policy(base=text.replace("max_attempts: 2", "max_attempts: 1"))
+    adapters: dict[str, Any] = sims(p)
+    adapters["a-small"] = _Overrunning("pa", "a-small", time_scale=0)
+    router = Router(p, log_path=None, adapters=adapters)
+    t0 = time.perf_counter()
+    result = await router.generate("hello")
+    # the backstop fires at the attempt's timeout + 1 s, well before the adapter's 30 s
+    assert time.perf_counter() - t0 < 10
+    assert result.model == "b-mid" and result.fallbacks == 1
+    await router.aclose()
