@@ -384,7 +384,8 @@ def render(info: dict[str, Any], library: list[dict[str, Any]], services: list[d
     serv, service = service_table(services, info.get("service_skipped", False))
     checks = runs.checks() + [f"service {r['target']} (run {r['rep'] + 1}): {r['check']}" for r in services
                               if "check" in r and r["check"] != "ok"]
-    check_lines = ["", "**CHECK FAILED** (the fake's call counts contradict the routing): " + "; ".join(checks)] \
+    check_lines = ["", "**CHECK FAILED** (a run's upstream call counts contradict its routing, or it answered "
+                   "errors): " + "; ".join(checks)] \
         if checks else ["", "Routing checks: every run's upstream call counts matched its routing."]
     body = head + lib + machinery_table(runs) + fail + cache + stream + foot + serv + targets(
         ratios, beyond, cache_us, rss_ratio, service, stream_added)

@@ -316,6 +316,34 @@ def test_snapshot_is_a_runtime_state() -> None:
     assert snap.unavailable == {} and snap.quota_probe is None
 
 
+def test_busy_healthy_model_reuses_its_snapshot_and_its_latencies_stay_within_one_percent_in_rank() -> None:
+    r = Rig()
+    r.ok(1000, latency=100)
+    first = r.h.snapshot()
+    r.ok(5, latency=900)  # 5 moves of 1000: under 1%, nothing the snapshot shows has changed
+    assert r.h.snapshot() is first
+    samples = [100.0] * 1000 + [900.0] * 5
+    for i in range(20):  # slower and slower answers: the pair is recomputed as it goes stale
+        r.ok(1, latency=200 + i)
+        samples.append(200.0 + i)
+        got = r.h.snapshot().latency_ms["m"]
+        ranked = sorted(samples)
+        lo, hi = ranked[int(0.49 * len(ranked)) - 1], ranked[int(0.51 * len(ranked))]
+        assert lo <= got[0] <= hi
+    # a circuit change shows at once, however fresh the pair
+    r.fail(2000)
+    snap = r.h.snapshot()
+    assert "m" in snap.open_circuits and snap is not first
+
+
+def test_a_few_samples_always_give_exact_latencies() -> None:
+    r = Rig()
+    r.ok(5, latency=100)
+    assert r.h.snapshot().latency_ms["m"] == (100, 100)
+    r.ok(1, latency=700)
+    assert r.h.snapshot().latency_ms["m"] == (100, 700)  # p95 of six samples is the largest
+
+
 def test_no_callback_is_fine() -> None:
     h = HealthTracker(HealthConfig(min_requests=1), MODELS, clock=ManualClock())
     h.record("m", ok=False, latency_ms=1, error_class="Timeout")
