@@ -273,7 +273,7 @@ class _Window:
         window holds ~100,000 latencies, and computing both per request was most of the health
         snapshot's cost."""
         pair = self._pair
-        if pair is None or self._moved > len(self.latencies) // 100:
+        if pair is None or self.pair_stale():
             pair = self._pair = (self.percentile(50), self.percentile(95))
             self._moved = 0
         return pair

@@ -67,20 +67,10 @@ class DecisionLogError(EngineError):
 # microseconds, long enough for a thread waiting on the GIL (an event loop) to wake up and take
 # it. With executemany each row's step lasts microseconds, less than a thread takes to wake, so
 # the writer kept winning the GIL back and the loop waited a whole switch interval (5 ms).
-# A chunk stays under SQLite's limit of bound values: 32,766 since 3.32, 999 before (a
-# `requests` chunk of 27 rows there; 64 rows here took ~10% less of the writer's CPU and left
-# the serving loop 2-3% more requests a second in benchmarks/compare.py's service setup).
-def _variable_limit() -> int:
-    probe = sqlite3.connect(":memory:")
-    try:  # the build's own limit (Python 3.11+); else what its version implies
-        return int(probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))  # type: ignore[attr-defined]
-    except AttributeError:
-        return 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
-    finally:
-        probe.close()
-
-
-_MAX_VARIABLES = _variable_limit()
+# A chunk stays under 999 bound values, the limit of SQLite builds older than 3.32. Newer builds
+# take 64-row `requests` chunks (instead of 27): tried, the serving loop gained 2-3% requests a
+# second but its worst on-CPU stall grew by ~0.4 ms (binding a chunk holds the GIL), so not taken.
+_MAX_VARIABLES = 999
 _MAX_CHUNK = 64
 
 
