@@ -49,7 +49,12 @@ COUNTS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
     "failure-0-1": ((300, 30), (10, 2)), "failure-50-1": ((60, 5), (3, 1)),
     "cache-0-1": ((2000, 10), (20, 2)), "footprint-0-32": ((10_000, 100), (100, 3)),
     "machinery-0-1": ((3000, 300), (50, 5)), "stream-0-1": ((1000, 100), (20, 3)),
+    "idle-0-1": ((200, 10), (5, 2)), "idle-0-32": ((640, 32), (64, 2)),
 }
+# The idle variant: 0 ms upstream, then this long idle locally before the next request. Its CPU is
+# what this machine charges any process for a 50 ms gap (a sleeping VM's wake-up, cold caches), so
+# CPU at 50 ms upstream minus it is what the process spends on the wait itself.
+IDLE_PAUSE_MS = 50
 
 
 def variants() -> list[dict[str, Any]]:
@@ -66,6 +71,10 @@ def variants() -> list[dict[str, Any]]:
             if lat == 0:  # what the decision log costs: our Router without it
                 out.append(dict(kind="library", cell=cell, latency=lat, concurrency=conc, system="ours",
                                 deployments=1, log=False))
+    for conc in (1, 32):  # 0 ms upstream, then a 50 ms local idle: the 50 ms cells' pattern, no upstream wait
+        for system in ("raw", "ours", "litellm"):
+            out.append(dict(kind="idle", cell=f"idle-0-{conc}", latency=0, concurrency=conc, system=system,
+                            deployments=1, pause_ms=IDLE_PAUSE_MS))
     for system in ("ours", "litellm"):  # no upstream at all: each router's own work per request
         out.append(dict(kind="machinery", cell="machinery-0-1", latency=0, concurrency=1, system=system,
                         deployments=1))
@@ -85,6 +94,7 @@ def variants() -> list[dict[str, Any]]:
     for v in out:
         v.setdefault("log", True)
         v.setdefault("transport", None)
+        v.setdefault("pause_ms", 0)
         v["key"] = "{kind}/{latency}ms/c{concurrency}/{system}/d{deployments}".format(**v) + (
             "" if v["log"] else "/nolog") + (f"/{v['transport']}" if v["transport"] else "")
     return out
@@ -171,7 +181,8 @@ def run_library(args: argparse.Namespace, tmp: Path, fakes: dict[int, Any]) -> l
             for spec, res in zip(specs, out["results"], strict=True):
                 res["check"] = check(spec, res, calls)
                 rows.append({"spec": {k: spec[k] for k in ("key", "kind", "cell", "latency", "concurrency", "system",
-                                                            "deployments", "log", "transport", "rep", "n", "warmup")},
+                                                            "deployments", "log", "transport", "pause_ms", "rep", "n",
+                                                            "warmup")},
                              "result": res, "process": {k: out[k] for k in out if k != "results"},
                              "load1_before": load1, "batch": len(specs) > 1})
             print(f"[rep {rep + 1}/{args.reps}] {specs[0]['key']}{' (+batch)' if len(specs) > 1 else ''}: "

@@ -258,8 +258,9 @@ async def _first_chunk(open_stream: Callable[[], Awaitable[Any]]) -> str:
 
 # -- measurement ------------------------------------------------------------------------------
 
-async def drive(call: Call, n: int, concurrency: int) -> dict[str, Any]:
-    """`n` requests from `concurrency` tasks: per-request wall ms, wall s, process CPU s."""
+async def drive(call: Call, n: int, concurrency: int, pause_s: float = 0.0) -> dict[str, Any]:
+    """`n` requests from `concurrency` tasks, each task idle `pause_s` after each of its requests:
+    per-request wall ms (the pause not included), req/s, process CPU ms per request (pause included)."""
     lat: list[float] = []
     served: dict[str, int] = {}
     todo = iter(range(n))
@@ -270,6 +271,8 @@ async def drive(call: Call, n: int, concurrency: int) -> dict[str, Any]:
             who = await call()
             lat.append((time.perf_counter() - t) * 1000)
             served[who] = served.get(who, 0) + 1
+            if pause_s:
+                await asyncio.sleep(pause_s)
 
     gc.collect()
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -294,11 +297,11 @@ async def measure(spec: dict[str, Any], tmp: Path, cold: dict[str, float]) -> di
 
             profiler = Profiler(interval=0.0002, async_mode="enabled")
             profiler.start()
-            res = await drive(call, spec["n"], spec["concurrency"])
+            res = await drive(call, spec["n"], spec["concurrency"], spec.get("pause_ms", 0) / 1000)
             profiler.stop()
             Path(spec["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=True))
         else:
-            res = await drive(call, spec["n"], spec["concurrency"])
+            res = await drive(call, spec["n"], spec["concurrency"], spec.get("pause_ms", 0) / 1000)
     finally:
         await close()
     res["first_served"] = first

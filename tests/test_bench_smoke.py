@@ -80,6 +80,11 @@ def test_compare_prints_every_row_and_measures_ours(compare: tuple[str, dict[str
                     assert "not measured" not in row
             for deps in ("1", "2"):
                 _row(lib, lat, conc, deps)  # the added-overhead ratio rows (1b)
+    idle = _rows(text, "#### 1d. CPU while waiting")
+    for conc in ("1", "32"):
+        for system in ("raw openai SDK", "our Router"):
+            assert "not measured" not in _row(idle, conc, system)
+        _row(idle, conc, "LiteLLM Router")
     machinery = _rows(text, "#### 1c. Routing machinery alone")
     assert "not measured" not in _row(machinery, "our Router")
     _row(machinery, "LiteLLM Router")
@@ -112,7 +117,8 @@ def test_compare_prints_every_row_and_measures_ours(compare: tuple[str, dict[str
     assert {r["spec"]["key"] for r in ours} >= {
         "library/0ms/c1/ours/d1", "library/0ms/c1/ours/d2", "library/50ms/c32/ours/d2", "failure/0ms/c1/ours/d2",
         "failure/50ms/c1/raw/d2", "cache/0ms/c1/ours/d1", "footprint/0ms/c32/ours/d1", "footprint/0ms/c32/raw/d1",
-        "machinery/0ms/c1/ours/d1", "stream/0ms/c1/ours/d1", "stream/0ms/c1/ours/d1/sdk", "stream/0ms/c1/raw/d1"}
+        "machinery/0ms/c1/ours/d1", "stream/0ms/c1/ours/d1", "stream/0ms/c1/ours/d1/sdk", "stream/0ms/c1/raw/d1",
+        "idle/0ms/c1/ours/d1", "idle/0ms/c32/raw/d1"}
     assert all(r["result"]["check"] == "ok" for r in ours)
     fallback = next(r for r in ours if r["spec"]["key"] == "failure/0ms/c1/ours/d2")["result"]
     total = fallback["n"] + next(r for r in ours if r["spec"]["key"] == "failure/0ms/c1/ours/d2")["spec"]["warmup"]
@@ -138,7 +144,8 @@ def test_compare_measures_litellm(compare: tuple[str, dict[str, Any]]) -> None:
                     "library/0ms/c32/litellm/d2", "library/50ms/c1/litellm/d1", "library/50ms/c1/litellm/d2",
                     "library/50ms/c32/litellm/d1", "library/50ms/c32/litellm/d2", "failure/0ms/c1/litellm/d2",
                     "failure/50ms/c1/litellm/d2", "cache/0ms/c1/litellm/d1", "footprint/0ms/c32/litellm/d1",
-                    "machinery/0ms/c1/litellm/d1", "stream/0ms/c1/litellm/d1"}
+                    "machinery/0ms/c1/litellm/d1", "stream/0ms/c1/litellm/d1", "idle/0ms/c1/litellm/d1",
+                    "idle/0ms/c32/litellm/d1"}
     assert all(r["result"]["check"] == "ok" for r in lite)
     lib = _rows(text, "### 1. Library path")
     for lat in ("0 ms", "50 ms"):
@@ -147,6 +154,8 @@ def test_compare_measures_litellm(compare: tuple[str, dict[str, Any]]) -> None:
                 assert "not measured" not in _row(lib, lat, conc, "LiteLLM Router", deps)
     assert "not measured" not in _row(_rows(text, "### 3. Cache hit"), "LiteLLM Router")
     assert "not measured" not in _row(_rows(text, "#### 1c. Routing machinery alone"), "LiteLLM Router")
+    for conc in ("1", "32"):
+        assert "not measured" not in _row(_rows(text, "#### 1d. CPU while waiting"), conc, "LiteLLM Router")
     assert all(not r["process"]["net_blocked"] for r in lite)
 
 
