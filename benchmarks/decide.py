@@ -96,8 +96,8 @@ def run(sizes: list[int], n_requests: int) -> list[dict[str, Any]]:
             assert (a.route, a.plan) == (b.route, b.plan)
         gc.disable()
         try:
-            tree = time_each(lambda f: decide_features(compiled, f), reqs)
-            naive = time_each(lambda f: decide_features(compiled, f, naive=True), reqs)
+            tree = time_each(lambda f, c=compiled: decide_features(c, f), reqs)
+            naive = time_each(lambda f, c=compiled: decide_features(c, f, naive=True), reqs)
         finally:
             gc.enable()
         rows.append({"routes": n, "nodes": compiled.node_count, "compile_ms": compile_ms,

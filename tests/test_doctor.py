@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from engine.cli.app import cli
 from engine.ops.doctor import diagnose
 from engine.policy.api import load_policy
-from tests.fakes import FakeVendorServer
 from engine.server.config import ServeConfig
+from tests.fakes import FakeVendorServer
 from tests.fakes.clients import TEST_KEYS
 from tests.test_serve_support import ServerThread, fake_policy
 
@@ -30,12 +30,12 @@ def _closed_port() -> int:
 
 
 def doctor_policy(fake: FakeVendorServer) -> str:
+    bad_key, closed = fake.channel_url("badkey", "anthropic"), f"http://127.0.0.1:{_closed_port()}"
     return f"""version: 1
 providers:
   openai: {{adapter: openai, api_key: {TEST_KEYS['openai']}, base_url: '{fake.openai_url}', timeout_s: 5}}
-  anthropic: {{adapter: anthropic, api_key: {TEST_KEYS['anthropic']}, base_url: '{fake.channel_url("badkey", "anthropic")}',
-               timeout_s: 5}}
-  gemini: {{adapter: gemini, api_key: {TEST_KEYS['gemini']}, base_url: 'http://127.0.0.1:{_closed_port()}', timeout_s: 5}}
+  anthropic: {{adapter: anthropic, api_key: {TEST_KEYS['anthropic']}, base_url: '{bad_key}', timeout_s: 5}}
+  gemini: {{adapter: gemini, api_key: {TEST_KEYS['gemini']}, base_url: '{closed}', timeout_s: 5}}
   mistral: {{adapter: openai_compatible, api_key: {TEST_KEYS['openai_compatible']},
              base_url: '{fake.channel_url("compat")}', timeout_s: 5}}
 models:
@@ -44,8 +44,10 @@ models:
   claude: {{provider: anthropic, id: claude-haiku-4-5, price: {{input: 1, output: 5}}, context_window: 200000}}
   claude-big: {{provider: anthropic, id: claude-sonnet-4-5, price: {{input: 3, output: 15}}, context_window: 200000}}
   flash: {{provider: gemini, id: gemini-2.5-flash, price: {{input: 0.3, output: 2.5}}, context_window: 1000000}}
-  mistral-small: {{provider: mistral, id: mistral-small-latest, price: {{input: 0.1, output: 0.3}}, context_window: 32000}}
-  mistral-gone: {{provider: mistral, id: mistral-retired-2023, price: {{input: 0.1, output: 0.3}}, context_window: 32000}}
+  mistral-small: {{provider: mistral, id: mistral-small-latest, price: {{input: 0.1, output: 0.3}},
+                  context_window: 32000}}
+  mistral-gone: {{provider: mistral, id: mistral-retired-2023, price: {{input: 0.1, output: 0.3}},
+                 context_window: 32000}}
 routes:
   - name: default
     strategy: ordered

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import importlib.util
 import json
 import re
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -78,9 +77,10 @@ async def test_counters_match_the_traffic() -> None:
     router, sims, _ = _router(metrics)
     results = await _traffic(router, sims)
     v = metrics.registry.get_sample_value
-    assert v("llm_router_requests_total", {"route": "default", "model": "a", "provider": "pa", "outcome": "served"}) == 3
-    assert v("llm_router_requests_total", {"route": "default", "model": "a", "provider": "pa", "outcome": "cached"}) == 1
-    assert v("llm_router_requests_total", {"route": "default", "model": "b", "provider": "pb", "outcome": "served"}) == 1
+    requests = "llm_router_requests_total"
+    assert v(requests, {"route": "default", "model": "a", "provider": "pa", "outcome": "served"}) == 3
+    assert v(requests, {"route": "default", "model": "a", "provider": "pa", "outcome": "cached"}) == 1
+    assert v(requests, {"route": "default", "model": "b", "provider": "pb", "outcome": "served"}) == 1
     assert v("llm_router_attempts_total", {"model": "a", "provider": "pa", "outcome": "ok"}) == 3
     assert v("llm_router_attempts_total", {"model": "a", "provider": "pa", "outcome": "error"}) == 2
     assert v("llm_router_errors_total", {"model": "a", "provider": "pa", "error_class": "ServerError"}) == 1

@@ -91,7 +91,8 @@ def served(fake: FakeVendorServer, tmp_path: Path) -> Iterator[tuple[ServerThrea
     log = tmp_path / "decisions.db"
     policy = tmp_path / "policy.yaml"
     # timeout_s 30: the first call to a vendor imports its SDK inside the attempt's timeout
-    policy.write_text(fake_policy(fake, log=str(log), routes=ROUTES, extra=EXTRA).replace("timeout_s: 5", "timeout_s: 30").replace(
+    text = fake_policy(fake, log=str(log), routes=ROUTES, extra=EXTRA).replace("timeout_s: 5", "timeout_s: 30")
+    policy.write_text(text.replace(
         "health: {min_requests: 1000}", "health: {min_requests: 4, open_circuit: {error_rate: 0.5, cooldown_s: 600}}"))
     with ServerThread(ServeConfig(policy=str(policy), reload_interval_s=0)) as s:
         statuses = _traffic(s, fake)
@@ -120,7 +121,8 @@ def _traces(b: DevTools, div: str) -> list[dict[str, Any]]:
 
 def _legend(b: DevTools, div: str) -> list[str]:
     """The legend entries as drawn (SVG text)."""
-    return json.loads(b.evaluate(f"JSON.stringify([...document.querySelectorAll({json.dumps('#' + div + ' .legendtext')})]"
+    selector = json.dumps("#" + div + " .legendtext")
+    return json.loads(b.evaluate(f"JSON.stringify([...document.querySelectorAll({selector})]"
                                  ".map(e => e.textContent))"))
 
 

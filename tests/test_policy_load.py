@@ -28,7 +28,7 @@ def test_minimal_policy_loads() -> None:
 
 def test_yaml_bomb_is_refused_fast() -> None:
     bomb = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
-        f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
     a = analyze_text(bomb, "bomb.yaml", {})
     assert [d.code for d in a.diagnostics] == ["yaml-too-many-nodes"]
     assert "expansion bomb" in a.diagnostics[0].message
@@ -103,7 +103,8 @@ def test_secret_values_never_appear_in_diagnostics_or_repr() -> None:
 
 def test_load_policy_raises_with_every_diagnostic(tmp_path: Path) -> None:
     f = tmp_path / "bad.yaml"
-    f.write_text(MINIMAL.replace("strategy: best", "strategy: bestest").replace("fallback: [small]", "fallback: [smal]"))
+    f.write_text(MINIMAL.replace("strategy: best", "strategy: bestest")
+                 .replace("fallback: [small]", "fallback: [smal]"))
     with pytest.raises(PolicyError) as e:
         load_policy(f)
     assert {d.code for d in e.value.diagnostics} >= {"schema", "unknown-model"}

@@ -107,8 +107,8 @@ def test_spend_quota_binds_across_routers(redis_server: RedisServer, tmp_path: P
 def test_embedded_backend_refuses_several_workers_with_limits(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY.format(backend="embedded", url="redis://unused:6379/0"))
-    proc = subprocess.run([sys.executable, "-c", "from engine.cli import main; main()", "serve", "--policy", str(policy), "--workers", "4",
-                           "--port", "0", "--log-db", str(tmp_path / "log.db")],
+    proc = subprocess.run([sys.executable, "-c", "from engine.cli import main; main()", "serve", "--policy",
+                           str(policy), "--workers", "4", "--port", "0", "--log-db", str(tmp_path / "log.db")],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "refusing --workers 4 with state.backend 'embedded'" in proc.stderr

@@ -1,4 +1,5 @@
-"""`engine serve` on the Redis backend: 429 `rate_limit_exceeded` for tenant limits, the state in /readyz and /metrics."""
+"""`engine serve` on the Redis backend: 429 `rate_limit_exceeded` for tenant limits, the state in /readyz and
+/metrics."""
 
 from __future__ import annotations
 

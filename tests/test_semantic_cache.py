@@ -60,7 +60,8 @@ async def test_a_paraphrase_is_served_the_cached_answer_and_says_so(tmp_path: Pa
     assert not first.cached and first.cache_kind is None
     assert hit.cached and hit.cache_kind == "semantic" and hit.similarity is not None and hit.similarity >= 0.5
     assert hit.text == first.text and hit.cost_usd == 0.0
-    rows = sqlite3.connect(db).execute("select cache_hit, features, saved_cost_usd from requests order by ts").fetchall()
+    rows = sqlite3.connect(db).execute(
+        "select cache_hit, features, saved_cost_usd from requests order by ts").fetchall()
     assert json.loads(rows[1][1])["cache"]["kind"] == "semantic" and rows[1][0] == 1
     totals = collect(db).totals
     assert totals["semantic_hits"] == 1 and totals["semantic_saved_cost_usd"] == pytest.approx(first.cost_usd)
@@ -202,7 +203,8 @@ def test_explain_says_whether_a_prompt_would_hit(tmp_path: Path) -> None:
 
     assert explain(Q) == "cache       exact hit"
     assert explain(PARAPHRASE).startswith("cache       semantic hit (similarity ")
-    assert explain("Write a haiku about the last snowfall of winter.") == "cache       miss (refused by the direction guard)"
+    assert explain("Write a haiku about the last snowfall of winter.") == \
+        "cache       miss (refused by the direction guard)"
 
 
 async def test_a_broken_embedder_costs_a_miss_not_the_request(tmp_path: Path) -> None:

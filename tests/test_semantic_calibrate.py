@@ -43,7 +43,8 @@ def test_bad_pair_files_name_the_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not bundled_available() or DEV is None,
-                    reason="SKIPPED LOUDLY: needs the bundled embedder ('.[semantic]') and shared/data/cache-pairs-dev.jsonl")
+                    reason="SKIPPED LOUDLY: needs the bundled embedder ('.[semantic]') and "
+                           "shared/data/cache-pairs-dev.jsonl")
 def test_bundled_defaults_meet_the_targets_on_the_dev_pairs() -> None:
     assert DEV is not None
     scored = score_pairs(load_pairs(DEV), OnnxEmbedder())

@@ -37,8 +37,8 @@ def test_material_must_be_identical_while_the_request_may_be_reworded() -> None:
     passage = ("The library will close at 6 pm on weekdays from March onwards, and stay open until 9 pm on "
                "Saturdays, while Sunday hours remain unchanged for the rest of the year.")
     changed = passage.replace("Saturdays", "Fridays")
-    assert verdict(f"Summarize this notice:\n\n{passage}", f"Give me a short summary of the notice below.\n\n{passage}") \
-        != "material"
+    summary = f"Give me a short summary of the notice below.\n\n{passage}"
+    assert verdict(f"Summarize this notice:\n\n{passage}", summary) != "material"
     assert verdict(f"Summarize this notice:\n\n{passage}", f"Summarize this notice:\n\n{changed}") == "material"
     # the request may come after the passage
     assert facts(f"{passage}\n\nSummarize this.").material == facts(f"Summarize this.\n\n{passage}").material
@@ -51,7 +51,8 @@ def test_facts_round_trip_through_json() -> None:
 
 def test_cjk_numerals_and_order_of_numbers() -> None:
     assert facts("写一首七言绝句").numbers != facts("写一首五言绝句").numbers
-    assert verdict("箱に7個あります。2個取って、4個入れました。", "箱に7個あります。4個取って、2個入れました。") == "edit"
+    took_two, took_four = "箱に7個あります。2個取って、4個入れました。", "箱に7個あります。4個取って、2個入れました。"
+    assert verdict(took_two, took_four) == "edit"
 
 
 PASSAGE = ("\n\nHi Marco, the bike shop called: your frame is cracked near the bottom bracket and can't be "

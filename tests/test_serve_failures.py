@@ -42,12 +42,13 @@ providers:
             timeout_s: 5}}
   anthropic: {{adapter: anthropic, api_key: sk-ant-api03-FAKEFAKE0123456789, base_url: 'https://api.nonexistent.invalid',
                timeout_s: 5}}
-  gemini: {{adapter: gemini, api_key: AIzaFAKEFAKEFAKE0123456789abcdefghij, base_url: '{fake.channel_url("badkey", "gemini")}',
-            timeout_s: 5}}
+  gemini: {{adapter: gemini, api_key: AIzaFAKEFAKEFAKE0123456789abcdefghij,
+            base_url: '{fake.channel_url("badkey", "gemini")}', timeout_s: 5}}
 models:
   gpt-4o-mini: {{provider: openai, price: {{input: 0.15, output: 0.6}}, context_window: 128000, scores: {{chat: 4}}}}
   claude-haiku-4-5: {{provider: anthropic, price: {{input: 1, output: 5}}, context_window: 200000, scores: {{chat: 4}}}}
-  gemini-2.5-flash: {{provider: gemini, price: {{input: 0.3, output: 2.5}}, context_window: 1000000, scores: {{chat: 4}}}}
+  gemini-2.5-flash: {{provider: gemini, price: {{input: 0.3, output: 2.5}}, context_window: 1000000,
+                     scores: {{chat: 4}}}}
 routes:
   - name: default
     strategy: ordered
@@ -94,8 +95,8 @@ def test_fake_keys_answer_short_503s_with_request_ids_and_one_log_line_each(
     assert len(set(ids)) == 2
 
     failed = _events(logs, "request_failed")
-    assert [getattr(r, "fields")["request_id"] for r in failed] == ids  # one line per failed request
-    assert all(r.levelno == logging.ERROR and getattr(r, "fields")["status"] == 503 for r in failed)
+    assert [r.fields["request_id"] for r in failed] == ids  # one line per failed request
+    assert all(r.levelno == logging.ERROR and r.fields["status"] == 503 for r in failed)
 
     with sqlite3.connect(db) as conn:
         rows = dict(conn.execute("select id, outcome from requests").fetchall())
@@ -118,7 +119,7 @@ def test_circuit_openings_are_logged_once_each(fake: FakeVendorServer, tmp_path:
                                timeout=30).status_code for _ in range(3)]
     assert statuses[0] == 503 and statuses[-1] == 503
     opened = _events(logs, "circuit_open")
-    assert sorted(getattr(r, "fields")["model"] for r in opened) == [
+    assert sorted(r.fields["model"] for r in opened) == [
         "claude-haiku-4-5", "gemini-2.5-flash", "gpt-4o-mini"]
     assert all(r.levelno == logging.WARNING for r in opened)
     # the third request found every circuit open: refused, logged as one more failed request
@@ -138,8 +139,8 @@ def test_refused_and_bad_requests_carry_request_ids_and_log_lines(
     assert unauthorized.status_code == 401 and unauthorized.headers["x-request-id"]
     assert health.headers["x-request-id"]
     [line] = _events(logs, "request_failed")
-    assert getattr(line, "fields")["request_id"] == unauthorized.headers["x-request-id"]
-    assert getattr(line, "fields")["code"] == "invalid_api_key"
+    assert line.fields["request_id"] == unauthorized.headers["x-request-id"]
+    assert line.fields["code"] == "invalid_api_key"
     assert "sk-rt-wrong" not in line.getMessage()
 
 
@@ -171,7 +172,7 @@ def test_a_quota_refusal_is_one_quota_refused_line(fake: FakeVendorServer, tmp_p
                        json={"model": "auto", "messages": MSG, "max_tokens": 100_000})
     assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
     [line] = _events(logs, "quota_refused")
-    assert getattr(line, "fields")["request_id"] == r.headers["x-request-id"] and line.levelno == logging.WARNING
+    assert line.fields["request_id"] == r.headers["x-request-id"] and line.levelno == logging.WARNING
     assert "tiny" in line.getMessage() and not _events(logs, "request_failed")
 
 

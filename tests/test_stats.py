@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from adapters.base import Price
 from adapters.errors import ServerError
 from adapters.simulated import SimulatedAdapter
-from engine.store.outcomes import OUTCOMES
 from engine.cli.app import cli
 from engine.errors import EngineError
 from engine.ops.demo import run_demo
@@ -23,6 +22,7 @@ from engine.policy.api import load_policy, load_policy_text
 from engine.policy.bundled import default_policy_path
 from engine.policy.model import Policy
 from engine.runtime.router import Router
+from engine.store.outcomes import OUTCOMES
 
 POLICY = """
 version: 1

@@ -30,7 +30,7 @@ async def test_2000_requests_at_concurrency_64(tmp_path: Path) -> None:
         name: SimulatedAdapter(m.provider, m.id, price=Price(m.price.input, m.price.output), latency_ms=(2, 20),
                                time_scale=0.05, failure_rate=rate, seed=i,
                                faults=["server_error", "timeout", "rate_limited", "overloaded"])
-        for i, ((name, m), rate) in enumerate(zip(policy.models.items(), [0.7, 0.6, 0.5, 0.4]))
+        for i, ((name, m), rate) in enumerate(zip(policy.models.items(), [0.7, 0.6, 0.5, 0.4], strict=True))
     }
     router = Router(policy, log_path=tmp_path / "chaos.db", adapters=adapters)
     rng = random.Random(7)
@@ -72,5 +72,6 @@ async def test_2000_requests_at_concurrency_64(tmp_path: Path) -> None:
     assert abs(logged_cost - spent) < 1e-9
     assert abs(attempt_cost - logged_cost) < 1e-9
     # no tenant went over its quota of served requests
-    for tenant, n in db.execute("SELECT tenant, COUNT(*) FROM requests WHERE outcome IN ('served', 'cached') GROUP BY tenant"):
+    served = "SELECT tenant, COUNT(*) FROM requests WHERE outcome IN ('served', 'cached') GROUP BY tenant"
+    for tenant, n in db.execute(served):
         assert n <= 350, tenant
