@@ -6,14 +6,16 @@ all against the same fake OpenAI-compatible upstream on 127.0.0.1, in one run.
 
 Library: the raw `openai` SDK, our `Router` and LiteLLM's `Router` (one deployment; two with a
 fallback), at concurrency 1 and 32, upstream latency 0 and 50 ms; and each router's own work alone
-(ours over an in-process adapter that answers at once, LiteLLM with its `mock_response`). Failure: the first deployment
-answers 500 every time. Cache: one identical request repeated. Footprint: import time, RSS after
-import and after 10,000 requests. Service: `engine serve`, the LiteLLM proxy and (if installed) the
-Portkey gateway, one worker each. Every variant runs in a fresh process (`compare_worker`), at least
-twice, in an order that alternates between repetitions so drift on a shared machine hits every
-system alike; the fake counts the calls each variant made to each deployment, and a variant whose
-counts are not what its routing implies is flagged. Everything is offline: LiteLLM runs with its
-local cost map, and a guard in every Python process refuses any non-loopback connection.
+(ours over an in-process adapter that answers at once, LiteLLM with its `mock_response`). Failure:
+the first deployment answers 500 every time. Cache: one identical request repeated. Footprint:
+import time, RSS after import and after 10,000 requests. Idle: 0 ms upstream, then 50 ms of local
+idle before each next request (what idling itself costs on this machine, set against the 50 ms
+cells). Service: `engine serve`, the LiteLLM proxy and (if installed) the Portkey gateway, one
+worker each. Every variant runs in a fresh process (`compare_worker`), at least twice, in an order
+that alternates between repetitions so drift on a shared machine hits every system alike; the fake
+counts the calls each variant made to each deployment, and a variant whose counts are not what its
+routing implies is flagged. Everything is offline: LiteLLM runs with its local cost map, and a guard
+in every Python process refuses any non-loopback connection.
 `--quick` runs each system's variants in one process with tiny counts (the smoke test) and leaves
 RESULTS.md alone.
 """

@@ -18,6 +18,11 @@ def _med(rows: list[dict[str, Any]], field: str) -> float:
     return statistics.median(vals) if vals else float("nan")
 
 
+def _by_rep(rows: list[dict[str, Any]], field: str) -> dict[int, float]:
+    """`field` of each run, by repetition: runs of one repetition ran back to back, so they pair."""
+    return {r["spec"]["rep"]: r["result"][field] for r in rows if field in r["result"]}
+
+
 def _f(x: float, digits: int = 3) -> str:
     return "n/a" if x != x else f"{x:.{digits}f}"
 
@@ -55,11 +60,11 @@ class Runs:
     def paired(self, field: str, kind: str, lat: int, conc: int, deps: int,
                log: bool = True) -> tuple[float, float, str]:
         """(ours added, LiteLLM added, per-repetition ratios): each minus the raw run of its repetition."""
-        raw = {r["spec"]["rep"]: r["result"][field] for r in self.get(kind, lat, conc, "raw")}
-        ours = {r["spec"]["rep"]: r["result"][field] - raw[r["spec"]["rep"]]
-                for r in self.get(kind, lat, conc, "ours", deps, log) if r["spec"]["rep"] in raw}
-        lite = {r["spec"]["rep"]: r["result"][field] - raw[r["spec"]["rep"]]
-                for r in self.get(kind, lat, conc, "litellm", deps) if r["spec"]["rep"] in raw}
+        raw = _by_rep(self.get(kind, lat, conc, "raw"), field)
+        ours = {k: v - raw[k] for k, v in _by_rep(self.get(kind, lat, conc, "ours", deps, log), field).items()
+                if k in raw}
+        lite = {k: v - raw[k] for k, v in _by_rep(self.get(kind, lat, conc, "litellm", deps), field).items()
+                if k in raw}
         per = [_ratio(ours[k], lite[k]) for k in sorted(ours) if k in lite]
         nan = float("nan")
         return (statistics.median(ours.values()) if ours else nan, statistics.median(lite.values()) if lite else nan,
@@ -137,9 +142,10 @@ def machinery_table(runs: Runs) -> list[str]:
     return out
 
 
-def idle_table(runs: Runs) -> tuple[list[str], dict[str, float]]:
+def idle_table(runs: Runs) -> tuple[list[str], dict[str, tuple[float, float]]]:
     """Table 1d: CPU per request at 0 ms upstream, at 50 ms, and at 0 ms with a 50 ms local idle after
-    each request; ({"system-conc": CPU at 50 ms minus CPU with the idle gap, median of the runs' pairs})."""
+    each request; and {"system-conc": (CPU at 50 ms minus CPU with the idle gap, median of the runs'
+    pairs; CPU at 0 ms)}."""
     out = ["", "#### 1d. CPU while waiting: 50 ms upstream against 0 ms with a 50 ms idle gap", "",
            "CPU per request rises at 50 ms upstream. The idle variant asks the upstream at 0 ms and then "
            "sleeps 50 ms (`asyncio.sleep`, in each of the tasks) before its next request: the 50 ms cells' pattern "
@@ -149,17 +155,19 @@ def idle_table(runs: Runs) -> tuple[list[str], dict[str, float]]:
            "means nothing beyond the idle gap.", "",
            "| conc. | system | CPU ms/req, 0 ms upstream | 50 ms upstream | 0 ms + 50 ms idle | 50 ms upstream "
            "minus the idle gap [per run] |", "|---:|---|---:|---:|---:|---|"]
-    wait: dict[str, float] = {}
+    wait: dict[str, tuple[float, float]] = {}
     for conc in (1, 32):
         for system in ("raw", "ours", "litellm"):
-            idle = {r["spec"]["rep"]: r["result"]["cpu_ms"] for r in runs.get("idle", 0, conc, system)}
+            idle = _by_rep(runs.get("idle", 0, conc, system), "cpu_ms")
             if not idle:
                 out.append(f"| {conc} | {NAMES[system]} | {NOT_MEASURED} | | | |")
                 continue
-            up = {r["spec"]["rep"]: r["result"]["cpu_ms"] for r in runs.get("library", 50, conc, system)}
+            up = _by_rep(runs.get("library", 50, conc, system), "cpu_ms")
             per = [up[k] - idle[k] for k in sorted(idle) if k in up]
-            w = wait[f"{system}-{conc}"] = statistics.median(per) if per else float("nan")
-            out.append(f"| {conc} | {NAMES[system]} | {_f(runs.med('cpu_ms', 'library', 0, conc, system))} | "
+            w = statistics.median(per) if per else float("nan")
+            cpu0 = runs.med("cpu_ms", "library", 0, conc, system)
+            wait[f"{system}-{conc}"] = (w, cpu0)
+            out.append(f"| {conc} | {NAMES[system]} | {_f(cpu0)} | "
                        f"{_f(runs.med('cpu_ms', 'library', 50, conc, system))} | "
                        f"{_f(statistics.median(idle.values()))} | {_signed(w)} "
                        f"[{', '.join(f'{x:+.3f}' for x in per)}] |")
@@ -214,8 +222,7 @@ def stream_table(runs: Runs) -> tuple[list[str], dict[str, float]]:
            "median over the repetitions.", "",
            "| system | transport | first chunk p50 ms | p99 ms | added p50 vs raw SDK [per run] |",
            "|---|---|---:|---:|---:|"]
-    raw = {r["spec"]["rep"]: r["result"]["ttfc_p50_ms"] for r in runs.by.get("stream/0ms/c1/raw/d1", [])
-           if "ttfc_p50_ms" in r["result"]}
+    raw = _by_rep(runs.by.get("stream/0ms/c1/raw/d1", []), "ttfc_p50_ms")
     added: dict[str, float] = {}
     for key, system, transport in (("stream/0ms/c1/raw/d1", "raw", "the SDK's"),
                                    ("stream/0ms/c1/ours/d1", "ours", "http (default)"),
@@ -311,7 +318,7 @@ def service_table(services: list[dict[str, Any]], skipped: bool) -> tuple[list[s
 
 def targets(head: dict[str, Any], beyond: dict[str, float], cache_us: float, rss_ratio: float,
             service: dict[str, dict[str, float]], stream_added: dict[str, float] | None = None,
-            wait: dict[str, float] | None = None, cpu0: dict[int, float] | None = None) -> list[str]:
+            wait: dict[str, tuple[float, float]] | None = None) -> list[str]:
     """The DESIGN.md targets (and issue 16's), met or missed, from this run's numbers."""
     out = ["", "### Targets (DESIGN.md), from this run", "", "| target | this run | verdict |", "|---|---|---|"]
     for conc in (1, 32):
@@ -337,7 +344,7 @@ def targets(head: dict[str, Any], beyond: dict[str, float], cache_us: float, rss
         # Issue 16 item 3, "idle CPU at 50 ms upstream back to the 0 ms figure": read against the 0 ms
         # figure with the same 50 ms idle (table 1d), since this machine charges any process for idling;
         # "back to" within a tenth of our CPU per request at 0 ms, as a zero bar would judge noise.
-        w, c0 = (wait or {}).get(f"ours-{conc}", float("nan")), (cpu0 or {}).get(conc, float("nan"))
+        w, c0 = (wait or {}).get(f"ours-{conc}", (float("nan"),) * 2)
         at0, at50 = head.get(f"0-{conc}-1", nan4)[2], head.get(f"50-{conc}-1", nan4)[2]
         out.append(f"| CPU at 50 ms upstream back to the 0 ms figure (issue 16), conc. {conc}: ours at 50 ms minus "
                    f"ours at 0 ms with the same 50 ms idle <= 1/10 of ours at 0 ms (table 1d) | {_signed(w)} ms "
@@ -444,6 +451,5 @@ def render(info: dict[str, Any], library: list[dict[str, Any]], services: list[d
                    "errors): " + "; ".join(checks)] \
         if checks else ["", "Routing checks: every run's upstream call counts matched its routing."]
     body = head + lib + machinery_table(runs) + idle + fail + cache + stream + foot + serv + targets(
-        ratios, beyond, cache_us, rss_ratio, service, stream_added, wait,
-        {conc: runs.med("cpu_ms", "library", 0, conc, "ours") for conc in (1, 32)})
+        ratios, beyond, cache_us, rss_ratio, service, stream_added, wait)
     return "\n".join(body + check_lines + raw_numbers(library, services)) + "\n"

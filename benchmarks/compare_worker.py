@@ -292,16 +292,17 @@ async def measure(spec: dict[str, Any], tmp: Path, cold: dict[str, float]) -> di
         for _ in range(max(0, spec["warmup"] - 1)):
             await call()
         FIRST_CHUNK_MS.clear()
+        pause_s = spec.get("pause_ms", 0) / 1000
         if spec.get("profile"):
             from pyinstrument import Profiler
 
             profiler = Profiler(interval=0.0002, async_mode="enabled")
             profiler.start()
-            res = await drive(call, spec["n"], spec["concurrency"], spec.get("pause_ms", 0) / 1000)
+            res = await drive(call, spec["n"], spec["concurrency"], pause_s)
             profiler.stop()
             Path(spec["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=True))
         else:
-            res = await drive(call, spec["n"], spec["concurrency"], spec.get("pause_ms", 0) / 1000)
+            res = await drive(call, spec["n"], spec["concurrency"], pause_s)
     finally:
         await close()
     res["first_served"] = first
